@@ -1,0 +1,41 @@
+"""trm_bounds: verify, measure and apply the error bounds of Trust Region Masking (TRM).
+
+Layers (data flows one way): policies -> pair -> exact quantities -> bounds -> reports/CLI;
+beside them: divergences, symbolic, masks, certify, trainer, paper.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .bounds import (
+    BOUNDS,
+    PUBLISHED_BOUNDS,
+    UNIFIED_OF,
+    BoundInputs,
+    evaluate_bounds,
+    get_bound,
+    register_bound,
+)
+from .divergences import k1, k2, k3, pinsker_tv, token_kl, token_kl_from_logits, token_tv, token_tv_from_logits
+
+__all__ = [
+    "__version__",
+    "BOUNDS",
+    "PUBLISHED_BOUNDS",
+    "UNIFIED_OF",
+    "BoundInputs",
+    "evaluate_bounds",
+    "get_bound",
+    "register_bound",
+    "k1",
+    "k2",
+    "k3",
+    "pinsker_tv",
+    "token_kl",
+    "token_kl_from_logits",
+    "token_tv",
+    "token_tv_from_logits",
+]
+
+# Optional layers register their public names below as they land (lazy where heavy).

@@ -1,0 +1,516 @@
+"""Every published error bound of the TRM paper (THEORY.md section 5), vectorized.
+
+Each bound upper-bounds |Error| = |J(theta) - J(roll) - L'(theta)|. Names are the
+INTERFACES.md contract keys. Inputs broadcast (numpy rules) over arrays of T, delta, eps,
+dkl_seq, dtv_seq; capped sums use prefix sums, so T up to 1e6 costs no loop over t.
+
+Symbols: T horizon (int >= 1); eps = D_TV^{tok,max} in [0, 1]; delta = D_KL^{tok,max} >= 0
+(may be inf); dkl_seq = D_KL^seq >= 0; dtv_seq = D_TV^seq in [0, 1]; dbar (..., T) with
+dbar[..., k] = Dbar_{k+1} = E_{d_{k+1}^roll}[TV(c_{k+1})] in [0, 1]. Time is 1-based in the
+formulas: k = t - 1 in arrays.
+
+This module knows nothing of torch or the exact engine: the glue from exact quantities
+to `BoundInputs` lives downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._validate import check_divergence, check_horizon, check_tv
+
+__all__ = [
+    "classical_tv",
+    "classical_kl",
+    "linear",
+    "linear_dbar",
+    "pm_kl",
+    "pm_tv",
+    "mix_kl",
+    "mix_tv",
+    "coupling",
+    "adaptive_kl",
+    "adaptive_tv",
+    "adaptive_star",
+    "unified",
+    "unified_v2",
+    "pm_kl_closed_form",
+    "pm_tv_closed_form",
+    "mix_kl_closed_form",
+    "mix_tv_closed_form",
+    "coupling_closed_form",
+    "coupling_cap_position",
+    "adaptive_crossover",
+    "adaptive_worst_case_sum",
+    "ln_trm_weights",
+    "ln_trm_Z",
+    "ln_trm_score",
+    "ln_trm_bound",
+    "BoundInputs",
+    "BOUNDS",
+    "UNIFIED_OF",
+    "UNIFIED_V2_OF",
+    "PUBLISHED_BOUNDS",
+    "register_bound",
+    "get_bound",
+    "evaluate_bounds",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _prefix_sqrt(n_max: int) -> np.ndarray:
+    """roots[n] = sum_{k=0}^{n-1} sqrt(k), n = 0..n_max (float64, one cumsum)."""
+    return np.concatenate(([0.0], np.cumsum(np.sqrt(np.arange(max(n_max, 1), dtype=np.float64)))))
+
+
+def _capped_sqrt_sum(T: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """S(T, a) = sum_{k=0}^{T-1} min(1, a sqrt(k)) for T >= 1, a in [0, inf], no loop over k.
+
+    min(1, a sqrt(k)) = a sqrt(k) while k < k_cap = ceil(1/a^2) (at k = 1/a^2 both equal 1),
+    so S = a * sum_{k < n_free} sqrt(k) + (T - n_free) with n_free = min(T, k_cap).
+    """
+    T, a = np.broadcast_arrays(np.asarray(T, dtype=np.int64), np.asarray(a, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a = 0 and a = inf stay exact
+        k_cap = np.maximum(1.0, np.ceil(1.0 / (a * a)))  # first capped k; k = 0 never is
+        n_free = np.minimum(T, np.minimum(k_cap, np.iinfo(np.int64).max // 2)).astype(np.int64)
+        roots = _prefix_sqrt(int(T.max(initial=1)))
+        free = np.where(n_free > 1, a * roots[n_free], 0.0)
+    return free + (T - n_free)
+
+
+def _capped_linear_sum(T: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """C(T, e) = sum_{k=0}^{T-1} min(1, k e) for T >= 1, e in [0, inf], closed form.
+
+    k e < 1 for k < k_cap = ceil(1/e); so C = e n_free (n_free - 1) / 2 + (T - n_free).
+    """
+    T, e = np.broadcast_arrays(np.asarray(T, dtype=np.int64), np.asarray(e, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k_cap = np.maximum(1.0, np.ceil(1.0 / e))
+        n_free = np.minimum(T.astype(np.float64), k_cap)
+        free = np.where(n_free > 1, e * n_free * (n_free - 1) / 2.0, 0.0)
+    return free + (T - n_free)
+
+
+def _as_dbar(dbar: ArrayLike) -> np.ndarray:
+    d = check_tv("dbar", dbar)
+    if d.ndim == 0 or d.shape[-1] < 1:
+        raise ValueError(f"dbar must have a time axis of length T >= 1, got shape {d.shape}")
+    return d
+
+
+def _future_weights(T: int, eps, delta, which: str) -> np.ndarray:
+    """w[..., k] for t = k + 1: the future-trajectory TV bound min(1, (T-t) eps, sqrt((T-t) delta/2)).
+
+    which: "kl" -> min(1, sqrt((T-t) delta/2)); "tv" -> min(1, (T-t) eps); "star" -> both.
+    Shape: broadcast(eps, delta)[..., None] x (T,).
+    """
+    m = np.arange(T - 1, -1, -1, dtype=np.float64)  # T - t for t = 1..T
+    eps = np.asarray(eps, dtype=np.float64)[..., None]
+    delta = np.asarray(delta, dtype=np.float64)[..., None]
+    with np.errstate(invalid="ignore"):  # 0 * inf = nan at T - t = 0; the weight there is 0
+        tv_w = np.where(m == 0, 0.0, np.minimum(1.0, m * eps))
+        kl_w = np.where(m == 0, 0.0, np.minimum(1.0, np.sqrt(m * delta / 2.0)))
+    if which == "tv":
+        return tv_w
+    if which == "kl":
+        return kl_w
+    return np.minimum(tv_w, kl_w)
+
+
+# --------------------------------------------------------------------------- classical
+def classical_tv(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
+    """Classical trust-region bound, TV form (v1):  B = 2 T (T - 1) eps^2.  O(T^2), no cap.
+
+    Args:
+      T: horizon >= 1. eps: max token TV in [0, 1]. Broadcast together.
+    """
+    T = check_horizon(T)
+    eps = check_tv("eps", eps)
+    return 2.0 * T * (T - 1.0) * eps**2
+
+
+def classical_kl(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """Classical trust-region bound, KL form (v1):  B = T (T - 1) delta.  O(T^2), no cap."""
+    T = check_horizon(T)
+    delta = check_divergence("delta", delta)
+    with np.errstate(invalid="ignore"):
+        out = T * (T - 1.0) * delta
+    return np.where((T == 1) & np.isinf(delta), 0.0, out)
+
+
+# --------------------------------------------------------------------------- linear
+def linear(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
+    """Linear bound (v2, dropped in v3):  B = 4 T eps.  O(T)."""
+    T = check_horizon(T)
+    eps = check_tv("eps", eps)
+    return 4.0 * T * eps
+
+
+def linear_dbar(dbar: ArrayLike) -> np.ndarray:
+    """Linear bound, data-dependent form (v2):  B = 4 sum_t Dbar_t  (<= 4 T eps).
+
+    Args: dbar (..., T). Returns (...,).
+    """
+    return 4.0 * _as_dbar(dbar).sum(-1)
+
+
+# --------------------------------------------------------------------------- Pinsker-Marginal
+def pm_kl(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """Pinsker-Marginal bound, KL form (B_PM^KL, v1-v4).
+
+        B_PM^KL = 4 min(1, sqrt(delta/2)) * sum_{t=1..T} min(1, sqrt((t-1) delta / 2))
+
+    Args:
+      T: horizon, integer >= 1; any shape that broadcasts with `delta`.
+      delta: max token KL, D_KL^{tok,max} >= 0 (inf allowed: every cap binds).
+
+    Returns:
+      float64 array of the broadcast shape of (T, delta). O(T^1.5) while delta <= 2/T.
+    """
+    T = check_horizon(T)
+    delta = check_divergence("delta", delta)
+    a = np.sqrt(delta / 2.0)
+    return 4.0 * np.minimum(1.0, a) * _capped_sqrt_sum(T, a)
+
+
+def pm_tv(T: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """Pinsker-Marginal bound, TV form (B_PM^TV, v3).
+
+        B_PM^TV = 4 min(1, eps) * sum_{t=1..T} min(1, sqrt((t-1) delta / 2))
+    """
+    T = check_horizon(T)
+    eps = check_tv("eps", eps)
+    delta = check_divergence("delta", delta)
+    return 4.0 * np.minimum(1.0, eps) * _capped_sqrt_sum(T, np.sqrt(delta / 2.0))
+
+
+# --------------------------------------------------------------------------- Mixed
+def mix_kl(T: ArrayLike, delta: ArrayLike, dkl_seq: ArrayLike) -> np.ndarray:
+    """Mixed bound, KL form (B_Mix^KL, v1):  4 T min(1, sqrt(delta/2)) min(1, sqrt(D_KL^seq/2)).  O(T)."""
+    T = check_horizon(T)
+    delta = check_divergence("delta", delta)
+    dkl_seq = check_divergence("dkl_seq", dkl_seq)
+    return 4.0 * T * np.minimum(1.0, np.sqrt(delta / 2.0)) * np.minimum(1.0, np.sqrt(dkl_seq / 2.0))
+
+
+def mix_tv(T: ArrayLike, eps: ArrayLike, dtv_seq: ArrayLike) -> np.ndarray:
+    """Mixed bound, TV form (B_Mix^TV, v3):  4 T min(1, eps) min(1, D_TV^seq).  O(T)."""
+    T = check_horizon(T)
+    eps = check_tv("eps", eps)
+    dtv_seq = check_tv("dtv_seq", dtv_seq)
+    return 4.0 * T * np.minimum(1.0, eps) * np.minimum(1.0, dtv_seq)
+
+
+# --------------------------------------------------------------------------- Coupling
+def coupling(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
+    """Coupling bound (B_Coup, v3):  4 min(1, eps) * sum_{t=1..T} min(1, (t-1) eps).
+
+    O(T^2) while T eps <= 1 (= 2 T (T-1) eps^2 there), O(T) once the cap binds.
+    """
+    T = check_horizon(T)
+    eps = check_tv("eps", eps)
+    return 4.0 * np.minimum(1.0, eps) * _capped_linear_sum(T, eps)
+
+
+# --------------------------------------------------------------------------- Adaptive
+def adaptive_kl(dbar: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """Adaptive bound, KL form (B_Adap^KL, v2):  4 sum_t Dbar_t min(1, sqrt((T-t) delta/2)).
+
+    Args: dbar (T,) or (..., T); delta broadcast against dbar's leading shape. Returns (...,).
+    """
+    d = _as_dbar(dbar)
+    delta = check_divergence("delta", delta)
+    return 4.0 * np.sum(d * _future_weights(d.shape[-1], 0.0, delta, "kl"), axis=-1)
+
+
+def adaptive_tv(dbar: ArrayLike, eps: ArrayLike) -> np.ndarray:
+    """Adaptive bound, TV form (B_Adap^TV, v3):  4 sum_t Dbar_t min(1, (T-t) eps)."""
+    d = _as_dbar(dbar)
+    eps = check_tv("eps", eps)
+    return 4.0 * np.sum(d * _future_weights(d.shape[-1], eps, 0.0, "tv"), axis=-1)
+
+
+def adaptive_star(dbar: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """Adaptive hybrid (B_Adap^*, v3):  4 sum_t Dbar_t min(1, (T-t) eps, sqrt((T-t) delta/2))."""
+    d = _as_dbar(dbar)
+    eps = check_tv("eps", eps)
+    delta = check_divergence("delta", delta)
+    return 4.0 * np.sum(d * _future_weights(d.shape[-1], eps, delta, "star"), axis=-1)
+
+
+# --------------------------------------------------------------------------- closed forms
+def pm_kl_closed_form(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """The paper's small-divergence closed form 4/3 T^1.5 delta (stated for delta <= 2/T).
+
+    An upper estimate of `pm_kl` in that regime (sum sqrt(k) <= integral), not its value.
+    """
+    T = check_horizon(T).astype(np.float64)
+    return 4.0 / 3.0 * T**1.5 * check_divergence("delta", delta)
+
+
+def pm_tv_closed_form(T: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """The paper's closed form 8/3 T^1.5 eps sqrt(delta/2) (stated for delta <= 2/T)."""
+    T = check_horizon(T).astype(np.float64)
+    eps = check_tv("eps", eps)
+    return 8.0 / 3.0 * T**1.5 * eps * np.sqrt(check_divergence("delta", delta) / 2.0)
+
+
+def mix_kl_closed_form(T: ArrayLike, delta: ArrayLike, dkl_seq: ArrayLike) -> np.ndarray:
+    """2 T sqrt(delta D_KL^seq): equals `mix_kl` exactly iff delta <= 2 and D_KL^seq <= 2."""
+    T = check_horizon(T)
+    return 2.0 * T * np.sqrt(check_divergence("delta", delta) * check_divergence("dkl_seq", dkl_seq))
+
+
+def mix_tv_closed_form(T: ArrayLike, eps: ArrayLike, dtv_seq: ArrayLike) -> np.ndarray:
+    """4 T eps D_TV^seq: equals `mix_tv` (eps, D_TV^seq are <= 1, so the caps never bind)."""
+    T = check_horizon(T)
+    return 4.0 * T * check_tv("eps", eps) * check_tv("dtv_seq", dtv_seq)
+
+
+def coupling_closed_form(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
+    """2 T (T-1) eps^2 if T eps <= 1 (exact there), else the theorem's 4 T eps (an upper bound)."""
+    T = check_horizon(T)
+    eps = check_tv("eps", eps)
+    return np.where(T * eps <= 1.0, 2.0 * T * (T - 1.0) * eps**2, 4.0 * T * eps)
+
+
+def coupling_cap_position(eps: ArrayLike) -> np.ndarray:
+    """First t with (t-1) eps >= 1, i.e. the first t whose term min(1, (t-1) eps) equals 1.
+
+    Returns ceil(1/eps) + 1 (int64; eps = 0 gives a huge sentinel). The paper writes
+    floor(1/eps) + 1, which is the same t unless 1/eps is an integer (audit C04).
+    """
+    eps = check_tv("eps", eps)
+    with np.errstate(divide="ignore"):
+        inv = np.where(eps > 0, 1.0 / np.where(eps > 0, eps, 1.0), np.inf)
+    return np.where(np.isinf(inv), np.iinfo(np.int64).max, np.ceil(inv) + 1).astype(np.int64)
+
+
+def adaptive_crossover(eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """T - t at which the TV and KL future weights cross: m eps = sqrt(m delta / 2) -> m = delta / (2 eps^2).
+
+    Below it (small T - t) the TV route min(1, m eps) is smaller; above it the KL route.
+    """
+    eps = check_tv("eps", eps)
+    delta = check_divergence("delta", delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return delta / (2.0 * eps**2)
+
+
+def adaptive_worst_case_sum(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """v2's worst-case Adaptive estimate of sum_t min(1, sqrt((T-t) delta/2)) for 2/delta <= T:
+
+        (T - 2/delta) + 4 / (3 delta)
+
+    (terms with T - t >= 2/delta are capped at 1; the rest bounded by an integral). For
+    delta < 2/T the formula is not the paper's case; this returns 2/3 sqrt(2 delta) T^1.5
+    there (the uncapped integral, whose 4x-prefactored form is the 4/3 T^1.5 delta closed form).
+    """
+    T = check_horizon(T).astype(np.float64)
+    delta = check_divergence("delta", delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        capped = (T - 2.0 / delta) + 4.0 / (3.0 * delta)
+        free = 2.0 / 3.0 * np.sqrt(delta / 2.0) * T**1.5
+    return np.where(T >= 2.0 / np.where(delta > 0, delta, np.inf), capped, free)
+
+
+# --------------------------------------------------------------------------- LN-TRM
+def ln_trm_weights(T: int, eps: ArrayLike | None, delta: ArrayLike, version: str = "v3") -> np.ndarray:
+    """LN-TRM position weights w_t, t = 1..T (THEORY.md section 7).
+
+        v3: w_t = min(1, (T-t) eps, sqrt((T-t) delta / 2))
+        v2: w_t = min(1, sqrt((T-t) delta / 2))   (no eps term)
+
+    Returns (..., T) with w[..., k] = w_{k+1}; w_T = 0.
+    """
+    T = int(check_horizon(T))
+    delta = check_divergence("delta", delta)
+    if version == "v2":
+        return _future_weights(T, 0.0, delta, "kl")
+    if version != "v3":
+        raise ValueError(f"version must be 'v2' or 'v3', got {version!r}")
+    if eps is None:
+        raise ValueError("eps is required for the v3 LN-TRM weights")
+    return _future_weights(T, check_tv("eps", eps), delta, "star")
+
+
+def ln_trm_Z(T: int, eps: ArrayLike | None, delta: ArrayLike, version: str = "v3") -> np.ndarray:
+    """Z(T) = sum_t w_t, the LN-TRM length normaliser."""
+    return ln_trm_weights(T, eps, delta, version).sum(-1)
+
+
+def ln_trm_score(rho: ArrayLike, eps: ArrayLike | None, delta: ArrayLike, version: str = "v3") -> np.ndarray:
+    """W(y) = sum_t |rho_t - 1| w_t for ratios rho (..., T) of one length T. Returns (...,)."""
+    r = np.asarray(rho, dtype=np.float64)
+    if r.ndim == 0 or np.isnan(r).any() or (r < 0).any():
+        raise ValueError("rho must be a (..., T) array of non-negative ratios without NaN")
+    return np.sum(np.abs(r - 1.0) * ln_trm_weights(r.shape[-1], eps, delta, version), axis=-1)
+
+
+def ln_trm_bound(expected_W: ArrayLike) -> np.ndarray:
+    """The LN-TRM stated guarantee |Error| <= 2 E_roll[W(y)] (given delta holds globally)."""
+    return 2.0 * check_divergence("expected_W", expected_W)
+
+
+# --------------------------------------------------------------------------- inputs record
+SOURCES = ("given", "pinsker", "worst_case", "exact", "observed", "upper_bound", "assumed")
+
+
+@dataclass(frozen=True)
+class BoundInputs:
+    """The ingredients of every bound, with where each came from.
+
+    Fields: T (int >= 1), eps, delta, dkl_seq, dtv_seq (floats), dbar ((T,) array,
+    dbar[k] = Dbar_{k+1}), sources (field name -> one of SOURCES, plus free text after
+    ':'), e.g. {"eps": "pinsker: min(1, sqrt(delta/2))"}.
+    """
+
+    T: int
+    eps: float
+    delta: float
+    dkl_seq: float
+    dtv_seq: float
+    dbar: np.ndarray = field(repr=False)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        T = int(check_horizon(self.T))
+        object.__setattr__(self, "T", T)
+        object.__setattr__(self, "eps", float(check_tv("eps", self.eps)))
+        object.__setattr__(self, "delta", float(check_divergence("delta", self.delta)))
+        object.__setattr__(self, "dkl_seq", float(check_divergence("dkl_seq", self.dkl_seq)))
+        object.__setattr__(self, "dtv_seq", float(check_tv("dtv_seq", self.dtv_seq)))
+        dbar = _as_dbar(self.dbar)
+        if dbar.shape != (T,):
+            raise ValueError(f"dbar must have shape ({T},) for T = {T}, got {dbar.shape}")
+        dbar = dbar.copy()
+        dbar.setflags(write=False)
+        object.__setattr__(self, "dbar", dbar)
+        src = dict(self.sources)
+        for name in ("eps", "delta", "dkl_seq", "dtv_seq", "dbar"):
+            src.setdefault(name, "given")
+            if src[name].split(":")[0] not in SOURCES:
+                raise ValueError(f"sources[{name!r}] must start with one of {SOURCES}, got {src[name]!r}")
+        object.__setattr__(self, "sources", MappingProxyType(src))
+
+    @classmethod
+    def from_partial(
+        cls,
+        T: int,
+        delta: float,
+        eps: float | None = None,
+        dkl_seq: float | None = None,
+        dtv_seq: float | None = None,
+        dbar: ArrayLike | None = None,
+        source: str = "given",
+    ) -> BoundInputs:
+        """Fill what is missing as INTERFACES.md says for `trm-bounds bounds`:
+
+        eps = min(1, sqrt(delta/2)) (Pinsker); dkl_seq = T delta (chain rule, worst case);
+        dtv_seq = min(1, sqrt(dkl_seq/2)) (Pinsker); Dbar_t = eps for every t (worst case).
+        `source` labels the values that were passed in.
+        """
+        T = int(check_horizon(T))
+        delta = float(check_divergence("delta", delta))
+        src: dict[str, str] = {"delta": source}
+        if eps is None:
+            eps = float(min(1.0, np.sqrt(delta / 2.0)))
+            src["eps"] = "pinsker: min(1, sqrt(delta/2))"
+        else:
+            src["eps"] = source
+        if dkl_seq is None:
+            dkl_seq = T * delta
+            src["dkl_seq"] = "worst_case: T*delta (chain rule)"
+        else:
+            src["dkl_seq"] = source
+        if dtv_seq is None:
+            dtv_seq = float(min(1.0, np.sqrt(float(dkl_seq) / 2.0)))
+            src["dtv_seq"] = "pinsker: min(1, sqrt(dkl_seq/2))"
+        else:
+            src["dtv_seq"] = source
+        if dbar is None:
+            dbar = np.full(T, float(check_tv("eps", eps)))
+            src["dbar"] = "worst_case: Dbar_t = eps for every t"
+        else:
+            src["dbar"] = source
+        return cls(T=T, eps=eps, delta=delta, dkl_seq=dkl_seq, dtv_seq=dtv_seq, dbar=dbar, sources=src)
+
+    def to_json(self) -> dict:
+        """JSON-ready dict: the values and their sources (dbar as a list)."""
+        return {
+            "T": self.T,
+            "eps": self.eps,
+            "delta": self.delta,
+            "dkl_seq": self.dkl_seq,
+            "dtv_seq": self.dtv_seq,
+            "dbar": [float(x) for x in self.dbar],
+            "sources": dict(self.sources),
+        }
+
+
+# --------------------------------------------------------------------------- registry
+UNIFIED_OF = ("pm_kl", "pm_tv", "mix_kl", "mix_tv", "coupling", "adaptive_star")  # v3 B*
+UNIFIED_V2_OF = ("pm_kl", "mix_kl", "adaptive_kl")  # v2 B*
+
+
+def unified(b: BoundInputs) -> float:
+    """Unified bound B* (v3) = min(B_PM^KL, B_PM^TV, B_Mix^KL, B_Mix^TV, B_Coup, B_Adap^*)."""
+    return float(min(float(BOUNDS[n](b)) for n in UNIFIED_OF))
+
+
+def unified_v2(b: BoundInputs) -> float:
+    """Unified bound of v2 = min(B_PM^KL, B_Mix^KL, B_Adap^KL)."""
+    return float(min(float(BOUNDS[n](b)) for n in UNIFIED_V2_OF))
+
+
+_BOUNDS: dict[str, Callable[[BoundInputs], float]] = {
+    "classical_tv": lambda b: classical_tv(b.T, b.eps),
+    "classical_kl": lambda b: classical_kl(b.T, b.delta),
+    "linear": lambda b: linear(b.T, b.eps),
+    "pm_kl": lambda b: pm_kl(b.T, b.delta),
+    "pm_tv": lambda b: pm_tv(b.T, b.eps, b.delta),
+    "mix_kl": lambda b: mix_kl(b.T, b.delta, b.dkl_seq),
+    "mix_tv": lambda b: mix_tv(b.T, b.eps, b.dtv_seq),
+    "coupling": lambda b: coupling(b.T, b.eps),
+    "adaptive_kl": lambda b: adaptive_kl(b.dbar, b.delta),
+    "adaptive_tv": lambda b: adaptive_tv(b.dbar, b.eps),
+    "adaptive_star": lambda b: adaptive_star(b.dbar, b.eps, b.delta),
+    "unified": unified,
+}
+PUBLISHED_BOUNDS: tuple[str, ...] = tuple(_BOUNDS)  # the INTERFACES.md contract keys, in order
+_BOUNDS["linear_dbar"] = lambda b: linear_dbar(b.dbar)
+_BOUNDS["unified_v2"] = unified_v2
+BOUNDS: Mapping[str, Callable[[BoundInputs], float]] = MappingProxyType(_BOUNDS)
+
+
+def register_bound(name: str, fn: Callable[[BoundInputs], float], *, replace: bool = False) -> None:
+    """Add a bound (e.g. a refined variant `pm_kl_refined`) under a new key.
+
+    Published keys can never be replaced: a refinement gets its own name.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"name must be an identifier, got {name!r}")
+    if name in PUBLISHED_BOUNDS:
+        raise ValueError(f"name {name!r} is a published bound and cannot be replaced")
+    if name in _BOUNDS and not replace:
+        raise ValueError(f"name {name!r} is already registered")
+    _BOUNDS[name] = fn
+
+
+def get_bound(name: str) -> Callable[[BoundInputs], float]:
+    """The registered bound function for `name` (ValueError listing the known names)."""
+    try:
+        return BOUNDS[name]
+    except KeyError:
+        raise ValueError(f"unknown bound {name!r}; known: {', '.join(BOUNDS)}") from None
+
+
+def evaluate_bounds(inputs: BoundInputs, names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """{name: float} for every registered bound (or `names`), evaluated on `inputs`."""
+    names = tuple(BOUNDS) if names is None else names
+    return {n: float(get_bound(n)(inputs)) for n in names}

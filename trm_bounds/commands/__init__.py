@@ -1,0 +1,1 @@
+"""One module per `trm-bounds` subcommand (see `trm_bounds.cli`)."""

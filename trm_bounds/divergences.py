@@ -1,0 +1,210 @@
+"""Token divergences from log-probabilities (THEORY.md sections 3 and 7).
+
+Conventions (the paper's):
+- ``logp_roll``, ``logp_theta``: log pi_roll(.|c), log pi_theta(.|c), shape ``(..., V)``;
+  ``-inf`` marks a zero probability.
+- ``KL(c) = KL(pi_roll(.|c) || pi_theta(.|c))`` (rollout first: the direction TRM masks).
+- ``TV(c) = 1/2 sum_v |pi_theta(v|c) - pi_roll(v|c)|``.
+- ``log_ratio = log rho = log pi_theta(y) - log pi_roll(y)`` for a sampled token ``y``.
+
+Every function accepts numpy arrays (returns numpy) or torch tensors (returns torch,
+same device). Inputs are promoted to float64 unless ``dtype`` says otherwise; float16 /
+bfloat16 inputs are never computed in their own precision.
+
+Numerical design (why no ``p * log(p / q)``):
+- TV uses ``|e^a - e^b| = e^max(a,b) * (-expm1(-|a - b|))``: exact to relative rounding even
+  when the two probabilities agree to 1e-20, and exactly 1 for disjoint supports.
+- KL uses the non-negative terms ``p (e^d - 1 - d)`` with ``d = log q - log p`` on the
+  support of p, plus the mass of q outside supp p (``sum_v p = sum_v q = 1`` makes the
+  sum equal to ``sum p (log p - log q)``); ``e^d - 1 - d`` is a Taylor series for small
+  ``|d|``, so a KL of 1e-20 keeps full relative precision. ``p > 0 = q`` gives ``+inf``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "token_kl",
+    "token_tv",
+    "token_kl_from_logits",
+    "token_tv_from_logits",
+    "pinsker_tv",
+    "pinsker_kl_lower",
+    "k1",
+    "k2",
+    "k3",
+    "SAMPLE_ESTIMATORS",
+    "expm1_minus_x",
+]
+
+
+def _to_torch(x: Any, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
+    """(tensor in a float dtype at least `dtype` wide, was_numpy)."""
+    if isinstance(x, torch.Tensor):
+        t = x
+        was_numpy = False
+    else:
+        t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        was_numpy = True
+    if not t.is_floating_point() or torch.finfo(t.dtype).bits < torch.finfo(dtype).bits:
+        t = t.to(dtype)
+    elif t.dtype != dtype and torch.finfo(t.dtype).bits <= torch.finfo(dtype).bits:
+        t = t.to(dtype)
+    return t, was_numpy
+
+
+def _out(t: torch.Tensor, was_numpy: bool):
+    return t.detach().cpu().numpy() if was_numpy else t
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, names=("logp_roll", "logp_theta")) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{names[1]} has shape {tuple(b.shape)} but {names[0]} has {tuple(a.shape)}")
+    if a.ndim == 0:
+        raise ValueError(f"{names[0]} must have a vocabulary axis (..., V), got a scalar")
+    for name, x in zip(names, (a, b)):
+        if torch.isnan(x).any():
+            raise ValueError(f"{name} contains NaN")
+        if (x == float("inf")).any():
+            raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
+
+
+_SERIES_COEF = [2.0 / math.factorial(k + 2) for k in range(12)]  # e^d-1-d = d^2/2 sum c_k d^k
+
+
+def expm1_minus_x(d):
+    """e^d - 1 - d, accurate to relative rounding for all d (series for |d| < 0.1).
+
+    Shape-preserving; numpy or torch in, the same out. ``d = -inf`` gives ``+inf``.
+    For |d| < 0.1 the 12-term series truncates below 0.1^12 / 14! relative.
+    """
+    t, was_numpy = _to_torch(d, torch.float64)
+    small = t.abs() < 0.1
+    ts = torch.where(small, t, torch.zeros_like(t))
+    series = torch.full_like(ts, _SERIES_COEF[-1])
+    for c in reversed(_SERIES_COEF[:-1]):  # Horner
+        series = series * ts + c
+    series = 0.5 * ts * ts * series
+    direct = torch.expm1(t) - t
+    return _out(torch.where(small, series, direct), was_numpy)
+
+
+def token_tv(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64):
+    """TV(c) = 1/2 sum_v |pi_theta(v|c) - pi_roll(v|c)| from log-probs; (..., V) x2 -> (...,).
+
+    Exact at zero probabilities (``-inf``) and for disjoint supports (TV = 1).
+    """
+    a, was_numpy = _to_torch(logp_roll, dtype)
+    b, _ = _to_torch(logp_theta, dtype)
+    _check_pair(a, b)
+    hi = torch.maximum(a, b)
+    gap = (a - b).abs()
+    both_zero = torch.isneginf(hi)
+    gap = torch.where(both_zero | torch.isnan(gap), torch.full_like(gap, float("inf")), gap)
+    diff = torch.exp(hi) * (-torch.expm1(-gap))  # |e^a - e^b|
+    diff = torch.where(both_zero, torch.zeros_like(diff), diff)
+    return _out(0.5 * diff.sum(-1), was_numpy)
+
+
+def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64):
+    """KL(pi_roll || pi_theta) per context from log-probs; (..., V) x2 -> (...,).
+
+        KL = sum_{v: p>0} p(v) (e^d - 1 - d)  +  sum_{v: p=0} q(v),   d = log q(v) - log p(v)
+
+    (equal to sum_v p log(p/q) because sum_v p = sum_v q = 1). ``0 log(0/q) = 0``;
+    ``p > 0 = q`` gives ``+inf``. Never NaN for valid log-probabilities.
+    """
+    a, was_numpy = _to_torch(logp_roll, dtype)
+    b, _ = _to_torch(logp_theta, dtype)
+    _check_pair(a, b)
+    p = torch.exp(a)
+    on_p = p > 0
+    d = torch.where(on_p, b - a, torch.zeros_like(a))  # -inf where q = 0 < p
+    big = d > 1.0
+    # p (e^d - 1 - d): series/expm1 for moderate d, (q - p) - p d for large d (no overflow)
+    moderate = p * expm1_minus_x(torch.where(big, torch.zeros_like(d), d))
+    large = (torch.exp(b) - p) - p * torch.where(big, d, torch.zeros_like(d))
+    term = torch.where(big, large, moderate)
+    term = torch.where(on_p, term, torch.exp(b))  # mass of q outside supp p
+    return _out(term.sum(-1), was_numpy)
+
+
+def _log_softmax(logits, dtype):
+    t, was_numpy = _to_torch(logits, dtype)
+    if torch.isnan(t).any():
+        raise ValueError("logits contains NaN")
+    if (t == float("inf")).any():
+        raise ValueError("logits contains +inf")
+    return torch.log_softmax(t, dim=-1), was_numpy
+
+
+def token_kl_from_logits(logits_roll, logits_theta, *, dtype: torch.dtype = torch.float64):
+    """KL(pi_roll || pi_theta) from raw logits (..., V); log-softmax is taken in `dtype`."""
+    a, was_numpy = _log_softmax(logits_roll, dtype)
+    b, _ = _log_softmax(logits_theta, dtype)
+    return _out(token_kl(a, b, dtype=dtype), was_numpy)
+
+
+def token_tv_from_logits(logits_roll, logits_theta, *, dtype: torch.dtype = torch.float64):
+    """TV(pi_roll, pi_theta) from raw logits (..., V)."""
+    a, was_numpy = _log_softmax(logits_roll, dtype)
+    b, _ = _log_softmax(logits_theta, dtype)
+    return _out(token_tv(a, b, dtype=dtype), was_numpy)
+
+
+def pinsker_tv(kl):
+    """Pinsker's upper bound on TV from a KL: min(1, sqrt(KL / 2)). inf -> 1."""
+    if isinstance(kl, torch.Tensor):
+        return torch.clamp(torch.sqrt(kl / 2), max=1.0)
+    k = np.asarray(kl, dtype=np.float64)
+    if np.isnan(k).any() or (k < 0).any():
+        raise ValueError("kl must be >= 0 and not NaN")
+    return np.minimum(1.0, np.sqrt(k / 2.0))
+
+
+def pinsker_kl_lower(tv):
+    """Pinsker read backwards: KL >= 2 TV^2 (a lower bound on the KL)."""
+    if isinstance(tv, torch.Tensor):
+        return 2.0 * tv * tv
+    x = np.asarray(tv, dtype=np.float64)
+    if np.isnan(x).any() or (x < 0).any() or (x > 1).any():
+        raise ValueError("tv must be in [0, 1]")
+    return 2.0 * x * x
+
+
+def _log_ratio(log_ratio, dtype):
+    t, was_numpy = _to_torch(log_ratio, dtype)
+    if torch.isnan(t).any():
+        raise ValueError("log_ratio contains NaN")
+    return t, was_numpy
+
+
+def k1(log_ratio, *, dtype: torch.dtype = torch.float64):
+    """k1 = -log rho (THEORY.md section 7); E_roll[k1] = KL(roll || theta)."""
+    t, was_numpy = _log_ratio(log_ratio, dtype)
+    return _out(-t, was_numpy)
+
+
+def k2(log_ratio, *, dtype: torch.dtype = torch.float64):
+    """k2 = 1/2 (log rho)^2; symmetric: k2(rho) = k2(1/rho). The TRM-Max test statistic."""
+    t, was_numpy = _log_ratio(log_ratio, dtype)
+    return _out(0.5 * t * t, was_numpy)
+
+
+def k3(log_ratio, *, dtype: torch.dtype = torch.float64):
+    """k3 = rho - 1 - log rho >= 0; E_roll[k3] = KL(roll || theta). The TRM-Avg statistic.
+
+    Computed as ``expm1_minus_x(log rho)`` (no cancellation near rho = 1). verl computes
+    ``exp(lr) - 1 - lr`` on a clamped log-ratio; `trm_bounds.masks` reproduces that form
+    where bit parity with verl is the contract.
+    """
+    t, was_numpy = _log_ratio(log_ratio, dtype)
+    return _out(expm1_minus_x(t), was_numpy)
+
+
+SAMPLE_ESTIMATORS = {"k1": k1, "k2": k2, "k3": k3}
