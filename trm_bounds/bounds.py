@@ -30,6 +30,7 @@ __all__ = [
     "linear",
     "linear_dbar",
     "pm_kl",
+    "pm_kl_nocap",
     "pm_tv",
     "mix_kl",
     "mix_tv",
@@ -176,6 +177,20 @@ def pm_kl(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
     delta = check_divergence("delta", delta)
     a = np.sqrt(delta / 2.0)
     return 4.0 * np.minimum(1.0, a) * _capped_sqrt_sum(T, a)
+
+
+def pm_kl_nocap(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
+    """Pinsker-Marginal KL bound with its min(1, .) caps removed (v2 Table 1 "no cap" column).
+
+        B = 4 sqrt(delta/2) * sum_{t=1..T} sqrt((t-1) delta / 2) = 2 delta sum_{k=0}^{T-1} sqrt(k)
+
+    Still an upper bound on |Error| (each cap only tightens), but looser than `pm_kl`.
+    """
+    T = check_horizon(T)
+    delta = check_divergence("delta", delta)
+    roots = _prefix_sqrt(int(T.max(initial=1)))
+    with np.errstate(invalid="ignore"):  # inf * 0 at T = 1
+        return np.where(T > 1, 2.0 * delta * roots[T], 0.0)
 
 
 def pm_tv(T: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
@@ -484,6 +499,7 @@ _BOUNDS: dict[str, Callable[[BoundInputs], float]] = {
 }
 PUBLISHED_BOUNDS: tuple[str, ...] = tuple(_BOUNDS)  # the INTERFACES.md contract keys, in order
 _BOUNDS["linear_dbar"] = lambda b: linear_dbar(b.dbar)
+_BOUNDS["pm_kl_nocap"] = lambda b: pm_kl_nocap(b.T, b.delta)
 _BOUNDS["unified_v2"] = unified_v2
 BOUNDS: Mapping[str, Callable[[BoundInputs], float]] = MappingProxyType(_BOUNDS)
 
