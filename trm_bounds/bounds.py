@@ -432,6 +432,9 @@ class BoundInputs:
         """
         T = int(check_horizon(T))
         delta = float(check_divergence("delta", delta))
+        eps = None if eps is None else float(check_tv("eps", eps))  # validate before deriving
+        dkl_seq = None if dkl_seq is None else float(check_divergence("dkl_seq", dkl_seq))
+        dtv_seq = None if dtv_seq is None else float(check_tv("dtv_seq", dtv_seq))
         src: dict[str, str] = {"delta": source}
         if eps is None:
             eps = float(min(1.0, np.sqrt(delta / 2.0)))

@@ -1,0 +1,106 @@
+"""Tests for trm_bounds/cli.py and the core commands (bounds, plot-scaling, figures)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trm_bounds.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bounds_reproduces_v3_kl_tv_column(capsys):
+    code, out, err = run_cli(
+        capsys, "bounds", "--T", 4096, "--delta", 1e-4, "--eps", 5e-3, "--dkl-seq", 0.01, "--dtv-seq", 0.05, "--json"
+    )
+    assert code == 0 and err == ""
+    res = json.loads(out)
+    b = res["bounds"]
+    # v3 Table 1, KL+TV column (printed: 839, 79.9, 35.0, 24.7, 8.2, 4.1, <= 24.7, <= 4.1)
+    assert round(b["classical_tv"]) == 839
+    assert round(b["coupling"], 1) == 79.9
+    assert round(b["pm_kl"], 2) == 34.95  # printed 35.0 is the closed form, see test_bounds
+    assert round(b["pm_tv"], 1) == 24.7
+    assert round(b["mix_kl"], 1) == 8.2
+    assert round(b["mix_tv"], 1) == 4.1
+    assert round(b["adaptive_star"], 1) == 24.7
+    assert round(b["unified"], 1) == 4.1
+    assert res["inputs"]["sources"]["dbar"].startswith("worst_case")
+    assert len(res["inputs"]["dbar"]) == 4096
+
+
+def test_bounds_defaults_are_said(capsys):
+    code, out, _ = run_cli(capsys, "bounds", "--T", 16, "--delta", 0.02, "--json")
+    inp = json.loads(out)["inputs"]
+    assert code == 0
+    assert inp["eps"] == pytest.approx(0.1) and inp["sources"]["eps"].startswith("pinsker")
+    assert inp["dkl_seq"] == pytest.approx(16 * 0.02) and inp["sources"]["dkl_seq"].startswith("worst_case")
+
+
+def test_bounds_with_dbar_file(tmp_path, capsys):
+    dbar = np.linspace(0.0, 0.05, 8)
+    np.save(tmp_path / "dbar.npy", dbar)
+    code, out, _ = run_cli(capsys, "bounds", "--T", 8, "--delta", 0.01, "--eps", 0.06, "--dbar", tmp_path / "dbar.npy")
+    assert code == 0
+    b = json.loads(out)["bounds"]
+    assert b["linear_dbar"] == pytest.approx(4 * dbar.sum())
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--T", 0, "--delta", 0.1], "T must be >= 1"),
+        (["--T", 2.5, "--delta", 0.1], "T must be an integer"),
+        (["--T", 10, "--delta", -0.1], "delta must be >= 0"),
+        (["--T", 10, "--delta", 0.1, "--eps", 1.5], "eps"),
+        (["--T", 10, "--delta", 0.1, "--dkl-seq", -1], "dkl_seq"),
+        (["--T", 10, "--delta", "nan"], "delta contains NaN"),
+        (["--T", 10, "--delta", "abc"], "invalid float"),
+        (["--T", 10], "required"),
+    ],
+)
+def test_bounds_bad_input_exit_2_one_line(capsys, argv, needle):
+    code, out, err = run_cli(capsys, "bounds", *argv)
+    assert code == 2
+    assert out == ""
+    assert needle in err and err.count("\n") == 1
+
+
+def test_bad_dbar_length_exit_2(tmp_path, capsys):
+    np.save(tmp_path / "d.npy", np.zeros(3))
+    code, out, err = run_cli(capsys, "bounds", "--T", 8, "--delta", 0.01, "--dbar", tmp_path / "d.npy")
+    assert code == 2 and out == "" and "dbar" in err and err.count("\n") == 1
+
+
+def test_plot_scaling_writes_png_pdf_csv(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "plot-scaling", "--out", tmp_path, "--T-max", 1000, "--points", 8)
+    assert code == 0
+    for name in ("scaling.png", "scaling.pdf", "scaling.csv", "scaling.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = json.loads((tmp_path / "scaling.json").read_text())
+    assert {r["setting"] for r in rows} and all(r["unified"] <= r["pm_kl"] for r in rows)
+
+
+def test_figures_only_scaling_writes_manifest(tmp_path, capsys):
+    out_dir = tmp_path / "figs"
+    code, out, _ = run_cli(capsys, "figures", "--quick", "--only", "scaling", "--out", out_dir, "--no-progress")
+    assert code == 0
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    paths = {e["path"] for e in manifest["outputs"]}
+    assert {"scaling.png", "scaling.pdf", "scaling.csv"} <= paths
+    for e in manifest["outputs"]:
+        assert (out_dir / e["path"]).exists()
+        assert {"shows", "command", "inputs", "version", "seconds"} <= set(e)
+
+
+def test_figures_unknown_job_writes_nothing(tmp_path, capsys):
+    out_dir = tmp_path / "figs"
+    code, out, err = run_cli(capsys, "figures", "--only", "nope", "--out", out_dir, "--no-progress")
+    assert code == 2 and "unknown job" in err and not out_dir.exists()
