@@ -39,3 +39,27 @@ __all__ = [
 ]
 
 # Optional layers register their public names below as they land (lazy where heavy).
+
+from .masks import (  # noqa: E402
+    METHODS,
+    MaskResult,
+    masked_policy_loss,
+    offpolicy_metrics,
+    rollout_is_weights,
+    rollout_rejection_mask,
+    sequence_mask,
+    trm_mask,
+    vllm_importance_sampling_ratio,
+)
+
+__all__ += [
+    "METHODS",
+    "MaskResult",
+    "masked_policy_loss",
+    "offpolicy_metrics",
+    "rollout_is_weights",
+    "rollout_rejection_mask",
+    "sequence_mask",
+    "trm_mask",
+    "vllm_importance_sampling_ratio",
+]
