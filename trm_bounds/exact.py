@@ -1,0 +1,443 @@
+"""The exact engine: every quantity of THEORY.md sections 2-5 on an enumerable tree.
+
+Given the two log-prob trees (level t: ``(P, V**(t-1), V)``, row k = base-V digits of
+y_<t, see `trm_bounds.pair`), the reward ``(P, V**T)`` and the prompt law ``(P,)``, it
+computes in float64, with no Python loop over trajectories:
+
+- forward, level by level: context laws ``d_t^roll``, ``d_t^theta`` (kept as log-probs,
+  so differences and TVs are exact to rounding), token KL / TV per context;
+- backward from the reward leaves: ``Q_t(c, v) = E_roll[R | c, y_t = v]`` and
+  ``V_t(c) = sum_v pi_roll(v|c) Q_t(c, v)`` (and the same under pi_theta for the ratio
+  identity), ``g_t(c) = sum_v (pi_theta - pi_roll)(v|c) Q_t(c, v)``.
+
+Then ``L' = sum_t E_{d_t^roll}[g_t]`` (g-form, defined even where pi_roll has zeros) and
+``Error = sum_t sum_c (d_t^theta - d_t^roll)(c) g_t(c)`` (= J(theta) - J(roll) - L' by the
+performance-difference identity; this grouping keeps full relative precision when the
+error is second-order small). The ratio identity is evaluated as
+``-Delta = sum_t E_{d_t^roll}[ sum_v (pi_theta - pi_roll)(v|c) (Q_t^theta - Q_t^roll)(c, v) ]``
+(conditioning ``prod_{j>t} rho_j`` on c_{t+1} turns it into ``Q^theta / Q^roll``); it is
+null, with a note, when pi_theta is not absolutely continuous w.r.t. pi_roll on a
+roll-reachable context.
+
+Large trees are chunked: the levels above a split level are done whole, each subtree
+below a split-level row (at most `chunk_leaves` leaves) is done on its own, and only the
+split level's values travel between them; memory is O(chunk_leaves + P V**split).
+Costs: O(V**T) time for everything except the future-trajectory TV sup, which is
+O(T V**T) and computed only on request (``future_tv=True``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bounds import BoundInputs, evaluate_bounds, ln_trm_weights
+from .divergences import token_kl, token_tv
+from .pair import PolicyPair, validate_pair_arrays
+
+__all__ = ["exact_quantities", "exact_J", "evaluate_pair_file", "MASK_RULES", "DEFAULT_CHUNK_LEAVES"]
+
+DEFAULT_CHUNK_LEAVES = 2**21
+MASK_RULES = {
+    "max": "TRM-Max: M = 1[max_t KL(c_t) <= delta]",
+    "avg": "TRM-Avg: M = 1[(1/T) sum_t KL(c_t) <= delta_avg]",
+    "max+avg": "both tests must pass",
+}
+_NEG_INF = -float("inf")
+
+
+def exact_J(levels: Sequence, reward, prompt_probs, device="cpu") -> float:
+    """J(pi) = E_{x ~ P, y ~ pi}[R(x, y)], exactly (one forward pass, float64).
+
+    levels: T arrays (P, V**(t-1), V) of log pi; reward (P, V**T); prompt_probs (P,).
+    No validation (this is the trainer's per-step call): pass valid trees.
+    """
+    from .pair import exact_J_tensor
+
+    with torch.no_grad():
+        lv = [_t(x, device) for x in levels]
+        return float(exact_J_tensor(lv, _t(reward, device), _t(prompt_probs, device)))
+
+
+def _t(x, device) -> torch.Tensor:
+    """float64 tensor on `device`, detached; numpy input is wrapped without a copy on CPU."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device=device, dtype=torch.float64)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(device)
+
+
+def _exp_diff(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """e^b - e^a from log-values, exact to relative rounding (no cancellation):
+
+    e^b - e^a = sign(b - a) e^max(a,b) (1 - e^-|b - a|),   0 where both are -inf.
+    """
+    hi = torch.maximum(a, b)
+    gap = (b - a).abs()
+    gap = torch.where(torch.isnan(gap), torch.full_like(gap, float("inf")), gap)  # -inf - -inf
+    out = torch.exp(hi) * (-torch.expm1(-gap))
+    out = torch.where(b < a, -out, out)
+    return torch.where(torch.isneginf(hi), torch.zeros_like(out), out)
+
+
+class _Acc:
+    """Running sums / maxima over all levels and chunks (0-d or (T,) tensors on device)."""
+
+    def __init__(self, T: int, P: int, device, K: int):
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)
+        self.eps, self.delta = z(()), z(())
+        self.dkl_t, self.dbar, self.ctx_tv, self.erho = z(T), z(T), z(T), z(T)  # per level sums
+        self.lprime, self.pdi, self.err, self.ratio = z(T), z(T), z(T), z(T)
+        self.h = z(K, T)  # sum_c d_roll(c) sum_v pi_theta(v|c) Q_t^{(i)}(c, v)
+        self.g_masked = z(T)
+        self.g_inf = z(T)
+        self.J_roll, self.J_theta = z(()), z(())
+        self.joint_prompt = z(P)  # 1/2 sum_y |P(x) (P^theta - P^roll)(y|x)| per prompt
+        self.violation = torch.zeros((), dtype=torch.bool, device=device)
+        self.any_roll_zero = False
+
+
+def exact_quantities(
+    logp_roll: Sequence,
+    logp_theta: Sequence,
+    reward,
+    prompt_probs,
+    *,
+    baseline: float | None = None,
+    mask: dict | None = None,
+    future_tv: bool = False,
+    device="cpu",
+    chunk_leaves: int = DEFAULT_CHUNK_LEAVES,
+    validate: bool = True,
+) -> dict:
+    """Every exact quantity of a pair (THEORY.md sections 2-5, 7), as a JSON-ready dict.
+
+    Args:
+      logp_roll, logp_theta: T levels, level t of shape (P, V**(t-1), V), log-probs
+        (numpy or torch; -inf = zero probability).
+      reward: (P, V**T) in [0, 1]. prompt_probs: (P,), sums to 1.
+      baseline: b for L_b = E_roll[(R - b) sum_t rho_t] (computed as
+        sum_t E_{d_t^roll}[sum_v pi_theta(v|c) (Q_t(c, v) - b)], the g-form of the same sum).
+      mask: {"rule": "max"|"avg"|"max+avg", "delta": .., "delta_avg": ..}: TRM sequence mask
+        M(x, y) from the exact token KL along y; adds acceptance E_roll[M], the masked
+        analysis surrogate E_roll[M R sum_t (rho_t - 1)] (g-form with reward M R) and, with a
+        baseline, E_roll[M (R - b) sum_t rho_t].
+      future_tv: also compute sup over reachable c_{t+1} of the TV between the two laws of
+        y_{t+1..T} given c_{t+1}, per t (O(T V**T): on request only).
+      device: torch device ("cpu", "cuda"). chunk_leaves: max leaves per subtree chunk.
+      validate: check shapes / normalisation / ranges first (ValueError naming the array).
+
+    Returns:
+      dict with the INTERFACES.md keys J_roll, J_theta, surrogate (L'), error
+      (J_theta - J_roll - L'), error_ratio_identity (-Delta or None), eps, delta, dkl_seq,
+      dtv_seq (joint), dtv_seq_max_prompt, dbar, context_tv, g_inf (lists of T), bounds
+      (every registered bound on exact inputs), notes (list of str); and T, P, V, leaves,
+      abs_continuous, pdi (sum_t E_{d^theta}[g_t]), ln_trm_expected_W, ln_trm_bound,
+      surrogate_b / baseline, acceptance / surrogate_masked / mask, future_tv.
+    """
+    if validate:
+        P, V, T = validate_pair_arrays(logp_roll, logp_theta, reward, prompt_probs)
+    else:
+        T, (P, _, V) = len(logp_roll), tuple(logp_roll[0].shape)
+    if chunk_leaves < 1:
+        raise ValueError(f"chunk_leaves must be >= 1, got {chunk_leaves}")
+    mask = _check_mask(mask)
+    if baseline is not None:
+        baseline = float(baseline)
+        if not math.isfinite(baseline):
+            raise ValueError(f"baseline must be finite, got {baseline}")
+    device = torch.device(device)
+    lr = [_t(x, device).reshape(-1, V) for x in logp_roll]  # level k: (P V**k, V)
+    lt = [_t(x, device).reshape(-1, V) for x in logp_theta]
+    R = _t(reward, device).reshape(-1)  # (P V**T,)
+    pp = _t(prompt_probs, device)
+    K = 3 if mask else 1
+    acc = _Acc(T, P, device, K)
+    acc.any_roll_zero = any(bool(torch.isneginf(x).any()) for x in lr)
+    eng = _Engine(lr, lt, R, P, V, T, K, mask, acc)
+
+    s, groups = _split(P, V, T, int(chunk_leaves))
+    ld0 = torch.log(pp)  # log d_1: (P,)
+    path0 = torch.zeros(P, dtype=torch.float64, device=device)
+    if s == 0:
+        Qr_top, Qt_top = [], []
+        for a, b in groups:
+            qr, qt = eng.subtree(0, a, b, ld0[a:b], ld0[a:b], path0[a:b], path0[a:b])
+            Qr_top.append(qr)
+            Qt_top.append(qt)
+        Vr1, Vt1 = torch.cat(Qr_top, -1), torch.cat(Qt_top, -1)  # (K, P), (P,)
+    else:
+        top = eng.forward_levels(0, s, 0, P, ld0, ld0.clone(), path0, path0.clone())  # levels 0..s-1 whole
+        ld_r, ld_t, pmax, psum = top["next"]  # rows of level s: (P V**s,)
+        Qr_s, Qt_s = [], []
+        for a, b in groups:
+            qr, qt = eng.subtree(s, a, b, ld_r[a:b], ld_t[a:b], pmax[a:b], psum[a:b])
+            Qr_s.append(qr)
+            Qt_s.append(qt)
+        Qr, Qt = torch.cat(Qr_s, -1), torch.cat(Qt_s, -1)  # (K, P V**s), (P V**s,)
+        Vr1, Vt1 = eng.backward_levels(top, Qr, Qt)
+    out = _assemble(acc, eng, pp, Vr1, Vt1, P, V, T, baseline, mask)
+    if future_tv:
+        out["future_tv"] = _future_tv(lr, lt, pp, P, V, T)
+        out["notes"].append(
+            "future_tv[t-1] = sup over c_{t+1} reachable under either policy of the TV "
+            "of the two laws of y_{t+1..T}"
+        )
+    return out
+
+
+def _check_mask(mask: dict | None) -> dict | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, dict) or mask.get("rule") not in MASK_RULES:
+        raise ValueError(f"mask['rule'] must be one of {', '.join(MASK_RULES)}, got {mask!r}")
+    out = {"rule": mask["rule"], "delta": None, "delta_avg": None}
+    for key, needed in (("delta", "max" in mask["rule"]), ("delta_avg", "avg" in mask["rule"])):
+        if needed:
+            v = mask.get(key)
+            if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(
+                    f"mask[{key!r}] must be a finite number >= 0 for rule {mask['rule']!r}, got {v!r}"
+                )
+            out[key] = float(v)
+    return out
+
+
+def _split(P: int, V: int, T: int, chunk_leaves: int) -> tuple[int, list[tuple[int, int]]]:
+    """Split level index s and row ranges [a, b) of level s (rows P V**s), each <= chunk_leaves leaves.
+
+    s = 0 (rows = prompts) when one prompt's tree fits; else the smallest s whose rows have
+    V**(T-s) <= chunk_leaves leaves, with ranges that never cross a prompt boundary.
+    """
+    if V == 1 or V**T <= chunk_leaves:
+        c = max(1, chunk_leaves // max(V**T, 1))
+        return 0, [(a, min(P, a + c)) for a in range(0, P, c)]
+    s = next(j for j in range(1, T + 1) if V ** (T - j) <= chunk_leaves)
+    c = max(1, chunk_leaves // V ** (T - s))
+    per = V**s
+    return s, [(p * per + a, p * per + min(per, a + c)) for p in range(P) for a in range(0, per, c)]
+
+
+class _Engine:
+    """Level-by-level forward / backward passes over row ranges; accumulates into `acc`."""
+
+    def __init__(self, lr, lt, R, P, V, T, K, mask, acc):
+        self.lr, self.lt, self.R = lr, lt, R
+        self.P, self.V, self.T, self.K, self.mask, self.acc = P, V, T, K, mask, acc
+
+    # -- forward ------------------------------------------------------------------------
+    def forward_levels(self, k0, k1, a, b, ld_r, ld_t, pmax, psum) -> dict:
+        """Levels k0..k1-1 for the rows [a, b) of level k0 (and their descendants).
+
+        ld_r, ld_t: (b-a,) log d_{k0+1}^roll / ^theta of those rows; pmax, psum: path max /
+        sum of token KL over the levels above (for masks). Returns the per-level stash the
+        backward pass needs and "next" = the same four arrays for the rows of level k1.
+        """
+        V, acc = self.V, self.acc
+        stash = []
+        for k in range(k0, k1):
+            n = (b - a) * V ** (k - k0)
+            r0 = a * V ** (k - k0)
+            lr, lt = self.lr[k][r0 : r0 + n], self.lt[k][r0 : r0 + n]  # (n, V): rows of level t = k+1
+            kl, tv = token_kl(lr, lt), token_tv(lr, lt)  # (n,)
+            reach = torch.isfinite(ld_r) | torch.isfinite(ld_t)  # reachable under either policy
+            d_r, d_t = torch.exp(ld_r), torch.exp(ld_t)  # (n,)
+            acc.eps = torch.maximum(acc.eps, torch.where(reach, tv, 0.0).max())
+            acc.delta = torch.maximum(acc.delta, torch.where(reach, kl, 0.0).max())
+            acc.dkl_t[k] += torch.where(d_r > 0, d_r * kl, 0.0).sum()
+            acc.dbar[k] += (d_r * tv).sum()
+            acc.ctx_tv[k] += token_tv(ld_r, ld_t)  # 1/2 sum_c |d^theta - d^roll| over these rows
+            er = 2.0 * tv
+            if acc.any_roll_zero:
+                z = torch.isneginf(lr)  # E_roll|rho - 1| = sum_{v: p_roll > 0} |p_theta - p_roll|
+                er = er - torch.where(z, torch.exp(lt), 0.0).sum(-1)
+                acc.violation |= ((d_r > 0)[:, None] & z & torch.isfinite(lt)).any()
+            acc.erho[k] += (d_r * er).sum()
+            stash.append((k, r0, n, d_r, d_t, reach, _exp_diff(ld_t, ld_r)))
+            ld_r = (ld_r[:, None] + lr).reshape(-1)  # log d_{t+1}: (n V,)
+            ld_t = (ld_t[:, None] + lt).reshape(-1)
+            if self.mask is not None:
+                pmax = torch.maximum(pmax, kl)[:, None].expand(n, V).reshape(-1)
+                psum = (psum + kl)[:, None].expand(n, V).reshape(-1)
+        return {"stash": stash, "next": (ld_r, ld_t, pmax, psum)}
+
+    # -- leaves -------------------------------------------------------------------------
+    def leaves(self, s, a, b, ld_r, ld_t, pmax, psum) -> tuple[torch.Tensor, torch.Tensor]:
+        """Leaf sums for the subtree rows [a, b) of level s; returns Q_T stacks (K, n), (n,)."""
+        acc, V, T = self.acc, self.V, self.T
+        n = (b - a) * V ** (T - s)
+        l0 = a * V ** (T - s)
+        R = self.R[l0 : l0 + n]  # (n,) leaves in order
+        acc.J_roll += (torch.exp(ld_r) * R).sum()
+        acc.J_theta += (torch.exp(ld_t) * R).sum()
+        if s == 0:  # rows are prompts a..b-1
+            acc.joint_prompt[a:b] += token_tv(ld_r.reshape(b - a, -1), ld_t.reshape(b - a, -1))
+        else:
+            acc.joint_prompt[a // V**s] += token_tv(ld_r, ld_t)
+        if self.mask is None:
+            return R[None, :], R
+        M = torch.ones_like(R)
+        if self.mask["delta"] is not None:
+            M = M * (pmax <= self.mask["delta"])
+        if self.mask["delta_avg"] is not None:
+            M = M * (psum / T <= self.mask["delta_avg"])
+        return torch.stack((R, M * R, M)), R
+
+    # -- backward -----------------------------------------------------------------------
+    def backward_levels(self, fwd: dict, Qr: torch.Tensor, Qt: torch.Tensor):
+        """Backward over the stashed levels; Qr (K, rows of the level below), Qt (rows,).
+
+        At level t: Q_t(c, v) = V_{t+1}(child), g_t(c) = sum_v (p_theta - p_roll) Q_t(c, v).
+        Returns V_{k0+1} for the stash's first rows: (K, b-a), (b-a,).
+        """
+        acc, V = self.acc, self.V
+        for k, r0, n, d_r, d_t, reach, dd in reversed(fwd["stash"]):
+            lr, lt = self.lr[k][r0 : r0 + n], self.lt[k][r0 : r0 + n]  # (n, V)
+            Qr, Qt = Qr.reshape(self.K, n, V), Qt.reshape(n, V)  # Q_t(c, v): (K, n, V), (n, V)
+            pr, pt = torch.exp(lr), torch.exp(lt)
+            dp = _exp_diff(lt, lr)  # pi_theta - pi_roll: (n, V)
+            g = (dp * Qr).sum(-1)  # (K, n)
+            acc.lprime[k] += (d_r * g[0]).sum()
+            acc.pdi[k] += (d_t * g[0]).sum()
+            acc.err[k] += (dd * g[0]).sum()
+            acc.g_inf[k] = torch.maximum(acc.g_inf[k], torch.where(reach, g[0].abs(), 0.0).max())
+            acc.ratio[k] += (d_r * (dp * (Qt - Qr[0])).sum(-1)).sum()
+            acc.h[:, k] += (d_r * (pt * Qr).sum(-1)).sum(-1)
+            if self.K > 1:
+                acc.g_masked[k] += (d_r * g[1]).sum()
+            Qr, Qt = (pr * Qr).sum(-1), (pt * Qt).sum(-1)  # V_t^roll (K, n), V_t^theta (n,)
+        return Qr, Qt
+
+    def subtree(self, s, a, b, ld_r, ld_t, pmax, psum):
+        """Everything for the rows [a, b) of level s and all their descendants; V_{s+1} values."""
+        fwd = self.forward_levels(s, self.T, a, b, ld_r, ld_t, pmax, psum)
+        Qr, Qt = self.leaves(s, a, b, *fwd["next"])
+        return self.backward_levels(fwd, Qr, Qt)
+
+
+def _assemble(acc: _Acc, eng: _Engine, pp, Vr1, Vt1, P, V, T, baseline, mask) -> dict:
+    """Turn the accumulators into the JSON dict (floats / lists), with bounds and notes."""
+    f = lambda x: float(x)
+    lst = lambda x: [float(v) for v in x.cpu()]
+    notes = []
+    J_roll, J_theta = f(acc.J_roll), f(acc.J_theta)
+    surrogate = f(acc.lprime.sum())
+    error = f(acc.err.sum())
+    abs_cont = not bool(acc.violation)
+    if abs_cont:
+        ratio = f(acc.ratio.sum())
+    else:
+        ratio = None
+        notes.append(
+            "error_ratio_identity is null: pi_theta is not absolutely continuous w.r.t. pi_roll "
+            "(some roll-reachable context has pi_roll(v|c) = 0 < pi_theta(v|c)), "
+            "so rho and -Delta are undefined there"
+        )
+    dkl_seq = f(acc.dkl_t.sum())
+    joint = acc.joint_prompt.cpu()
+    dtv_seq = float(min(1.0, float(joint.sum())))
+    ppc = pp.cpu()
+    per_prompt = torch.where(ppc > 0, joint / torch.where(ppc > 0, ppc, 1.0), 0.0)
+    dbar = [min(1.0, v) for v in lst(acc.dbar)]
+    eps, delta = min(1.0, f(acc.eps)), f(acc.delta)
+    inputs = BoundInputs(
+        T=T,
+        eps=eps,
+        delta=delta,
+        dkl_seq=dkl_seq,
+        dtv_seq=dtv_seq,
+        dbar=np.array(dbar),
+        sources={k: "exact: enumerated tree" for k in ("eps", "delta", "dkl_seq", "dtv_seq", "dbar")},
+    )
+    w = ln_trm_weights(T, eps, delta)  # (T,)
+    expected_W = float(np.dot(w, acc.erho.cpu().numpy()))
+    out = {
+        "T": T,
+        "P": P,
+        "V": V,
+        "leaves": P * V**T,
+        "J_roll": J_roll,
+        "J_theta": J_theta,
+        "surrogate": surrogate,
+        "error": error,
+        "error_ratio_identity": ratio,
+        "eps": eps,
+        "delta": delta,
+        "dkl_seq": dkl_seq,
+        "dtv_seq": dtv_seq,
+        "dtv_seq_max_prompt": float(per_prompt.max()),
+        "dtv_seq_per_prompt": [float(v) for v in per_prompt],
+        "dbar": dbar,
+        "context_tv": [min(1.0, v) for v in lst(acc.ctx_tv)],
+        "g_inf": lst(acc.g_inf),
+        "dkl_per_position": lst(acc.dkl_t),
+        "pdi": f(acc.pdi.sum()),
+        "abs_continuous": abs_cont,
+        "ln_trm_expected_W": expected_W,
+        "ln_trm_bound": 2.0 * expected_W,
+        "bounds": evaluate_bounds(inputs),
+        "bound_inputs": inputs.to_json(),
+        "notes": notes,
+    }
+    if baseline is not None:
+        out["baseline"] = baseline
+        out["surrogate_b"] = f(acc.h[0].sum()) - baseline * T
+    if mask is not None:
+        out["mask"] = dict(mask)
+        out["acceptance"] = f((pp * Vr1[2]).sum())
+        out["surrogate_masked"] = f(acc.g_masked.sum())
+        if baseline is not None:
+            out["surrogate_masked_b"] = f(acc.h[1].sum()) - baseline * f(acc.h[2].sum())
+    if acc.any_roll_zero:
+        notes.append(
+            "pi_roll has zero probabilities: eps, delta and g_inf are maxima over contexts "
+            "reachable under either policy"
+        )
+    return out
+
+
+def _future_tv(lr, lt, pp, P, V, T) -> list[float]:
+    """sup_{c_{t+1}} TV(P^roll(y_{t+1..T} | c_{t+1}), P^theta(. | c_{t+1})) for t = 1..T (0 at t = T).
+
+    Suffix log-probs are accumulated backward on the leaf array of one prompt
+    (V**T), so the cost is O(T V**T) time, O(V**T) memory per prompt.
+    """
+    out = torch.zeros(T, dtype=torch.float64)
+    for p in range(P):
+        if float(pp[p]) == 0.0:
+            continue
+        # reachability of the contexts of each level for this prompt (either policy)
+        reach = [torch.ones(1, dtype=torch.bool, device=lr[0].device)]
+        ldr = torch.zeros(1, dtype=torch.float64, device=lr[0].device)
+        ldt = ldr.clone()
+        for k in range(T - 1):
+            rows = slice(p * V**k, (p + 1) * V**k)
+            ldr = (ldr[:, None] + lr[k][rows]).reshape(-1)
+            ldt = (ldt[:, None] + lt[k][rows]).reshape(-1)
+            reach.append(torch.isfinite(ldr) | torch.isfinite(ldt))  # level k+1 rows
+        Cr = torch.zeros(V**T, dtype=torch.float64, device=lr[0].device)  # log P(y_{>=k+1} | c_{k+1})
+        Ct = Cr.clone()
+        for k in range(T - 1, 0, -1):
+            rows = slice(p * V**k, (p + 1) * V**k)
+            Cr = (Cr.reshape(V**k, V, -1) + lr[k][rows][:, :, None]).reshape(-1)
+            Ct = (Ct.reshape(V**k, V, -1) + lt[k][rows][:, :, None]).reshape(-1)
+            tv = token_tv(Cr.reshape(V**k, -1), Ct.reshape(V**k, -1))  # (V**k,): future law given c_{k+1}
+            out[k - 1] = torch.maximum(out[k - 1], torch.where(reach[k], tv, 0.0).max().cpu())
+    return [min(1.0, float(v)) for v in out]
+
+
+def evaluate_pair_file(path: str | Path, device="cpu", **kwargs) -> dict:
+    """`exact_quantities` of a pair file (.npz, INTERFACES.md layout); same keys as the CLI JSON."""
+    pair = PolicyPair.load(path)
+    return exact_quantities(
+        pair.logp_roll,
+        pair.logp_theta,
+        pair.reward,
+        pair.prompt_probs,
+        device=device,
+        validate=False,
+        **kwargs,
+    )

@@ -1,0 +1,416 @@
+"""Policy pairs (pi_roll, pi_theta) over an enumerable tree: the .npz layout, validation,
+construction from a policy plus a perturbation, and trajectory sampling.
+
+Layout (INTERFACES.md, "Exact policy-pair file"): for t = 1..T,
+``logp_roll_{t}``, ``logp_theta_{t}`` of shape ``(P, V**(t-1), V)``, float64 log-probs;
+row ``k`` of level ``t`` is the context whose tokens ``y_1..y_{t-1}`` are the base-V digits
+of ``k`` (``y_1`` most significant), so the children of row ``k`` at level ``t+1`` are rows
+``k*V .. k*V + V-1``; ``-inf`` marks a zero probability. ``reward``: ``(P, V**T)`` in [0, 1],
+leaf ``k`` = the response whose tokens are the base-V digits of ``k``. ``prompt_probs``: ``(P,)``.
+
+In Python a level list is indexed 0-based: ``levels[k]`` is level ``t = k + 1``.
+
+Perturbations (THEORY.md section 8) make pi_roll from the training policy pi_theta:
+``dense`` (logit noise everywhere), ``sparse`` (large flips at a fraction of contexts),
+``staleness`` (pi_roll is the policy one step of exact-gradient ascent *before* pi_theta),
+``precision`` (pi_roll evaluated in bf16/fp16), ``moe`` (router noise of an MoEPolicy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .divergences import token_kl
+from .policies import absorb_eos
+
+__all__ = [
+    "PolicyPair",
+    "validate_pair_arrays",
+    "make_pair",
+    "MISMATCHES",
+    "sample_trajectories",
+    "token_logprobs",
+    "token_kl_along",
+    "leaf_index",
+]
+
+_NORM_TOL = 1e-8  # max |sum_v p(v|c) - 1| accepted for a row of log-probabilities
+
+
+def _as_numpy(x, name: str) -> np.ndarray:
+    """float64 numpy copy-free view of a tensor / array (detached, on CPU)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
+
+
+def _check_level(name: str, x, shape: tuple[int, ...]) -> None:
+    """One level of log-probs: shape, no NaN, no +inf, rows normalised."""
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name}: wrong shape {tuple(x.shape)}, expected {shape}")
+    if isinstance(x, torch.Tensor):
+        with torch.no_grad():
+            xt = x.detach().to(torch.float64)
+            if torch.isnan(xt).any():
+                raise ValueError(f"{name} contains NaN")
+            if (xt == float("inf")).any():
+                raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
+            if (xt > 0).any():
+                raise ValueError(f"{name} has log-probabilities > 0 (max {float(xt.max()):g})")
+            gap = float((torch.exp(xt).sum(-1) - 1.0).abs().max()) if xt.numel() else 0.0
+    else:
+        if np.isnan(x).any():
+            raise ValueError(f"{name} contains NaN")
+        if (x == np.inf).any():
+            raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
+        if (x > 0).any():
+            raise ValueError(f"{name} has log-probabilities > 0 (max {float(x.max()):g})")
+        gap = float(np.abs(np.exp(x).sum(-1) - 1.0).max()) if x.size else 0.0
+    if gap > _NORM_TOL:
+        raise ValueError(f"{name}: rows do not sum to 1 (max |sum-1| = {gap:.3g})")
+
+
+def validate_pair_arrays(
+    logp_roll: Sequence, logp_theta: Sequence, reward, prompt_probs
+) -> tuple[int, int, int]:
+    """Check a pair in the .npz layout; returns (P, V, T) or raises ValueError naming the array.
+
+    Checks: T >= 1 levels each, same T for both, level t of shape (P, V**(t-1), V), no NaN,
+    no +inf, every row sums to 1 (to 1e-8); reward (P, V**T) in [0, 1] without NaN;
+    prompt_probs (P,) >= 0 summing to 1 (to 1e-9).
+    """
+    if len(logp_roll) < 1:
+        raise ValueError("logp_roll_1: missing level (a pair needs T >= 1 levels)")
+    if len(logp_theta) != len(logp_roll):
+        t = min(len(logp_theta), len(logp_roll)) + 1
+        which = "logp_theta" if len(logp_theta) < len(logp_roll) else "logp_roll"
+        raise ValueError(
+            f"{which}_{t}: missing level (logp_roll has {len(logp_roll)}, logp_theta {len(logp_theta)})"
+        )
+    T = len(logp_roll)
+    first = logp_roll[0]
+    if getattr(first, "ndim", 0) != 3 or first.shape[1] != 1:
+        raise ValueError(f"logp_roll_1: wrong shape {tuple(np.shape(first))}, expected (P, 1, V)")
+    P, _, V = (int(s) for s in first.shape)
+    if P < 1 or V < 1:
+        raise ValueError(f"logp_roll_1: wrong shape {tuple(first.shape)}, P and V must be >= 1")
+    for name, levels in (("logp_roll", logp_roll), ("logp_theta", logp_theta)):
+        for k, x in enumerate(levels):
+            _check_level(f"{name}_{k + 1}", x, (P, V**k, V))
+    R = _as_numpy(reward, "reward")
+    if R.shape != (P, V**T):
+        raise ValueError(f"reward: wrong shape {R.shape}, expected {(P, V**T)}")
+    if np.isnan(R).any():
+        raise ValueError("reward contains NaN")
+    if R.size and (R.min() < 0 or R.max() > 1):
+        raise ValueError(f"reward must lie in [0, 1], got min {R.min():g}, max {R.max():g}")
+    pp = _as_numpy(prompt_probs, "prompt_probs")
+    if pp.shape != (P,):
+        raise ValueError(f"prompt_probs: wrong shape {pp.shape}, expected ({P},)")
+    if np.isnan(pp).any() or (pp < 0).any():
+        raise ValueError("prompt_probs must be >= 0 and not NaN")
+    if abs(pp.sum() - 1.0) > 1e-9:
+        raise ValueError(f"prompt_probs must sum to 1, got {pp.sum():.12g}")
+    return P, V, T
+
+
+@dataclass(frozen=True)
+class PolicyPair:
+    """A rollout / training policy pair on the full tree, with reward and prompt law.
+
+    Fields:
+      logp_roll: tuple of T arrays/tensors, level t of shape (P, V**(t-1), V): log pi_roll.
+      logp_theta: the same for log pi_theta.
+      reward: (P, V**T) in [0, 1]; leaf k = base-V digits of k.
+      prompt_probs: (P,), the prompt law P(x).
+    """
+
+    logp_roll: tuple
+    logp_theta: tuple
+    reward: object
+    prompt_probs: object
+
+    def __post_init__(self):
+        object.__setattr__(self, "logp_roll", tuple(self.logp_roll))
+        object.__setattr__(self, "logp_theta", tuple(self.logp_theta))
+
+    @property
+    def P(self) -> int:
+        return int(self.logp_roll[0].shape[0])
+
+    @property
+    def V(self) -> int:
+        return int(self.logp_roll[0].shape[-1])
+
+    @property
+    def T(self) -> int:
+        return len(self.logp_roll)
+
+    def validate(self) -> tuple[int, int, int]:
+        """(P, V, T), or ValueError naming the offending array."""
+        return validate_pair_arrays(self.logp_roll, self.logp_theta, self.reward, self.prompt_probs)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The .npz dict (float64 numpy), keys as INTERFACES.md."""
+        out = {}
+        for name, levels in (("logp_roll", self.logp_roll), ("logp_theta", self.logp_theta)):
+            for k, x in enumerate(levels):
+                out[f"{name}_{k + 1}"] = _as_numpy(x, f"{name}_{k + 1}")
+        out["reward"] = _as_numpy(self.reward, "reward")
+        out["prompt_probs"] = _as_numpy(self.prompt_probs, "prompt_probs")
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Validate, then write the .npz (nothing is written if validation fails)."""
+        self.validate()
+        np.savez(Path(path), **self.arrays())
+
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyPair:
+        """Read and validate a pair file; ValueError names the missing / malformed array."""
+        path = Path(path)
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"pair: cannot read {path}: {exc}") from exc
+        with z:
+            files = set(z.files)
+            for key in ("reward", "prompt_probs", "logp_roll_1", "logp_theta_1"):
+                if key not in files:
+                    raise ValueError(f"{key}: missing from {path.name}")
+            T = 0
+            while f"logp_roll_{T + 1}" in files or f"logp_theta_{T + 1}" in files:
+                T += 1
+            for name in ("logp_roll", "logp_theta"):
+                for t in range(1, T + 1):
+                    if f"{name}_{t}" not in files:
+                        raise ValueError(f"{name}_{t}: missing level from {path.name} (T = {T})")
+            arrays = {}
+            for key in files:
+                a = z[key]
+                if not np.issubdtype(a.dtype, np.number):
+                    raise ValueError(f"{key}: must be numeric, got dtype {a.dtype}")
+                arrays[key] = a.astype(np.float64, copy=False)
+        R = arrays["reward"]
+        if R.ndim == 2 and R.shape[1] != 0:
+            V = int(arrays["logp_roll_1"].shape[-1]) if arrays["logp_roll_1"].ndim == 3 else 0
+            if V > 1 and R.shape[1] > V**T and R.shape[1] % (V**T) == 0:
+                missing = T + 1
+                raise ValueError(
+                    f"logp_roll_{missing}: missing level "
+                    f"(reward has {R.shape[1]} leaves, more than V**T = {V**T})"
+                )
+        pair = cls(
+            logp_roll=tuple(arrays[f"logp_roll_{t}"] for t in range(1, T + 1)),
+            logp_theta=tuple(arrays[f"logp_theta_{t}"] for t in range(1, T + 1)),
+            reward=R,
+            prompt_probs=arrays["prompt_probs"],
+        )
+        pair.validate()
+        return pair
+
+    def to(self, device="cpu") -> PolicyPair:
+        """The same pair as float64 torch tensors on `device` (detached)."""
+        conv = lambda x: torch.as_tensor(
+            _as_numpy(x, "array") if not isinstance(x, torch.Tensor) else x.detach()
+        ).to(device, torch.float64)
+        return PolicyPair(
+            tuple(conv(x) for x in self.logp_roll),
+            tuple(conv(x) for x in self.logp_theta),
+            conv(self.reward),
+            conv(self.prompt_probs),
+        )
+
+
+# --------------------------------------------------------------------------- construction
+MISMATCHES = {
+    "dense": "pi_roll = softmax(logits + S * N(0, 1)) at every context (S = noise std on logits)",
+    "sparse": "at a fraction S of contexts, pi_roll's logits are reversed in order (a large flip)",
+    "staleness": "pi_theta = pi_roll after one exact-gradient ascent step of size S on J (parameter step)",
+    "precision": "pi_roll = the policy evaluated in bfloat16 (S < 0.5) or float16 (S >= 0.5)",
+    "moe": "pi_roll = the MoE policy with N(0, S^2) noise on its router logits before top-k",
+}
+
+
+def make_pair(
+    policy: torch.nn.Module,
+    mismatch: str,
+    strength: float,
+    *,
+    reward,
+    prompt_probs=None,
+    seed: int = 0,
+) -> PolicyPair:
+    """Build (pi_roll, pi_theta) from `policy` (= pi_theta unless said otherwise) and a perturbation.
+
+    Args:
+      policy: any trm_bounds policy (attributes P, V, T; method log_prob_tree).
+      mismatch: one of MISMATCHES (keys); strength: S in the descriptions of MISMATCHES.
+      reward: (P, V**T) in [0, 1]; prompt_probs: (P,) or None (uniform).
+      seed: seeds the perturbation (dense noise, sparse sites, router noise).
+
+    Returns:
+      PolicyPair of detached float64 CPU tensors.
+    """
+    if mismatch not in MISMATCHES:
+        raise ValueError(f"mismatch must be one of {', '.join(MISMATCHES)}, got {mismatch!r}")
+    strength = float(strength)
+    if not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"strength must be finite and >= 0, got {strength:g}")
+    P = policy.P
+    if prompt_probs is None:
+        prompt_probs = torch.full((P,), 1.0 / P, dtype=torch.float64)
+    prompt_probs = torch.as_tensor(_as_numpy(prompt_probs, "prompt_probs"))
+    reward = torch.as_tensor(_as_numpy(reward, "reward"))
+    gen = torch.Generator().manual_seed(int(seed))
+    eos = getattr(policy, "eos", None)
+    with torch.no_grad():
+        theta = [x.detach() for x in policy.log_prob_tree()]
+    if mismatch == "dense":
+        roll = [
+            absorb_eos(
+                torch.log_softmax(x + strength * torch.randn(x.shape, generator=gen, dtype=x.dtype), -1),
+                k,
+                eos,
+            )
+            for k, x in enumerate(theta)
+        ]
+    elif mismatch == "sparse":
+        if strength > 1:
+            raise ValueError(
+                f"strength is a fraction of contexts for sparse flips and must be <= 1, got {strength:g}"
+            )
+        roll = []
+        for k, x in enumerate(theta):
+            flip = torch.rand(x.shape[:-1], generator=gen, dtype=torch.float64) < strength
+            roll.append(absorb_eos(torch.where(flip[..., None], x.flip(-1), x), k, eos))
+    elif mismatch == "staleness":
+        roll = theta
+        params = [p for p in policy.parameters() if p.requires_grad]
+        levels = policy.log_prob_tree()
+        J = exact_J_tensor(levels, reward, prompt_probs)
+        grads = torch.autograd.grad(J, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        if float(norm) == 0.0:  # flat J: step in a random direction instead
+            grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+            norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        old = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.add_(strength * g / norm)
+            theta = [x.detach() for x in policy.log_prob_tree()]
+            for p, o in zip(params, old):
+                p.copy_(o)
+    elif mismatch == "precision":
+        dtype = torch.bfloat16 if strength < 0.5 else torch.float16
+        with torch.no_grad():
+            roll = [x.detach() for x in policy.log_prob_tree(compute_dtype=dtype)]
+    else:  # moe
+        if not hasattr(policy, "router_margin"):
+            raise ValueError("mismatch 'moe' needs an MoE policy (--policy moe)")
+        with torch.no_grad():
+            roll = [x.detach() for x in policy.log_prob_tree(router_noise_std=strength, generator=gen)]
+    return PolicyPair(tuple(roll), tuple(theta), reward, prompt_probs)
+
+
+def exact_J_tensor(levels: Sequence[torch.Tensor], reward, prompt_probs) -> torch.Tensor:
+    """J(pi) = sum_{x,y} P(x) prod_t pi(y_t|c_t) R(x,y) as a differentiable 0-d tensor.
+
+    levels: T tensors (P, V**(t-1), V) of log-probs; reward (P, V**T); prompt_probs (P,).
+    Forward level by level: d_{t+1}(c, v) = d_t(c) pi(v|c), shape (P, V**t).
+    """
+    d = torch.as_tensor(prompt_probs, dtype=torch.float64, device=levels[0].device)[:, None]  # d_1: (P, 1)
+    for x in levels:
+        d = (d[:, :, None] * torch.exp(x)).reshape(d.shape[0], -1)  # (P, V**t)
+    R = torch.as_tensor(reward, dtype=torch.float64, device=d.device)
+    return (d * R).sum()
+
+
+# --------------------------------------------------------------------------- sampling
+def _levels_torch(levels: Sequence) -> list[torch.Tensor]:
+    return [
+        x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in levels
+    ]
+
+
+def leaf_index(tokens: torch.Tensor, V: int) -> torch.Tensor:
+    """Leaf / context index of token rows (n, t): sum_j y_j V**(t-1-j) (y_1 most significant)."""
+    idx = torch.zeros(tokens.shape[0], dtype=torch.int64, device=tokens.device)
+    for j in range(tokens.shape[1]):
+        idx = idx * V + tokens[:, j]
+    return idx
+
+
+def sample_trajectories(
+    logp_levels: Sequence, prompt_probs, n: int, generator: torch.Generator | None = None
+) -> dict:
+    """Draw n trajectories (x, y_1..y_T) from the tree: x ~ P(x), y_t ~ pi(.|c_t).
+
+    Returns dict: prompt (n,) int64, tokens (n, T) int64, index (n,) int64 leaf index
+    (row of `reward`), logp (n, T) float64 = log pi(y_t | c_t). No Python loop over
+    trajectories (one vectorized draw per level).
+    """
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    levels = _levels_torch(logp_levels)
+    pp = torch.as_tensor(_as_numpy(prompt_probs, "prompt_probs"))
+    if pp.ndim != 1 or pp.shape[0] != levels[0].shape[0] or (pp < 0).any() or pp.sum() <= 0:
+        raise ValueError(f"prompt_probs must be ({levels[0].shape[0]},) non-negative with positive sum")
+    prompt = torch.multinomial(pp, int(n), replacement=True, generator=generator)
+    V = levels[0].shape[-1]
+    row = torch.zeros(int(n), dtype=torch.int64)
+    tokens, logps = [], []
+    for x in levels:
+        lp = x.detach().to("cpu", torch.float64)[prompt, row]  # (n, V)
+        tok = torch.multinomial(torch.exp(lp), 1, generator=generator)[:, 0]
+        tokens.append(tok)
+        logps.append(lp.gather(1, tok[:, None])[:, 0])
+        row = row * V + tok
+    return {"prompt": prompt, "tokens": torch.stack(tokens, 1), "index": row, "logp": torch.stack(logps, 1)}
+
+
+def token_logprobs(levels: Sequence, prompt, tokens) -> torch.Tensor:
+    """log pi(y_t | c_t) along given trajectories: (n,), (n, T) -> (n, T), differentiable in `levels`."""
+    levels = _levels_torch(levels)
+    prompt = torch.as_tensor(prompt, dtype=torch.int64)
+    tokens = torch.as_tensor(tokens, dtype=torch.int64)
+    if tokens.ndim != 2 or tokens.shape[1] != len(levels) or prompt.shape != tokens.shape[:1]:
+        raise ValueError(
+            f"tokens must be (n, {len(levels)}) and prompt (n,), "
+            f"got {tuple(tokens.shape)}, {tuple(prompt.shape)}"
+        )
+    V = levels[0].shape[-1]
+    row = torch.zeros_like(prompt)
+    out = []
+    for t, x in enumerate(levels):
+        tok = tokens[:, t].to(x.device)
+        out.append(x[prompt.to(x.device), row.to(x.device), tok])
+        row = row * V + tokens[:, t]
+    return torch.stack(out, 1)
+
+
+def token_kl_along(levels_roll: Sequence, levels_theta: Sequence, prompt, tokens) -> torch.Tensor:
+    """Exact KL(pi_roll(.|c_t) || pi_theta(.|c_t)) at the contexts of given trajectories: (n, T)."""
+    lr, lt = _levels_torch(levels_roll), _levels_torch(levels_theta)
+    prompt = torch.as_tensor(prompt, dtype=torch.int64)
+    tokens = torch.as_tensor(tokens, dtype=torch.int64)
+    if tokens.ndim != 2 or tokens.shape[1] != len(lr) or len(lt) != len(lr):
+        raise ValueError(f"tokens must be (n, {len(lr)}) and both trees must have {len(lr)} levels")
+    V = lr[0].shape[-1]
+    row = torch.zeros_like(prompt)
+    out = []
+    for t in range(len(lr)):
+        a = lr[t].detach()[prompt, row]  # (n, V)
+        b = lt[t].detach()[prompt, row]
+        out.append(token_kl(a, b))
+        row = row * V + tokens[:, t]
+    return torch.stack(out, 1)
