@@ -63,3 +63,25 @@ __all__ += [
     "trm_mask",
     "vllm_importance_sampling_ratio",
 ]
+
+# Exact enumerable environment (issue 4): policies -> pair -> exact engine.
+from .exact import MASK_RULES, evaluate_pair_file, exact_J, exact_quantities
+from .pair import PolicyPair, make_pair, sample_trajectories, token_kl_along, token_logprobs
+from .policies import MoEConfig, MoEPolicy, TabularPolicy, TransformerConfig, TransformerPolicy
+
+__all__ += [
+    "MASK_RULES",
+    "evaluate_pair_file",
+    "exact_J",
+    "exact_quantities",
+    "PolicyPair",
+    "make_pair",
+    "sample_trajectories",
+    "token_kl_along",
+    "token_logprobs",
+    "MoEConfig",
+    "MoEPolicy",
+    "TabularPolicy",
+    "TransformerConfig",
+    "TransformerPolicy",
+]
