@@ -85,3 +85,29 @@ __all__ += [
     "TransformerConfig",
     "TransformerPolicy",
 ]
+
+# Symbolic derivations, paper tables and claims audit (issue 3). sympy is slow to import, so these
+# names load on first use (PEP 562); a __getattr__ defined above stays in the chain.
+_LAZY_ISSUE3 = {
+    **dict.fromkeys(
+        ("Derivation", "bound_expr", "lambdify_bound", "derivations", "leading_exponents"), "symbolic"
+    ),
+    **dict.fromkeys(
+        ("TableCell", "Claim", "paper_tables", "audit", "register_evidence", "parse_printed", "printed_verdict"),
+        "paper",
+    ),
+}
+_getattr_before_issue3 = globals().get("__getattr__")
+
+
+def __getattr__(name):
+    if name in _LAZY_ISSUE3:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY_ISSUE3[name]}", __name__), name)
+    if _getattr_before_issue3 is not None:
+        return _getattr_before_issue3(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ += list(_LAZY_ISSUE3)

@@ -1,0 +1,35 @@
+"""Audit every claim of the TRM paper (THEORY.md section 10): id, verdict, computed evidence, source.
+
+Markdown on stdout by default, a JSON list with --json (INTERFACES.md format); --out DIR
+also writes audit.md and audit.json there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..paper import audit, claims_to_markdown, write_audit
+
+HELP = "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the claims as a JSON list instead of Markdown")
+    p.add_argument("--out", type=Path, default=None, help="also write audit.md and audit.json into DIR")
+    p.add_argument("--quick", action="store_true", help="smaller random search for the C01 evidence")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"out: {args.out} exists and is not a directory")
+    claims = audit(quick=args.quick)
+    if args.out is not None:
+        write_audit(args.out, claims)
+    if args.json:
+        print(json.dumps([asdict(c) for c in claims], indent=2))
+    else:
+        print(claims_to_markdown(claims), end="")
+    return 0

@@ -1,0 +1,36 @@
+"""Regenerate every table and worked number of the TRM paper (THEORY.md section 6) with verdicts.
+
+Markdown on stdout by default, a JSON list of cells with --json (INTERFACES.md format);
+--out DIR also writes table.md, table.csv and table.json there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..paper import cells_to_markdown, paper_tables, write_tables
+
+HELP = "regenerate the paper's tables and worked numbers with match/rounding/mismatch verdicts"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the cells as a JSON list instead of Markdown")
+    p.add_argument(
+        "--out", type=Path, default=None, help="also write table.md, table.csv, table.json into DIR"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"out: {args.out} exists and is not a directory")
+    cells = paper_tables()
+    if args.out is not None:
+        write_tables(args.out, cells)
+    if args.json:
+        print(json.dumps([{**asdict(c), "id": c.claim_id} for c in cells], indent=2))
+    else:
+        print(cells_to_markdown(cells), end="")
+    return 0
