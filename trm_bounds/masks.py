@@ -723,7 +723,9 @@ def trm_mask(
     if exact_kl is not None:
         kl, _ = _float_tensor(exact_kl, "exact_kl")
         _check_2d_same(lr, "log_prob", exact_kl=kl)
-        _check_values("exact_kl", kl, valid, allow_neg_inf=False)
+        bad = torch.isnan(kl) & valid  # +inf is a valid KL (pi_theta = 0 where pi_roll > 0)
+        if bad.any():
+            raise ValueError(f"exact_kl contains NaN at a valid position {_first_index(bad)}")
         bad = (kl < 0) & valid
         if bad.any():
             raise ValueError(f"exact_kl must be >= 0, got {kl[bad].min().item():g} at {_first_index(bad)}")
