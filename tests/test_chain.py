@@ -131,7 +131,9 @@ def _enumerate(pair: ChainPair) -> dict:
         Q = np.array([Qnum[(t, x, pre, v)] for v in range(V)])
         g = float(np.sum((q - p) * Q))
         tv = 0.5 * float(np.abs(q - p).sum())
-        kl = sum(math.inf if lth[v] == -np.inf else p[v] * (lr[v] - lth[v]) for v in range(V) if lr[v] > -np.inf)
+        kl = sum(
+            math.inf if lth[v] == -np.inf else p[v] * (lr[v] - lth[v]) for v in range(V) if lr[v] > -np.inf
+        )
         surrogate += c["d_roll"] * g
         pdi += c["d_theta"] * g
         dbar[t - 1] += c["d_roll"] * tv
@@ -525,3 +527,47 @@ def test_reachability_is_exact_when_probabilities_underflow():
     assert d["error_ratio_identity"] is not None  # pi_theta << pi_roll holds
     ref = _enumerate(pair)
     assert ref["eps"] == pytest.approx(0.8, abs=1e-15)
+
+
+# --------------------------------------------------------------------------- the enumerable engine
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    T=st.integers(1, 4),
+    P=st.integers(1, 3),
+    time_dep=st.booleans(),
+    zeros=st.booleans(),
+)
+@example(seed=1, T=4, P=2, time_dep=True, zeros=True)
+@example(seed=5, T=1, P=1, time_dep=False, zeros=False)
+def test_matches_exact_engine(seed, T, P, time_dep, zeros):
+    """chain -> tree -> trm_bounds.exact.exact_quantities: every shared key to 1e-10, and the
+    chain's `_upper` / `_lower` values bracket the tree engine's exact whole-context TVs."""
+    from trm_bounds.exact import exact_quantities
+
+    pair = _make_pair(seed, 4, 3, T, P, time_dep, zeros)
+    tree = chain_to_tree(pair)
+    ex = exact_quantities(
+        [tree[f"logp_roll_{t}"] for t in range(1, T + 1)],
+        [tree[f"logp_theta_{t}"] for t in range(1, T + 1)],
+        tree["reward"],
+        tree["prompt_probs"],
+    )
+    dp = chain_quantities(pair)
+    for k in SHARED_KEYS:
+        _note(f"{k}: chain={dp[k]!r} tree={ex[k]!r}")
+        assert dp[k] == ex[k] or abs(dp[k] - ex[k]) <= TOL
+    for k in LIST_KEYS:
+        np.testing.assert_allclose(dp[k], ex[k], rtol=0, atol=TOL)
+    if ex["error_ratio_identity"] is None:
+        assert dp["error_ratio_identity"] is None
+    else:
+        assert abs(dp["error_ratio_identity"] - ex["error_ratio_identity"]) <= TOL
+    assert dp["dtv_seq_lower"] - TOL <= ex["dtv_seq"] <= dp["dtv_seq_upper"] + TOL
+    assert dp["dtv_seq_max_prompt_upper"] >= ex["dtv_seq_max_prompt"] - TOL
+    assert np.all(np.array(dp["context_tv_upper"]) >= np.array(ex["context_tv"]) - TOL)
+    assert np.all(np.array(dp["context_tv_lower"]) <= np.array(ex["context_tv"]) + TOL)
+    for name, value in ex["bounds"].items():
+        if name in ("mix_tv", "unified"):  # these read D_TV^seq: the chain's is an upper bound
+            assert dp["bounds"][name] >= value * (1 - 1e-9) - TOL
+        elif math.isfinite(value):
+            assert dp["bounds"][name] == pytest.approx(value, rel=1e-9, abs=1e-7)

@@ -111,3 +111,22 @@ def __getattr__(name):
 
 
 __all__ += list(_LAZY_ISSUE3)
+
+# Finite-state (chain) pairs and their exact long-horizon DP engine (issue 6).
+from .chain import (  # noqa: E402
+    ChainPair,
+    chain_quantities,
+    chain_quantities_batch,
+    chain_to_tree,
+    evaluate_chain_file,
+    tree_to_chain,
+)
+
+__all__ += [
+    "ChainPair",
+    "chain_quantities",
+    "chain_quantities_batch",
+    "chain_to_tree",
+    "evaluate_chain_file",
+    "tree_to_chain",
+]

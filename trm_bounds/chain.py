@@ -128,7 +128,9 @@ class ChainPair:
         if S < 1 or V < 1:
             raise ValueError(f"transition must have shape (S, V) with S, V >= 1, got {trans.shape}")
         if trans.min() < 0 or trans.max() >= S:
-            raise ValueError(f"transition entries must be states in [0, {S}), got range [{trans.min()}, {trans.max()}]")
+            raise ValueError(
+                f"transition entries must be states in [0, {S}), got range [{trans.min()}, {trans.max()}]"
+            )
         init = _int_array("init_state", self.init_state, ndim=1)
         if init.size < 1 or init.min() < 0 or init.max() >= S:
             raise ValueError(f"init_state must be a non-empty (P,) array of states in [0, {S})")
@@ -186,7 +188,14 @@ class ChainPair:
                 raise ValueError(f"T = {T} exceeds the {lr.shape[0]} time steps of the time-dependent logits")
             lr, lth = lr[:T], lth[:T]
         return ChainPair(
-            T, self.transition, self.init_state, self.prompt_probs, lr, lth, self.reward_final, self.reward_step
+            T,
+            self.transition,
+            self.init_state,
+            self.prompt_probs,
+            lr,
+            lth,
+            self.reward_final,
+            self.reward_step,
         )
 
     def save(self, path: str | Path) -> None:
@@ -211,7 +220,15 @@ class ChainPair:
                 data = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError) as exc:
             raise ValueError(f"chain: cannot read {path}: {exc}") from exc
-        required = ("T", "transition", "init_state", "prompt_probs", "logp_roll", "logp_theta", "reward_final")
+        required = (
+            "T",
+            "transition",
+            "init_state",
+            "prompt_probs",
+            "logp_roll",
+            "logp_theta",
+            "reward_final",
+        )
         missing = [k for k in required if k not in data]
         if missing:
             raise ValueError(f"chain: {path} lacks {', '.join(missing)}")
@@ -270,7 +287,9 @@ def _check_logp(name: str, value, T: int, S: int, V: int) -> np.ndarray:
     bad = ~(np.abs(lse) <= _NORM_TOL)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} rows must be normalised log-probabilities; row {idx} has logsumexp {lse[idx]!r}")
+        raise ValueError(
+            f"{name} rows must be normalised log-probabilities; row {idx} has logsumexp {lse[idx]!r}"
+        )
     return x
 
 
@@ -378,7 +397,7 @@ class _Ops:
             M = torch.zeros(N, Tp, _K + 2, S, S, dtype=torch.float64, device=b.lr.device)
             M.scatter_add_(-1, idx, vals)  # M[..., s, s'] = sum_{v: trans[s, v] = s'} vals[..., s, v]
             self.M_fwd = M[:, :, :_K]  # (N, Tp, K, S, S)
-            self.M_back = torch.cat([M[:, :, _K], M[:, :, _K + 1]], dim=-2)  # (N, Tp, 2S, S): [M_roll; M_diff]
+            self.M_back = torch.cat([M[:, :, _K], M[:, :, _K + 1]], dim=-2)  # (N, Tp, 2S, S)
         self.flat_idx = b.trans.reshape(N, 1, S * V)
 
     def forward(self, X: torch.Tensor, k: int) -> torch.Tensor:
