@@ -29,7 +29,8 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -127,13 +128,13 @@ def printed_verdict(computed: float, printed: Printed) -> tuple[str, str]:
         return (
             "match" if ok else "mismatch"
         ), f"computed {computed:.4g} {'<' if ok else '>='} {printed.text[1:]}"
-    rounded = math.floor(computed / unit + 0.5) * unit
+    rounded = _quantize(computed, unit, ROUND_HALF_UP)
     if abs(rounded - v) <= 1e-9 * unit:
         return "match", ""
     if abs(computed - v) < unit:
         kind = (
             "a truncation"
-            if abs(math.floor(computed / unit) * unit - v) <= 1e-9 * unit
+            if abs(_quantize(computed, unit, ROUND_FLOOR) - v) <= 1e-9 * unit
             else "not the rounding"
         )
         return "rounding", f"{computed:.6g} rounds to {_fmt_unit(rounded, unit)}; the printed value is {kind}"
@@ -141,6 +142,12 @@ def printed_verdict(computed: float, printed: Printed) -> tuple[str, str]:
         side = "holds but is loose" if computed <= v else "is violated"
         return "mismatch", f"computed {computed:.6g}: the inequality {printed.text} {side}"
     return "mismatch", f"computed {computed:.6g} is {abs(computed - v) / unit:.1f} printed units away"
+
+
+def _quantize(x: float, unit: float, mode: str) -> float:
+    """x rounded to a multiple of the power of ten `unit`, in decimals on the exact binary value of x."""
+    exponent = round(math.log10(unit))
+    return float(Decimal(x).quantize(Decimal(1).scaleb(exponent), rounding=mode))
 
 
 def _fmt_unit(x: float, unit: float) -> str:
@@ -256,7 +263,8 @@ def paper_tables() -> list[TableCell]:
     )
     adap_note = (
         "Adaptive evaluated at its worst case Dbar_t = eps (Pinsker); "
-        "'<=' it is not implied by the inputs: the v2 unified min(PM, Mixed, Adaptive) = {u:.4g} is what is <= {p}"
+        "'<=' it is not implied by the inputs: the v2 unified min(PM, Mixed, Adaptive) = {u:.4g} is what is "
+        "<= {p}"
     )
     pm_unc = pm_kl_uncapped(T, 1.0)
     cells += [
@@ -370,7 +378,8 @@ def paper_tables() -> list[TableCell]:
             ("t_star", "t*"),
             t_star,
             "142",
-            note=f"floor(1/eps)+1 is the last uncapped t; the first capped t is {int(nb.coupling_cap_position(e))}",
+            note="floor(1/eps)+1 is the last uncapped t; the first capped t is "
+            f"{int(nb.coupling_cap_position(e))}",
         ),
         _cell(
             *v3t,
@@ -551,7 +560,7 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _random_tiny_pairs(rng: np.random.Generator, B: int, T: int, V: int) -> _TinyPairs:
-    """Random pairs: roll logits of random scale, theta = roll + sparse perturbations, rewards 0/1 or uniform."""
+    """Random pairs: roll logits of random scale, theta = roll + sparse perturbations, 0/1 or uniform R."""
     scale = np.exp(rng.uniform(np.log(0.1), np.log(8.0), (B, 1, 1)))
     pert = np.exp(rng.uniform(np.log(1e-3), np.log(6.0), (B, 1, 1)))
     lr, lt = [], []
@@ -567,7 +576,7 @@ def _random_tiny_pairs(rng: np.random.Generator, B: int, T: int, V: int) -> _Tin
 
 
 def _tiny_exact(pairs: _TinyPairs, baseline: float | None = None) -> dict[str, np.ndarray]:
-    """Exact J_roll, J_theta, L' (and L_b), Error and every bound ingredient, by enumerating all V**T responses.
+    """Exact J_roll, J_theta, L' (and L_b), Error and every bound ingredient, enumerating all V**T responses.
 
     Error = J_theta - J_roll - L', L' = E_roll[R sum_t (rho_t - 1)] (THEORY.md section 2);
     eps, delta: max over all contexts (full support: all reachable); D_KL^seq = sum_t E_{d_t^roll}[KL];
@@ -616,7 +625,7 @@ def _tiny_exact(pairs: _TinyPairs, baseline: float | None = None) -> dict[str, n
 
 
 def _bounds_batch(ex: dict) -> dict[str, np.ndarray]:
-    """Every published bound on a batch of exact ingredients (the functions of trm_bounds.bounds, broadcast)."""
+    """Every published bound on a batch of exact ingredients (trm_bounds.bounds functions, broadcast)."""
     T, e, d, s_kl, s_tv, db = ex["T"], ex["eps"], ex["delta"], ex["dkl_seq"], ex["dtv_seq"], ex["dbar"]
     out = {
         "classical_tv": nb.classical_tv(T, e),
@@ -649,7 +658,7 @@ class _Search:
 
 
 def _tiny_search(n_batches: int = 6, batch: int = 400, seed: int = 0) -> _Search:
-    """Random search over exactly enumerated pairs (T in 1..4, V in 2..3) plus a hill-climb on the worst ones."""
+    """Random search over exactly enumerated pairs (T in 1..4, V in 2..3) plus a hill-climb on the worst."""
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
     worst_h: dict[str, float] = {}
@@ -731,7 +740,7 @@ def register_evidence(claim_id: str, fn: Callable[[], dict]) -> None:
 
 
 def _load_providers() -> list[str]:
-    """Import the optional evidence modules (skipping only those that do not exist) and register cNN_evidence."""
+    """Import the optional evidence modules (skip only those that do not exist); register cNN_evidence."""
     loaded = []
     for name in _EVIDENCE_MODULES:
         try:
@@ -839,8 +848,10 @@ def _claims_symbolic() -> list[Claim]:
             "C02.pm_tv",
             "B_PM^TV = 8/3 T^1.5 eps sqrt(delta/2) when delta <= 2/T",
             "imprecise",
-            f"[{pm.method}] upper estimate, not equality (same integral step); at T = 4096, delta = 1e-4, eps = 5e-3: "
-            f"exact {float(nb.pm_tv(4096, 5e-3, 1e-4)):.6f} vs closed {float(nb.pm_tv_closed_form(4096, 5e-3, 1e-4)):.6f}",
+            f"[{pm.method}] upper estimate, not equality (same integral step); at T = 4096, delta = 1e-4, "
+            "eps = 5e-3: "
+            f"exact {float(nb.pm_tv(4096, 5e-3, 1e-4)):.6f} vs closed "
+            f"{float(nb.pm_tv_closed_form(4096, 5e-3, 1e-4)):.6f}",
             "v3",
         ),
         _from_derivation(
@@ -919,7 +930,8 @@ def _c07() -> Claim:
         "imprecise",
         f"B_Adap^KL <= B_PM^KL and <= 4 sum_t Dbar_t always (Dbar_t <= min(1, sqrt(delta/2)), weights <= 1), "
         f"but not strictly: counterexample 1, Dbar_t = min(1, sqrt(delta/2)) (T = {T}, delta = {delta}): "
-        f"Adaptive {a:.12g} = PM {p:.12g}; counterexample 2, delta = 3 >= 2 and Dbar_T = 0: Adaptive {a2:.12g} "
+        f"Adaptive {a:.12g} = PM {p:.12g}; counterexample 2, delta = 3 >= 2 and Dbar_T = 0: Adaptive "
+        f"{a2:.12g} "
         f"= Linear (data form) {l2:.12g}.",
         "v2",
     )
@@ -933,7 +945,8 @@ def _c08_ratio() -> Claim:
         "C08.ratio",
         "'about 1139 vs 3495, 3x' at delta = 0.01",
         "caveat",
-        f"computed worst-case Adaptive {worst:.2f} and PM closed form {closed:.2f}: ratio {closed / worst:.3f}. "
+        f"computed worst-case Adaptive {worst:.2f} and PM closed form {closed:.2f}: ratio "
+        f"{closed / worst:.3f}. "
         f"The gain comes from the caps, not from adaptivity: delta = 0.01 > 2/T = {2 / T:.2e}, so the closed "
         f"form is outside its regime, and the capped B_PM^KL itself is {pm_c:.2f} (ratio to the Adaptive "
         f"estimate {pm_c / worst:.4f}).",
@@ -966,7 +979,8 @@ def _c10() -> Claim:
         "C10",
         "'409x improvement'",
         "caveat",
-        f"409x = KL-only Classical ({ck:.2f}) / KL+TV Unified ({ut:.4f}) = {ck / ut:.2f} (printed 409 truncates "
+        f"409x = KL-only Classical ({ck:.2f}) / KL+TV Unified ({ut:.4f}) = {ck / ut:.2f} (printed 409 "
+        "truncates "
         f"409.5; 1677/4.1 = {1677 / 4.1:.1f}): it mixes columns. Within one column the improvement is "
         f"{same_ko:.1f}x (KL-only) and {same_kt:.1f}x (KL+TV).",
         "v3 text",
@@ -1023,7 +1037,8 @@ def _c12_c13() -> list[Claim]:
         "fails",
         f"L_b = L' + T (J(roll) - b) (max deviation from the identity over 400 exact pairs: "
         f"{float(np.max(np.abs(shift))):.2e}), so the error of the L_b form is Error - T (J(roll) - b). "
-        f"With b = 0, T = 3: |J(theta) - J(roll) - L_0| > B* on {int(viol_b.sum())} of 400 random pairs; worst "
+        f"With b = 0, T = 3: |J(theta) - J(roll) - L_0| > B* on {int(viol_b.sum())} of 400 random pairs; "
+        "worst "
         f"|error_b| = {abs(float(err_b[i])):.4g} vs B* = {float(bstar[i]):.3g}. The bounds hold for L' "
         "(equivalently b = J(roll)) only.",
         "v2, v3",
@@ -1033,7 +1048,8 @@ def _c12_c13() -> list[Claim]:
     cert_p = (ex["surrogate"] - bstar > 0) & (ex["J_theta"] <= ex["J_roll"])
     j = int(np.argmax(cert_b)) if cert_b.any() else None
     ce = (
-        f"e.g. L_0 = {float(ex['surrogate_b'][j]):.4g} > B* = {float(bstar[j]):.3g} while J(theta) - J(roll) = "
+        f"e.g. L_0 = {float(ex['surrogate_b'][j]):.4g} > B* = {float(bstar[j]):.3g} while J(theta) - "
+        "J(roll) = "
         f"{float(ex['J_theta'][j] - ex['J_roll'][j]):.2e}"
         if j is not None
         else "none found"
@@ -1054,7 +1070,8 @@ def _rare_context_pair(kl_rare: float, q: float) -> dict:
     """T = 2, V = 2: y_1 = 1 with prob q under both policies; at context y_1 = 1, KL(roll || theta) = kl_rare.
 
     roll(.|y_1=1) = (1/2, 1/2), theta = (1 - s, s) with s(1 - s) = e^{-2 kl_rare} / 4, solved in log space.
-    Returns delta, D_KL^seq (both from trm_bounds.divergences) and the TRM-Max acceptance at any threshold below kl_rare.
+    Returns delta, D_KL^seq (both from trm_bounds.divergences) and the TRM-Max acceptance at any
+    threshold below kl_rare.
     """
     y = math.exp(-2.0 * kl_rare) / 4.0
     log_s = math.log(2.0 * y) - math.log1p(math.sqrt(1.0 - 4.0 * y))
@@ -1088,7 +1105,8 @@ def _c14_c18() -> list[Claim]:
         "C18",
         "acceptance above 70% is evidence that D_KL^{tok,max} <= delta globally",
         "fails",
-        f"counterexample (T = 2): TRM-Max with threshold 0.05 accepts {100 * r['acceptance']:.1f}% of sequences "
+        f"counterexample (T = 2): TRM-Max with threshold 0.05 accepts {100 * r['acceptance']:.1f}% of "
+        "sequences "
         f"while D_KL^{{tok,max}} = {r['delta']:.3g} (a rare context, visit probability 0.01). Acceptance "
         "measures how often bad contexts are visited, not whether they exist." + _provider_text("C18"),
         "v2, v3",
@@ -1125,9 +1143,12 @@ def _c15_c16() -> list[Claim]:
             "C15.unique",
             "k3 is the only / unique unbiased estimator of KL(roll || theta)",
             "fails",
-            f"exact expectations over 200 random 6-token pairs: E_roll[k1], E_roll[k3] and E_roll[k1 + 0.37 (rho - 1)] "
-            f"all equal KL(roll || theta) (max deviation {dev:.1e}); k3 = k1 + (rho - 1) is one member of the unbiased "
-            "family k1 + lambda (rho - 1) (E_roll[rho - 1] = 0 when theta << roll); k3 is the member that is >= 0.",
+            "exact expectations over 200 random 6-token pairs: E_roll[k1], E_roll[k3] and E_roll[k1 + 0.37 "
+            "(rho - 1)] "
+            f"all equal KL(roll || theta) (max deviation {dev:.1e}); k3 = k1 + (rho - 1) is one member of "
+            "the unbiased "
+            "family k1 + lambda (rho - 1) (E_roll[rho - 1] = 0 when theta << roll); k3 is the member that "
+            "is >= 0.",
             "v2, v3",
         ),
         Claim(
@@ -1184,7 +1205,8 @@ def _c17() -> list[Claim]:
             "C17.variance",
             "SER: 'variance decreases as O(1/sqrt(T))'",
             "imprecise",
-            f"iid-token model (V = 8): E|rho - 1| = {mean:.4f} = 2 TV = {2 * tv:.4f}; exact variance of the SER "
+            f"iid-token model (V = 8): E|rho - 1| = {mean:.4f} = 2 TV = {2 * tv:.4f}; exact variance of the "
+            "SER "
             f"statistic is sigma^2 / T with sigma^2 = {sigma2:.4f}; Monte Carlo (2000 sequences per T, T = "
             f"{Ts.tolist()}) log-log slope of the variance {slope:.3f}. The variance is O(1/T); the standard "
             "deviation is O(1/sqrt(T)).",
@@ -1194,8 +1216,10 @@ def _c17() -> list[Claim]:
             "C17.length_bias",
             "SER is 'mildly biased in favour of longer sequences'",
             "caveat",
-            f"same model: acceptance with threshold 1.2 x mean rises with T ({', '.join(f'{x:.3f}' for x in acc_hi)}) "
-            f"but with threshold 0.8 x mean falls ({', '.join(f'{x:.3f}' for x in acc_lo)}): the direction of the "
+            "same model: acceptance with threshold 1.2 x mean rises with T "
+            f"({', '.join(f'{x:.3f}' for x in acc_hi)}) "
+            f"but with threshold 0.8 x mean falls ({', '.join(f'{x:.3f}' for x in acc_lo)}): the direction "
+            "of the "
             "length bias depends on whether delta_SER is above or below E|rho - 1| = 2 Dbar.",
             "v2",
         ),
@@ -1227,7 +1251,8 @@ def _c19() -> list[Claim]:
             "C19.accepted",
             "LN-TRM: accepted sequences have W <= delta_W Z(T)",
             "holds",
-            f"by the definition of the mask 1[W/Z <= delta_W]; computed on one pair: {int(keep.sum())} accepted, "
+            f"by the definition of the mask 1[W/Z <= delta_W]; computed on one pair: {int(keep.sum())} "
+            "accepted, "
             f"max W - delta_W Z over them {float(np.max(W[keep] - thr * Z)):.2e} <= 0.",
             "v2, v3",
         ),
@@ -1235,9 +1260,11 @@ def _c19() -> list[Claim]:
             "C19.bound",
             "|Error| <= 2 E_roll[W(y)] assuming only delta globally",
             "caveat",
-            f"2 E_roll[W] = 4 sum_t Dbar_t w_t = B_Adap^* (v3 weights), since E_roll[|rho_t - 1| | c_t] = 2 TV(c_t): "
+            "2 E_roll[W] = 4 sum_t Dbar_t w_t = B_Adap^* (v3 weights), since E_roll[|rho_t - 1| | c_t] = 2 "
+            "TV(c_t): "
             f"max relative gap over 64 exact pairs {dev:.1e}. So the guarantee is the Adaptive bound (C01."
-            "adaptive_star / adaptive_kl): the v3 weights use eps as well as delta (a global TV assumption TRM "
+            "adaptive_star / adaptive_kl): the v3 weights use eps as well as delta (a global TV assumption "
+            "TRM "
             "does not enforce); only the v2 weights need delta alone. It bounds the error of the unmasked "
             "surrogate; masking by W does not enter it.",
             "v2, v3",
@@ -1342,7 +1369,8 @@ def _c23() -> list[Claim]:
             "C23.identity",
             "E_roll|rho_t - 1| = 2 TV(c_t)",
             "caveat",
-            f"100 random 5-token pairs: max |E_roll|rho - 1| - 2 TV| = {dev:.1e}. Needs theta << roll: with a zero "
+            f"100 random 5-token pairs: max |E_roll|rho - 1| - 2 TV| = {dev:.1e}. Needs theta << roll: with "
+            "a zero "
             f"of pi_roll that pi_theta does not share, E_roll|rho - 1| = {lhs0:.4f} < 2 TV = {2 * tv0:.4f}."
             + _provider_text("C23"),
             "v2 lemma",
@@ -1351,7 +1379,8 @@ def _c23() -> list[Claim]:
             "C23.gradient",
             "grad L'(theta) = grad J(theta) at theta = roll",
             "holds",
-            f"central differences along a random direction on an exact T = 3 pair: dJ/ds = {dJ:.8f}, dL'/ds = "
+            f"central differences along a random direction on an exact T = 3 pair: dJ/ds = {dJ:.8f}, dL'/ds "
+            "= "
             f"{dL:.8f} (gap {abs(dJ - dL):.1e}; Error = O(s^2)). A numeric check; the proof is the identity "
             "Error = sum_t (E_{d_t^theta} - E_{d_t^roll})[g_t] with both factors O(s).",
             "v1-v3",
@@ -1391,7 +1420,8 @@ def _section9(search: _Search) -> Claim:
         "S9.halved_constants",
         "[beyond] every bound holds with its leading constant halved",
         "caveat",
-        "proof sketch: for R in [0, 1], |g_t| = |sum_v (pi_theta - pi_roll)(v) (Q_t(v) - 1/2)| <= TV(c_t), half "
+        "proof sketch: for R in [0, 1], |g_t| = |sum_v (pi_theta - pi_roll)(v) (Q_t(v) - 1/2)| <= TV(c_t), "
+        "half "
         "the published 2 TV; the master inequality then halves every PDI-route bound. Not yet a checked "
         f"proof for every route. Search: worst |Error| / (bound / 2) = {worst:.4f} over {search.description} "
         "(" + ", ".join(f"{k} {search.worst_ratio_halved[k]:.3f}" for k in keys) + ").",

@@ -128,6 +128,7 @@ def _lambdified(name: str, capped: bool) -> Callable:
     return sp.lambdify(args, bound_expr(name, capped), modules="numpy")
 
 
+@cache
 def lambdify_bound(name: str, capped: bool = True) -> Callable[..., float]:
     """numpy function f(T, eps=0, delta=0, dkl_seq=0, dtv_seq=0, dbar=None) of `bound_expr(name)`.
 
@@ -192,7 +193,8 @@ def _pm_closed_forms() -> Derivation:
         "delta <= 2/T: B_PM^KL = 4/3 T^1.5 delta, B_PM^TV = 8/3 T^1.5 eps sqrt(delta/2)",
         METHOD_SYMBOLIC,
         "imprecise" if ok_kl and ok_tv else "fails",
-        "Caps inactive: B_PM^KL = 4 (delta/2) sum_t sqrt(t-1) and B_PM^TV = 4 eps sqrt(delta/2) sum_t sqrt(t-1); "
+        "Caps inactive: B_PM^KL = 4 (delta/2) sum_t sqrt(t-1) and B_PM^TV = 4 eps sqrt(delta/2) sum_t "
+        "sqrt(t-1); "
         f"sympy: with the integral bound these are <= 4/3 T^1.5 delta ({ok_kl}) and <= 8/3 T^1.5 eps "
         f"sqrt(delta/2) ({ok_tv}). The closed forms are upper estimates, not equalities: the gap is at "
         f"least 2 delta sqrt(T)/2 (trapezoid). At T=4096, delta=1e-4: exact {exact_4096:.6f} vs closed "
@@ -202,7 +204,7 @@ def _pm_closed_forms() -> Derivation:
 
 
 def _pm_regime() -> Derivation:
-    """All PM caps inactive iff delta <= 2/(T-1) (T >= 2) and delta <= 2; the paper's delta <= 2/T suffices."""
+    """All PM caps inactive iff delta <= 2/(T-1) (T >= 2) and delta <= 2; delta <= 2/T suffices."""
     thr = sp.solve(sp.Eq((T - 1) * delta / 2, 1), delta)[0]
     weaker = sp.simplify(thr - 2 / T)  # 2/(T-1) - 2/T = 2/(T(T-1)) > 0
     ok = thr == 2 / (T - 1) and sp.simplify(weaker - 2 / (T * (T - 1))) == 0
@@ -213,7 +215,8 @@ def _pm_regime() -> Derivation:
         "holds" if ok else "fails",
         f"The largest cap argument is (T-1) delta/2 (t = T); sympy: it reaches 1 at delta = {thr}. "
         f"2/(T-1) - 2/T = {sp.factor(weaker)} > 0, so delta <= 2/T is sufficient, not necessary: the exact "
-        "regime is delta <= 2/(T-1) (and delta <= 2 for the outer min(1, sqrt(delta/2)), implied for T >= 2).",
+        "regime is delta <= 2/(T-1) (and delta <= 2 for the outer min(1, sqrt(delta/2)), implied for T >= "
+        "2).",
         {"threshold": str(thr)},
     )
 
@@ -227,7 +230,8 @@ def _mix_closed_forms() -> Derivation:
     ok = ok and thr_d == [2] and thr_s == [2]
     return Derivation(
         "mix_closed_forms",
-        "B_Mix^KL = 2 T sqrt(delta D_KL^seq), B_Mix^TV = 4 T eps D_TV^seq; caps inactive iff delta <= 2 and D_KL^seq <= 2",
+        "B_Mix^KL = 2 T sqrt(delta D_KL^seq), B_Mix^TV = 4 T eps D_TV^seq; caps inactive iff delta <= 2 and "
+        "D_KL^seq <= 2",
         METHOD_SYMBOLIC,
         "holds" if ok else "fails",
         f"sympy: 4T sqrt(delta/2) sqrt(D/2) - 2T sqrt(delta D) simplifies to 0 ({ok}); sqrt(z/2) = 1 at "
@@ -314,7 +318,7 @@ def _coupling_linear() -> list[Derivation]:
 
 
 def _coupling_cap_position() -> Derivation:
-    """The paper's t* = floor(1/eps) + 1 is the LAST uncapped position; the cap first binds at ceil(1/eps) + 1."""
+    """The paper's t* = floor(1/eps) + 1 is the LAST uncapped position; the cap binds from ceil(1/eps) + 1."""
     e_val = float(np.sqrt(1e-4 / 2))
     paper = int(np.floor(1.0 / e_val)) + 1
     first = int(nb.coupling_cap_position(e_val))
@@ -327,11 +331,13 @@ def _coupling_cap_position() -> Derivation:
         "t* = floor(1/eps) + 1 is 'the position where the cap activates'",
         METHOD_SYMBOLIC,
         "imprecise",
-        "Term t is min(1, (t-1) eps); (t-1) eps <= 1 iff t <= floor(1/eps) + 1, so floor(1/eps) + 1 is the last "
+        "Term t is min(1, (t-1) eps); (t-1) eps <= 1 iff t <= floor(1/eps) + 1, so floor(1/eps) + 1 is the "
+        "last "
         "position where the cap does not bind strictly, and the first capped term is t = ceil(1/eps) + 1 "
         "(= floor(1/eps) + 2 unless 1/eps is an integer, where that term is exactly 1 either way). Splitting "
         "the sum at the paper's t* (eps t*(t*-1)/2 + T - t*) is therefore exact. At eps = sqrt(1e-4/2): "
-        f"paper t* = {paper}, first capped t = {first} (strictly > 1 from t = {strict}); split sum {split:.4f} "
+        f"paper t* = {paper}, first capped t = {first} (strictly > 1 from t = {strict}); split sum "
+        f"{split:.4f} "
         f"= prefix-sum value {exact:.4f}.",
         {"paper_t_star": paper, "first_capped_t": first, "sum": exact},
     )
@@ -350,7 +356,8 @@ def _adaptive_crossover() -> list[Derivation]:
             "the TV and KL routes of the Adaptive weights cross at T - t = delta / (2 eps^2)",
             METHOD_SYMBOLIC,
             "holds" if ok else "fails",
-            f"sympy: solve(m eps = sqrt(m delta/2), m) = {sol}; below it (m eps)^2 < m delta/2, so the TV route "
+            f"sympy: solve(m eps = sqrt(m delta/2), m) = {sol}; below it (m eps)^2 < m delta/2, so the TV "
+            "route "
             "is the smaller one for T - t below the crossover, the KL route above it.",
         ),
         Derivation(
@@ -358,7 +365,8 @@ def _adaptive_crossover() -> list[Derivation]:
             "eps = sqrt(delta/2) puts the crossover at T - t = 1",
             METHOD_SYMBOLIC,
             "holds" if tight == 1 else "fails",
-            f"sympy: delta/(2 eps^2) at eps = sqrt(delta/2) is {tight}; TV route - KL route = {route_gap} >= 0 "
+            f"sympy: delta/(2 eps^2) at eps = sqrt(delta/2) is {tight}; TV route - KL route = {route_gap} "
+            ">= 0 "
             "for m >= 1, so B_Adap^* = B_Adap^KL in the Pinsker-tight case.",
         ),
     ]
@@ -388,15 +396,18 @@ def _worst_case_adaptive() -> list[Derivation]:
             "2/delta <= T: sum_t min(1, sqrt((T-t) delta/2)) <= (T - 2/delta) + 4/(3 delta)",
             METHOD_SYMBOLIC,
             "holds" if ok and increasing and holds_num else "fails",
-            f"g(x) = {g} is nondecreasing (sympy: {increasing}), so g(m) <= int_m^{{m+1}} g; sympy: int_0^T g = "
-            f"{integral}. Checked for every T <= 20,000 at {d_grid.size} delta values with T >= 2/delta: {holds_num}.",
+            f"g(x) = {g} is nondecreasing (sympy: {increasing}), so g(m) <= int_m^{{m+1}} g; sympy: int_0^T "
+            "g = "
+            f"{integral}. Checked for every T <= 20,000 at {d_grid.size} delta values with T >= 2/delta: "
+            f"{holds_num}.",
         ),
         Derivation(
             "worst_case_adaptive_regimes",
             "delta < 2/T recovers 4/3 T^1.5 delta; prefactor 4 when delta >= 2",
             METHOD_SYMBOLIC,
             "holds" if _is_zero(small - sp.Rational(4, 3) * T ** sp.Rational(3, 2) * delta) else "fails",
-            f"No cap binds when delta < 2/T: 4 sqrt(delta/2) * sqrt(delta/2) 2/3 T^1.5 = {small} (sympy). For "
+            f"No cap binds when delta < 2/T: 4 sqrt(delta/2) * sqrt(delta/2) 2/3 T^1.5 = {small} (sympy). "
+            "For "
             "delta >= 2 every term with T - t >= 1 is capped at 1, so the sum is T - 1 and the bound is "
             f"4 sum_{{t<T}} Dbar_t (checked: sum = T - 1 for T = 1..199 at delta = 2.5: "
             f"{bool(np.all(big == np.arange(0, 199)))}).",
@@ -429,7 +440,8 @@ def _recovery() -> list[Derivation]:
             "Dbar_t = min(1, sqrt(delta/2)) turns B_Adap^KL into B_PM^KL",
             METHOD_SYMBOLIC,
             "holds" if ok_kl else "fails",
-            f"sympy change_index(t -> T+1-t): {adap_kl} equals {pm} (summands and limits identical: {ok_kl}); "
+            f"sympy change_index(t -> T+1-t): {adap_kl} equals {pm} (summands and limits identical: "
+            f"{ok_kl}); "
             "the constant Dbar_t factors out as B_PM^KL's min(1, sqrt(delta/2)). Numeric: max relative gap "
             f"between bounds.adaptive_kl and bounds.pm_kl {worst:.2e}.",
         ),
@@ -511,7 +523,8 @@ def _exponents() -> Derivation:
         "scaling in T: classical 2, PM 1.5, Mixed 1, Coupling 2 then 1",
         METHOD_SYMBOLIC,
         "holds" if ok else "fails",
-        "sympy limit of log(B)/log(T), T -> oo (no cap binding, then every cap binding at fixed divergences): "
+        "sympy limit of log(B)/log(T), T -> oo (no cap binding, then every cap binding at fixed "
+        "divergences): "
         + text
         + ". PM is O(T^1.5) only while delta <= 2/T; at fixed delta its caps bind and it is O(T).",
         {n: {kk: str(vv) for kk, vv in v.items()} for n, v in ex.items()},
@@ -540,7 +553,8 @@ def _estimators() -> list[Derivation]:
             "k3 = rho - 1 - log rho >= 0",
             METHOD_SYMBOLIC,
             "holds" if ok3 else "fails",
-            f"sympy: d/drho k3 = 0 only at rho = {crit}, d2/drho2 k3 = {convex} > 0 (strictly convex), k3(1) = 0: "
+            f"sympy: d/drho k3 = 0 only at rho = {crit}, d2/drho2 k3 = {convex} > 0 (strictly convex), "
+            "k3(1) = 0: "
             "so k3 >= 0 pointwise, which is log x <= x - 1 (a tangent-line bound of the concave log). Jensen "
             "gives only the expectation statement E_roll[k3] = KL >= 0.",
         ),
