@@ -276,13 +276,21 @@ def test_extreme_logits(seed, T):
     _assert_matches(chain_quantities(pair), _enumerate(pair))
 
 
-@given(seed=st.integers(0, 2**32 - 1), time_dep=st.booleans())
-def test_dense_and_gather_scatter_operators_agree(seed, time_dep):
+@given(seed=st.integers(0, 2**32 - 1), time_dep=st.booleans(), backend=st.sampled_from(["numpy", "torch"]))
+def test_operators_and_backends_agree(seed, time_dep, backend):
+    """numpy vs torch, dense S x S matrices vs gather/scatter: the same numbers."""
     pair = _make_pair(seed, 5, 3, 7, 2, time_dep, zeros=seed % 2 == 0)
-    a, b = chain_quantities(pair, dense=False), chain_quantities(pair, dense=not time_dep)
+    a = chain_quantities(pair, dense=False, backend="numpy")
+    b = chain_quantities(pair, dense=not time_dep, backend=backend)
     for k in SHARED_KEYS + ("error_second_order", "dtv_seq_upper", "dtv_seq_lower"):
         assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-15)
     np.testing.assert_allclose(a["context_tv_upper"], b["context_tv_upper"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(a["g_inf"], b["g_inf"], rtol=1e-12, atol=1e-15)
+
+
+def test_backend_error():
+    with pytest.raises(ValueError, match="backend"):
+        chain_quantities(_make_pair(0, 2, 2, 2, 1, False, False), backend="jax")
 
 
 def test_batch_equals_single():

@@ -370,71 +370,9 @@ def _prob_diff(lr: torch.Tensor, lth: torch.Tensor) -> torch.Tensor:
 _K = 5
 
 
-class _Ops:
-    """The one-step operators of a batch: dense S x S matrices (homogeneous, small S) or
-    gather/scatter over (S, V) (time-dependent or large S). Both give the same numbers."""
-
-    def __init__(self, b: _Batch, dense: bool | None = None):
-        N, Tp, S, V = b.lr.shape
-        self.S, self.V, self.T, self.Tp = S, V, b.T, Tp
-        self.trans = b.trans
-        pr, pth = torch.exp(b.lr), torch.exp(b.lth)
-        self.W = torch.stack(  # (N, Tp, K, S, V) forward weights
-            [pr, pth, torch.exp(torch.minimum(b.lr, b.lth)), (pr > 0).double(), (pth > 0).double()], dim=2
-        )
-        self.W[:, :, 3] = (~torch.isneginf(b.lr)).double()  # exact support, even where exp underflows
-        self.W[:, :, 4] = (~torch.isneginf(b.lth)).double()
-        self.D = _prob_diff(b.lr, b.lth)  # (N, Tp, S, V)
-        self.pr = pr
-        self.c_roll = (pr * b.rs[:, None]).sum(-1) / b.T  # (N, Tp, S): sum_v pi_roll r / T
-        self.c_diff = (self.D * b.rs[:, None]).sum(-1) / b.T
-        if dense is None:
-            dense = Tp == 1 and N * (_K + 2) * S * S <= 2**24
-        self.dense = dense
-        if dense:
-            idx = b.trans[:, None, None].expand(N, Tp, _K + 2, S, V)
-            vals = torch.cat([self.W, pr[:, :, None], self.D[:, :, None]], dim=2)  # (N, Tp, K+2, S, V)
-            M = torch.zeros(N, Tp, _K + 2, S, S, dtype=torch.float64, device=b.lr.device)
-            M.scatter_add_(-1, idx, vals)  # M[..., s, s'] = sum_{v: trans[s, v] = s'} vals[..., s, v]
-            self.M_fwd = M[:, :, :_K]  # (N, Tp, K, S, S)
-            self.M_back = torch.cat([M[:, :, _K], M[:, :, _K + 1]], dim=-2)  # (N, Tp, 2S, S)
-        self.flat_idx = b.trans.reshape(N, 1, S * V)
-
-    def forward(self, X: torch.Tensor, k: int) -> torch.Tensor:
-        """X (N, K, B, S) at time t = k + 1 -> X at t + 1 (reach rows clamped to 0/1)."""
-        j = k if self.Tp > 1 else 0
-        if self.dense:
-            Y = X @ self.M_fwd[:, j]
-        else:
-            N, K, B, S = X.shape
-            prod = (X[..., None] * self.W[:, j, :, None]).reshape(N, K * B, S * self.V)
-            Y = torch.zeros(N, K * B, S, dtype=X.dtype, device=X.device)
-            Y.scatter_add_(-1, self.flat_idx.expand(N, K * B, S * self.V), prod).reshape(N, K, B, S)
-            Y = Y.reshape(N, K, B, S)
-        Y[:, 3:] = (Y[:, 3:] > 0).double()
-        return Y
-
-    def backward(self, UD: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[U_{t+1}, Delta_{t+1}] (N, S, 2) at t = k + 1 -> ([U_t, Delta_t], g_t, h_t)."""
-        j = k if self.Tp > 1 else 0
-        if self.dense:
-            Z = self.M_back[:, j] @ UD  # (N, 2S, 2)
-            roll, diff = Z[:, : self.S], Z[:, self.S :]  # M_roll [U, Delta], M_diff [U, Delta]
-        else:
-            N, S, V = self.D.shape[0], self.S, self.V
-            G = UD.gather(1, self.flat_idx[:, 0, :, None].expand(N, S * V, 2)).reshape(N, S, V, 2)
-            roll = torch.einsum("nsv,nsvc->nsc", self.pr[:, j], G)
-            diff = torch.einsum("nsv,nsvc->nsc", self.D[:, j], G)
-        U = self.c_roll[:, j] + roll[..., 0]
-        g = self.c_diff[:, j] + diff[..., 0]
-        h = diff[..., 1]
-        Delta = g + roll[..., 1] + h  # = g + sum_v pi_theta Delta_{t+1}[trans]
-        return torch.stack([U, Delta], dim=-1), g, h
-
-
 def _token_terms(b: _Batch):
-    """Per-state token divergences at every stored step: tv, kl, klrev (N, Tp, S), and
-    acv (N, Tp, S): 1 where pi_theta puts mass on a token pi_roll cannot emit."""
+    """Per-state token divergences at every stored step, torch (N, Tp, S): tv, kl, klrev, and
+    acv: 1 where pi_theta puts mass on a token pi_roll cannot emit."""
     tv = token_tv(b.lr, b.lth)
     # KL is +inf exactly where one side has a token the other cannot emit, even when that
     # token's probability underflows (token_kl sees exp(-1000) = 0 as outside the support)
@@ -442,68 +380,165 @@ def _token_terms(b: _Batch):
     off_roll = (torch.isneginf(b.lr) & ~torch.isneginf(b.lth)).any(-1)
     kl = torch.where(off_theta, torch.full_like(tv, math.inf), token_kl(b.lr, b.lth))
     klrev = torch.where(off_roll, torch.full_like(tv, math.inf), token_kl(b.lth, b.lr))
-    acv = off_roll.double()
-    return tv, kl, klrev, acv
+    return tv, kl, klrev, off_roll.double()
 
 
-def _run_dp(b: _Batch, dense: bool | None = None) -> dict[str, torch.Tensor]:
-    """The two recursions for a batch; raw per-step, per-group arrays (see `_finish`)."""
-    ops = _Ops(b, dense)
+class _Ops:
+    """Everything the two recursions need, on one backend, plus their one-step operators.
+
+    Backend: numpy on the CPU (small per-step arrays: numpy's per-call cost is far below
+    torch's), torch on any other device. Operators: dense S x S matrices (homogeneous chains
+    with S <= 2 V, where a matmul beats a scatter) or gather/scatter over (S, V). Every
+    route gives the same numbers (tests compare them).
+    """
+
+    def __init__(self, b: _Batch, dense: bool | None, backend: str):
+        N, Tp, S, V = b.lr.shape
+        self.N, self.S, self.V, self.T, self.Tp = N, S, V, b.T, Tp
+        tv, kl, klrev, acv = _token_terms(b)
+        fin = lambda x: torch.where(torch.isinf(x), torch.zeros_like(x), x)  # noqa: E731
+        isinf = lambda x: torch.isinf(x).double()  # noqa: E731
+        zero = torch.zeros_like(tv)
+        pr, pth = torch.exp(b.lr), torch.exp(b.lth)
+        D = _prob_diff(b.lr, b.lth)  # (N, Tp, S, V)
+        W = torch.stack(  # (N, Tp, K, S, V) forward weights; supports from -inf, exact under underflow
+            [pr, pth, torch.exp(torch.minimum(b.lr, b.lth)), (~torch.isneginf(b.lr)).double()]
+            + [(~torch.isneginf(b.lth)).double()],
+            dim=2,
+        )
+        Fc = torch.stack(  # constant per-step integrands per kernel, (N, Tp, K, S, 2)
+            [
+                torch.stack([tv, fin(kl)], -1),  # roll rows: Dbar_t, D_KL^seq increments
+                torch.stack([tv, fin(klrev)], -1),  # theta rows: Dbar^theta_t, reverse-KL increments
+                torch.stack([tv, zero], -1),  # agree rows: coupling failure increments
+                torch.stack([isinf(kl), acv], -1),  # reach_roll rows: infinite KL, absolute continuity
+                torch.stack([isinf(klrev), zero], -1),  # reach_theta rows: infinite reverse KL
+            ],
+            dim=2,
+        )
+        if dense is None:
+            dense = Tp == 1 and S <= 2 * V and N * (_K + 2) * S * S <= 2**24
+        self.dense = dense
+        arrays = dict(
+            W=W,
+            Fc=Fc,
+            PD=torch.stack([pr, D], 2),  # (N, Tp, 2, S, V)
+            c_roll=(pr * b.rs[:, None]).sum(-1) / b.T,  # (N, Tp, S): sum_v pi_roll r / T
+            c_diff=(D * b.rs[:, None]).sum(-1) / b.T,
+            starts=b.starts,
+            w=b.w,
+            rf=b.rf,
+            tv=tv,
+            kl=kl,
+        )
+        if dense:
+            idx = b.trans[:, None, None].expand(N, Tp, _K + 2, S, V)
+            vals = torch.cat([W, pr[:, :, None], D[:, :, None]], dim=2)  # (N, Tp, K+2, S, V)
+            M = torch.zeros(N, Tp, _K + 2, S, S, dtype=torch.float64, device=b.lr.device)
+            M.scatter_add_(-1, idx, vals)  # M[..., s, s'] = sum_{v: trans[s, v] = s'} vals[..., s, v]
+            arrays["M_fwd"] = M[:, :, :_K]  # (N, Tp, K, S, S)
+            M_back = torch.cat([M[:, :, _K], M[:, :, _K + 1]], dim=-2)  # (N, Tp, 2S, S)
+            arrays["M_back_T"] = M_back.transpose(-1, -2).contiguous()  # (N, Tp, S, 2S)
+        self.numpy = backend == "numpy"
+        for name, x in arrays.items():
+            setattr(self, name, x.cpu().numpy() if self.numpy else x)
+        trans = b.trans.reshape(N, S * V)
+        # flat index into an (N, 2, S) array of [U, Delta]: (n 2 + c) S + trans[n, s, v]
+        base = (
+            torch.arange(N, device=trans.device)[:, None, None] * 2
+            + torch.arange(2, device=trans.device)[:, None]
+        )
+        gather = (base * S + trans[:, None, :]).reshape(-1)  # (N 2 S V,)
+        if self.numpy:
+            self.gather_idx, self.scatter_idx = gather.cpu().numpy(), trans.cpu().numpy()
+        else:
+            self.gather_idx, self.scatter_idx = gather, trans[:, None]
+        self.device = b.lr.device
+
+    def empty(self, *shape, dtype=None):
+        if self.numpy:
+            return np.empty(shape, dtype=np.bool_ if dtype == "bool" else np.float64)
+        return torch.empty(shape, dtype=torch.bool if dtype == "bool" else torch.float64, device=self.device)
+
+    def _scatter(self, vals):
+        """vals (N, R, S V) -> (N, R, S): out[n, r, s'] = sum_{i: trans_flat[n, i] = s'} vals[n, r, i]."""
+        N, R, _ = vals.shape
+        S = self.S
+        if self.numpy:
+            if getattr(self, "_flat_R", None) != R:  # (n R + r) S + trans[n, i], built once per R
+                base = (np.arange(N)[:, None, None] * R + np.arange(R)[None, :, None]) * S
+                self._flat, self._flat_R = (base + self.scatter_idx[:, None, :]).ravel(), R
+            return np.bincount(self._flat, weights=vals.ravel(), minlength=N * R * S).reshape(N, R, S)
+        out = torch.zeros(N, R, S, dtype=vals.dtype, device=vals.device)
+        return out.scatter_add_(-1, self.scatter_idx.expand(N, R, vals.shape[-1]), vals)
+
+    def forward(self, X, k: int):
+        """X (N, K, B, S) at time t = k + 1 -> X at t + 1 (reach rows clamped to 0/1)."""
+        j = k if self.Tp > 1 else 0
+        if self.dense:
+            Y = X @ self.M_fwd[:, j]
+        else:
+            N, K, B, S = X.shape
+            prod = (X[..., None] * self.W[:, j, :, None]).reshape(N, K * B, S * self.V)
+            Y = self._scatter(prod).reshape(N, K, B, S)
+        Y[:, 3:] = (Y[:, 3:] > 0) * 1.0
+        return Y
+
+    def backward(self, UD, k: int):
+        """[U_{t+1}, Delta_{t+1}] (N, 2, S) at t = k + 1 -> ([U_t, Delta_t], g_t, h_t)."""
+        j = k if self.Tp > 1 else 0
+        if self.dense:
+            Z = UD @ self.M_back_T[:, j]  # (N, 2, 2S): [U, Delta] M_roll^T, [U, Delta] M_diff^T
+            roll, diff = Z[..., : self.S], Z[..., self.S :]
+        else:
+            N, S, V = self.N, self.S, self.V
+            G = UD.reshape(-1)[self.gather_idx].reshape(N, 1, 2, S, V)  # U, Delta at next states
+            both = (self.PD[:, j, :, None] * G).sum(-1)  # (N, 2 kernels [pi_roll, diff], 2, S)
+            roll, diff = both[:, 0], both[:, 1]
+        U = self.c_roll[:, j] + roll[:, 0]
+        g = self.c_diff[:, j] + diff[:, 0]
+        h = diff[:, 1]
+        Delta = g + roll[:, 1] + h  # = g + sum_v pi_theta Delta_{t+1}[trans]
+        return (np.stack if self.numpy else torch.stack)([U, Delta], 1), g, h
+
+
+def _run_dp(b: _Batch, dense: bool | None = None, backend: str | None = None) -> dict[str, np.ndarray]:
+    """The two recursions for a batch; raw per-step, per-group numpy arrays (see `_finish`)."""
+    if backend is None:
+        backend = "numpy" if b.lr.device.type == "cpu" else "torch"
+    ops = _Ops(b, dense, backend)
     N, Tp, S, V = b.lr.shape
     T, B = b.T, b.starts.shape[1]
-    dev = b.lr.device
-    tv, kl, klrev, acv = _token_terms(b)
-    fin = lambda x: torch.where(torch.isinf(x), torch.zeros_like(x), x)  # noqa: E731
-    isinf = lambda x: torch.isinf(x).double()  # noqa: E731
-    zero = torch.zeros_like(tv)
-    # constant per-step integrands per kernel, (N, Tp, K, S, 2)
-    Fc = torch.stack(
-        [
-            torch.stack([tv, fin(kl)], -1),  # roll rows: Dbar_t, D_KL^seq increments
-            torch.stack([tv, fin(klrev)], -1),  # theta rows: Dbar^theta_t, reverse-KL increments
-            torch.stack([tv, zero], -1),  # agree rows: coupling failure increments
-            torch.stack([isinf(kl), acv], -1),  # reach_roll rows: infinite KL, absolute continuity
-            torch.stack([isinf(klrev), zero], -1),  # reach_theta rows: infinite reverse KL
-        ],
-        dim=2,
-    )
+    stack = np.stack if ops.numpy else torch.stack
 
-    # backward: U_t, Delta_t, store g_t and h_t (N, T, S, 2)
-    gh = torch.empty(N, T, S, 2, dtype=torch.float64, device=dev)
-    UD = torch.stack([b.rf, torch.zeros_like(b.rf)], dim=-1)
+    # backward: U_t, Delta_t; store g_t and h_t (N, T, S, 2)
+    gh = ops.empty(N, T, S, 2)
+    UD = stack([ops.rf, 0.0 * ops.rf], 1)  # (N, 2, S)
     for k in range(T - 1, -1, -1):
         UD, g, h = ops.backward(UD, k)
         gh[:, k, :, 0], gh[:, k, :, 1] = g, h
 
-    # forward: stats per step (T, N, K, B, 2) and (T, N, 2, B, 2); reach union (N, T, S)
-    X = b.starts[:, None].expand(N, _K, B, S).clone()
-    stat_c = torch.empty(T, N, _K, B, 2, dtype=torch.float64, device=dev)
-    stat_g = torch.empty(T, N, 2, B, 2, dtype=torch.float64, device=dev)
-    reach = torch.empty(N, T, S, dtype=torch.bool, device=dev)
-    state_tv = torch.empty(T + 1, N, dtype=torch.float64, device=dev)
-    w = b.w[:, None, None, :]  # (N, 1, 1, B)
+    # forward: stats per step (T, N, K, B, 2) and (T, N, 2, B, 2); reachable union (N, T, S)
+    X = 1.0 * stack([ops.starts] * _K, 1)  # (N, K, B, S)
+    stat_c = ops.empty(T, N, _K, B, 2)
+    stat_g = ops.empty(T, N, 2, B, 2)
+    reach = ops.empty(N, T, S, dtype="bool")
+    state_tv = ops.empty(T + 1, N)
+    w = ops.w[:, None, None, :]  # (N, 1, 1, B)
     for k in range(T):
         j = k if Tp > 1 else 0
-        stat_c[k] = X @ Fc[:, j]
+        stat_c[k] = X @ ops.Fc[:, j]
         stat_g[k] = X[:, :2] @ gh[:, k, None]
         reach[:, k] = X[:, 3:].sum((1, 2)) > 0
         mu = (w @ X[:, :2])[:, :, 0]  # (N, 2, S) joint state marginals
-        state_tv[k] = 0.5 * (mu[:, 1] - mu[:, 0]).abs().sum(-1)
+        state_tv[k] = 0.5 * abs(mu[:, 1] - mu[:, 0]).sum(-1)
         X = ops.forward(X, k)
     mu = (w @ X[:, :2])[:, :, 0]
-    state_tv[T] = 0.5 * (mu[:, 1] - mu[:, 0]).abs().sum(-1)
-    U1 = b.starts @ UD  # (N, B, 2): <start_b, U_1>, <start_b, Delta_1>
-    return {
-        "U1": U1,
-        "stat_c": stat_c,
-        "stat_g": stat_g,
-        "reach": reach,
-        "state_tv": state_tv,
-        "gh": gh,
-        "tv": tv,
-        "kl": kl,
-        "w": b.w,
-    }
+    state_tv[T] = 0.5 * abs(mu[:, 1] - mu[:, 0]).sum(-1)
+    U1 = ops.starts @ UD.transpose(0, 2, 1) if ops.numpy else ops.starts @ UD.transpose(1, 2)  # (N, B, 2)
+    raw = dict(U1=U1, stat_c=stat_c, stat_g=stat_g, reach=reach, state_tv=state_tv, gh=gh)
+    raw.update(tv=ops.tv, kl=ops.kl, w=ops.w)
+    return {k: (v if isinstance(v, np.ndarray) else v.detach().cpu().numpy()) for k, v in raw.items()}
 
 
 def _tv_upper(fail: np.ndarray, K: np.ndarray, Krev: np.ndarray) -> np.ndarray:
@@ -516,12 +551,12 @@ def _tv_upper(fail: np.ndarray, K: np.ndarray, Krev: np.ndarray) -> np.ndarray:
     return out
 
 
-def _finish(raw: dict[str, torch.Tensor], n: int, T: int) -> dict:
+def _finish(raw: dict[str, np.ndarray], n: int, T: int) -> dict:
     """Assemble the INTERFACES.md chain JSON dict for pair n of a batch (floats and lists)."""
-    r = {k: raw[k][n].detach().cpu().numpy() for k in ("U1", "reach", "gh", "tv", "kl", "w")}
-    stat_c = raw["stat_c"][:, n].cpu().numpy()  # (T, K, B, 2)
-    stat_g = raw["stat_g"][:, n].cpu().numpy()  # (T, 2, B, 2)
-    state_tv = raw["state_tv"][:, n].cpu().numpy()  # (T + 1,)
+    r = {k: raw[k][n] for k in ("U1", "reach", "gh", "tv", "kl", "w")}
+    stat_c = raw["stat_c"][:, n]  # (T, K, B, 2)
+    stat_g = raw["stat_g"][:, n]  # (T, 2, B, 2)
+    state_tv = raw["state_tv"][:, n]  # (T + 1,)
     w = r["w"]  # (B,)
     U1 = r["U1"]  # (B, 2)
     J_roll = float(w @ U1[:, 0])
@@ -605,12 +640,15 @@ def _finish(raw: dict[str, torch.Tensor], n: int, T: int) -> dict:
     }
 
 
-def chain_quantities_batch(pairs: list[ChainPair], device="cpu", dense: bool | None = None) -> list[dict]:
+def chain_quantities_batch(
+    pairs: list[ChainPair], device="cpu", dense: bool | None = None, backend: str | None = None
+) -> list[dict]:
     """Exact quantities of many chain pairs at once (one DP over a leading batch axis).
 
     Pairs must share S, V, T, time-dependence and the number of distinct start states;
     group others into separate calls. Returns one dict per pair, as `chain_quantities`.
-    `dense` forces the dense-matrix (True) or gather/scatter (False) step operators.
+    `dense` forces the dense-matrix (True) or gather/scatter (False) step operators;
+    `backend` ("numpy" or "torch"; default numpy on the CPU, torch elsewhere) the array library.
     """
     if not pairs:
         raise ValueError("pairs must be a non-empty list of ChainPair")
@@ -618,11 +656,15 @@ def chain_quantities_batch(pairs: list[ChainPair], device="cpu", dense: bool | N
         if not isinstance(p, ChainPair):
             raise ValueError(f"pairs must hold ChainPair records, got {type(p).__name__}")
     b = _make_batch(pairs, device)
-    raw = _run_dp(b, dense)
+    if backend not in (None, "numpy", "torch"):
+        raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+    raw = _run_dp(b, dense, backend)
     return [_finish(raw, n, b.T) for n in range(len(pairs))]
 
 
-def chain_quantities(pair: ChainPair, device="cpu", dense: bool | None = None) -> dict:
+def chain_quantities(
+    pair: ChainPair, device="cpu", dense: bool | None = None, backend: str | None = None
+) -> dict:
     """Exact J, L', Error, eps, delta, Dbar_t, D_KL^seq, max|g_t| of a chain pair, plus
     proven bounds on D_TV^seq and TV(d_t^theta, d_t^roll) (module docstring).
 
@@ -633,7 +675,7 @@ def chain_quantities(pair: ChainPair, device="cpu", dense: bool | None = None) -
     error_pdi (Error from the performance-difference form), dtv_seq_lower,
     context_tv_lower, bound_inputs (sources) and notes. O(T S V) time; O(T S) memory.
     """
-    return chain_quantities_batch([pair], device, dense)[0]
+    return chain_quantities_batch([pair], device, dense, backend)[0]
 
 
 def evaluate_chain_file(path: str | Path, device="cpu", T: int | None = None) -> dict:
