@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from _reference_exact import reference
 from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
-from _reference_exact import reference
 from trm_bounds.bounds import PUBLISHED_BOUNDS
 from trm_bounds.cli import main as cli_main
 from trm_bounds.exact import evaluate_pair_file, exact_J, exact_quantities

@@ -70,6 +70,14 @@ def _t(x, device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(device)
 
 
+def _exp_diff_finite(b, a, ea, eb) -> torch.Tensor:
+    """e^b - e^a for finite log-values with ea = e^a, eb = e^b already known (same precision
+    as `_exp_diff`): e^a expm1(b - a) if b <= a, else -e^b expm1(a - b)."""
+    d = b - a
+    e = torch.expm1(-d.abs())  # in (-1, 0]
+    return torch.where(d <= 0, ea * e, -eb * e)
+
+
 def _exp_diff(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """e^b - e^a from log-values, exact to relative rounding (no cancellation):
 
@@ -81,6 +89,18 @@ def _exp_diff(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     out = torch.exp(hi) * (-torch.expm1(-gap))
     out = torch.where(b < a, -out, out)
     return torch.where(torch.isneginf(hi), torch.zeros_like(out), out)
+
+
+def _vsum(x: torch.Tensor) -> torch.Tensor:
+    """sum over the last (vocabulary) axis; for small V an unrolled sum of strided slices,
+    which torch runs ~10x faster than x.sum(-1) on (n, 2) float64 tensors."""
+    V = x.shape[-1]
+    if V > 16:
+        return x.sum(-1)
+    out = x[..., 0].clone()
+    for v in range(1, V):
+        out += x[..., v]
+    return out
 
 
 class _Acc:
@@ -158,6 +178,9 @@ def exact_quantities(
     acc = _Acc(T, P, device, K)
     acc.any_roll_zero = any(bool(torch.isneginf(x).any()) for x in lr)
     eng = _Engine(lr, lt, R, P, V, T, K, mask, acc)
+    eng.full_support = (
+        bool((pp > 0).all()) and not acc.any_roll_zero and not any(bool(torch.isneginf(x).any()) for x in lt)
+    )
 
     s, groups = _split(P, V, T, int(chunk_leaves))
     ld0 = torch.log(pp)  # log d_1: (P,)
@@ -227,6 +250,7 @@ class _Engine:
     def __init__(self, lr, lt, R, P, V, T, K, mask, acc):
         self.lr, self.lt, self.R = lr, lt, R
         self.P, self.V, self.T, self.K, self.mask, self.acc = P, V, T, K, mask, acc
+        self.full_support = False  # set by the caller when no -inf anywhere and P(x) > 0
 
     # -- forward ------------------------------------------------------------------------
     def forward_levels(self, k0, k1, a, b, ld_r, ld_t, pmax, psum) -> dict:
@@ -243,19 +267,25 @@ class _Engine:
             r0 = a * V ** (k - k0)
             lr, lt = self.lr[k][r0 : r0 + n], self.lt[k][r0 : r0 + n]  # (n, V): rows of level t = k+1
             kl, tv = token_kl(lr, lt), token_tv(lr, lt)  # (n,)
-            reach = torch.isfinite(ld_r) | torch.isfinite(ld_t)  # reachable under either policy
             d_r, d_t = torch.exp(ld_r), torch.exp(ld_t)  # (n,)
-            acc.eps = torch.maximum(acc.eps, torch.where(reach, tv, 0.0).max())
-            acc.delta = torch.maximum(acc.delta, torch.where(reach, kl, 0.0).max())
-            acc.dkl_t[k] += torch.where(d_r > 0, d_r * kl, 0.0).sum()
-            acc.dbar[k] += (d_r * tv).sum()
+            if self.full_support:  # every context reachable, d_roll > 0: no masking needed
+                reach = None
+                acc.eps = torch.maximum(acc.eps, tv.max())
+                acc.delta = torch.maximum(acc.delta, kl.max())
+                acc.dkl_t[k] += torch.dot(d_r, kl)
+            else:
+                reach = torch.isfinite(ld_r) | torch.isfinite(ld_t)  # reachable under either policy
+                acc.eps = torch.maximum(acc.eps, torch.where(reach, tv, 0.0).max())
+                acc.delta = torch.maximum(acc.delta, torch.where(reach, kl, 0.0).max())
+                acc.dkl_t[k] += torch.where(d_r > 0, d_r * kl, 0.0).sum()  # 0 * inf = 0 off supp d_roll
+            acc.dbar[k] += torch.dot(d_r, tv)
             acc.ctx_tv[k] += token_tv(ld_r, ld_t)  # 1/2 sum_c |d^theta - d^roll| over these rows
             er = 2.0 * tv
             if acc.any_roll_zero:
                 z = torch.isneginf(lr)  # E_roll|rho - 1| = sum_{v: p_roll > 0} |p_theta - p_roll|
-                er = er - torch.where(z, torch.exp(lt), 0.0).sum(-1)
+                er = er - _vsum(torch.where(z, torch.exp(lt), 0.0))
                 acc.violation |= ((d_r > 0)[:, None] & z & torch.isfinite(lt)).any()
-            acc.erho[k] += (d_r * er).sum()
+            acc.erho[k] += torch.dot(d_r, er)
             stash.append((k, r0, n, d_r, d_t, reach, _exp_diff(ld_t, ld_r)))
             ld_r = (ld_r[:, None] + lr).reshape(-1)  # log d_{t+1}: (n V,)
             ld_t = (ld_t[:, None] + lt).reshape(-1)
@@ -298,17 +328,18 @@ class _Engine:
             lr, lt = self.lr[k][r0 : r0 + n], self.lt[k][r0 : r0 + n]  # (n, V)
             Qr, Qt = Qr.reshape(self.K, n, V), Qt.reshape(n, V)  # Q_t(c, v): (K, n, V), (n, V)
             pr, pt = torch.exp(lr), torch.exp(lt)
-            dp = _exp_diff(lt, lr)  # pi_theta - pi_roll: (n, V)
-            g = (dp * Qr).sum(-1)  # (K, n)
-            acc.lprime[k] += (d_r * g[0]).sum()
-            acc.pdi[k] += (d_t * g[0]).sum()
-            acc.err[k] += (dd * g[0]).sum()
-            acc.g_inf[k] = torch.maximum(acc.g_inf[k], torch.where(reach, g[0].abs(), 0.0).max())
-            acc.ratio[k] += (d_r * (dp * (Qt - Qr[0])).sum(-1)).sum()
-            acc.h[:, k] += (d_r * (pt * Qr).sum(-1)).sum(-1)
+            dp = _exp_diff(lt, lr) if reach is not None else _exp_diff_finite(lt, lr, pr, pt)  # (n, V)
+            g = _vsum(dp * Qr)  # g_t(c) = sum_v (pi_theta - pi_roll)(v|c) Q_t(c, v): (K, n)
+            acc.lprime[k] += torch.dot(d_r, g[0])
+            acc.pdi[k] += torch.dot(d_t, g[0])
+            acc.err[k] += torch.dot(dd, g[0])
+            ga = g[0].abs() if reach is None else torch.where(reach, g[0].abs(), 0.0)
+            acc.g_inf[k] = torch.maximum(acc.g_inf[k], ga.max())
+            acc.ratio[k] += torch.dot(d_r, _vsum(dp * (Qt - Qr[0])))
+            acc.h[:, k] += _vsum(pt * Qr) @ d_r
             if self.K > 1:
-                acc.g_masked[k] += (d_r * g[1]).sum()
-            Qr, Qt = (pr * Qr).sum(-1), (pt * Qt).sum(-1)  # V_t^roll (K, n), V_t^theta (n,)
+                acc.g_masked[k] += torch.dot(d_r, g[1])
+            Qr, Qt = _vsum(pr * Qr), _vsum(pt * Qt)  # V_t^roll (K, n), V_t^theta (n,)
         return Qr, Qt
 
     def subtree(self, s, a, b, ld_r, ld_t, pmax, psum):

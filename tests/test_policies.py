@@ -1,0 +1,153 @@
+"""Tests for trm_bounds/policies.py and trm_bounds/rewards.py: layout, normalisation,
+gradients, EOS absorption, low-precision evaluation, router noise, reward families."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trm_bounds.policies import (
+    MoEConfig,
+    MoEPolicy,
+    TabularPolicy,
+    TransformerConfig,
+    TransformerPolicy,
+    context_tokens,
+)
+from trm_bounds.rewards import (
+    count_reward,
+    length_reward,
+    match_target_reward,
+    parity_reward,
+    random_reward,
+    response_length,
+)
+
+
+def _policies(P=2, V=3, T=3, eos=None):
+    return [
+        TabularPolicy(P, V, T, eos=eos, seed=1),
+        TransformerPolicy(TransformerConfig(P=P, V=V, T=T, eos=eos, seed=1)),
+        MoEPolicy(MoEConfig(P=P, V=V, T=T, eos=eos, seed=1, top_k=2)),
+    ]
+
+
+@pytest.mark.parametrize("idx", range(3))
+def test_tree_shapes_normalisation_and_gradients(idx):
+    pol = _policies()[idx]
+    levels = pol.log_prob_tree()
+    assert [tuple(x.shape) for x in levels] == [(2, 1, 3), (2, 3, 3), (2, 9, 3)]
+    for x in levels:
+        assert x.dtype == torch.float64
+        assert torch.allclose(torch.exp(x).sum(-1), torch.ones((), dtype=torch.float64), atol=1e-12)
+    sum(x[..., 0].sum() for x in levels).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pol.parameters())
+
+
+def test_transformer_rows_are_the_contexts_of_their_digits():
+    """Slow twin: evaluate each context alone (a sequence padded with other tokens) and compare."""
+    pol = TransformerPolicy(TransformerConfig(P=2, V=2, T=4, seed=3))
+    levels = pol.log_prob_tree()
+    logits = pol._logits(torch.float64)  # (P, V**(T-1), T, V)
+    toks = context_tokens(2, 3)
+    for t in range(1, 5):
+        for k, prefix in enumerate(itertools.product(range(2), repeat=t - 1)):
+            # any full sequence starting with this prefix gives the same next-token law (causal mask)
+            n = [i for i in range(toks.shape[0]) if tuple(toks[i, : t - 1].tolist()) == prefix]
+            for i in n:
+                lp = torch.log_softmax(logits[:, i, t - 1], -1)
+                assert torch.allclose(lp, levels[t - 1][:, k], atol=1e-12)
+
+
+def test_context_tokens_are_base_V_digits():
+    toks = context_tokens(3, 3)
+    for k in range(27):
+        assert toks[k].tolist() == [k // 9, (k // 3) % 3, k % 3]
+
+
+@pytest.mark.parametrize("idx", range(3))
+def test_eos_is_absorbing(idx):
+    pol = _policies(P=1, V=3, T=4, eos=2)[idx]
+    levels = pol.log_prob_tree()
+    for t in range(2, 5):
+        for k, prefix in enumerate(itertools.product(range(3), repeat=t - 1)):
+            row = torch.exp(levels[t - 1][0, k])
+            if 2 in prefix:
+                assert row.tolist() == [0.0, 0.0, 1.0]
+            else:
+                assert row.min() > 0
+
+
+@pytest.mark.parametrize("idx", range(3))
+def test_low_precision_changes_logits_but_keeps_distributions(idx):
+    pol = _policies()[idx]
+    hi = pol.log_prob_tree()
+    lo = pol.log_prob_tree(compute_dtype=torch.bfloat16)
+    assert all(x.dtype == torch.float64 for x in lo)
+    assert all(
+        torch.allclose(torch.exp(x).sum(-1), torch.ones((), dtype=torch.float64), atol=1e-12) for x in lo
+    )
+    gap = max(float((a - b).abs().max()) for a, b in zip(hi, lo))
+    assert 0 < gap < 0.5
+
+
+def test_router_noise_flips_routing_and_margin_shapes():
+    pol = MoEPolicy(MoEConfig(P=1, V=2, T=5, top_k=1, router_scale=0.3, seed=0))
+    margins = pol.router_margin()
+    assert [tuple(m.shape) for m in margins] == [(1, 2**k) for k in range(5)]
+    assert all((m >= 0).all() for m in margins)
+    clean = pol.log_prob_tree()
+    same = pol.log_prob_tree(router_noise_std=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(clean, same))
+    gen = torch.Generator().manual_seed(0)
+    noisy = pol.log_prob_tree(router_noise_std=1.0, generator=gen)
+    assert any(not torch.allclose(a, b) for a, b in zip(clean, noisy))
+    full = MoEPolicy(MoEConfig(P=1, V=2, T=2, top_k=4, n_experts=4))
+    assert all(torch.isinf(m).all() for m in full.router_margin())
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: TabularPolicy(1, 1, 3), "V"),
+        (lambda: TabularPolicy(1, 2, 0), "T"),
+        (lambda: TabularPolicy(1, 2, 3, eos=5), "eos"),
+        (lambda: TransformerConfig(P=1, V=2, T=3, d_model=5, n_heads=2), "divisible"),
+        (lambda: MoEConfig(P=1, V=2, T=3, top_k=5, n_experts=4), "top_k"),
+        (lambda: TabularPolicy(1, 2, 40), "exceeds"),
+    ],
+)
+def test_bad_configs_raise_value_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+# --------------------------------------------------------------------------- rewards
+def _digits(k, V, T):
+    return [(k // V ** (T - 1 - j)) % V for j in range(T)]
+
+
+@given(V=st.integers(2, 3), T=st.integers(1, 4), seed=st.integers(0, 100))
+def test_reward_families_match_a_loop_over_leaves(V, T, seed):
+    P = 2
+    target = torch.randint(0, V, (P, T), generator=torch.Generator().manual_seed(seed))
+    match = match_target_reward(P, V, T, target=target)
+    count = count_reward(P, V, T, token=0, target_count=T // 2)
+    parity = parity_reward(P, V, T, token=1)
+    length = length_reward(P, V, T, eos=V - 1)
+    L = response_length(V, T, V - 1)
+    for k in range(V**T):
+        y = _digits(k, V, T)
+        first = next((j + 1 for j, v in enumerate(y) if v == V - 1), T)
+        assert L[k] == first
+        assert length[0, k] == pytest.approx(1 - abs(first - (T // 2 + 1)) / T)
+        assert count[1, k] == float(y.count(0) == T // 2)
+        assert parity[0, k] == float(y.count(1) % 2 == 0)
+        for x in range(P):
+            assert match[x, k] == pytest.approx(sum(a == b for a, b in zip(y, target[x].tolist())) / T)
+    for R in (match, count, parity, length, random_reward(P, V, T, seed=seed)):
+        assert R.shape == (P, V**T) and (R >= 0).all() and (R <= 1).all()
