@@ -1,0 +1,344 @@
+"""Tests for trm_bounds/trainer.py and `trm-bounds train`: the loss pieces against loop twins, the exact
+per-step log against an independent evaluation, zero violations, and certified mode's guarantee."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given, note
+from hypothesis import strategies as st
+
+from trm_bounds import masks
+from trm_bounds.cli import main as cli_main
+from trm_bounds.exact import evaluate_pair_file
+from trm_bounds.trainer import (
+    TRAIN_METHODS,
+    TrainConfig,
+    _response_mask,
+    group_advantages,
+    method_loss,
+    ppo_clip_loss,
+    summarize,
+    train,
+)
+
+INTERFACE_KEYS = (
+    "step", "method", "J_roll", "J_old", "J_new", "surrogate", "error", "delta", "eps", "dkl_seq", "dtv_seq",
+    "bound_unified", "certified", "acceptance", "log_ppl_gap", "skipped",
+)  # fmt: skip
+QUICK = dict(P=2, V=3, T=4, n_groups=4, group_size=4, steps=6)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention on the shared CI cores
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- pieces vs loop twins
+@given(
+    R=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=24),
+    G=st.integers(2, 6),
+    kind=st.sampled_from(["grpo", "drgrpo", "baseline"]),
+)
+@example(R=[0.0, 0.0, 1.0, 1.0], G=2, kind="grpo")  # zero-variance groups: A = 0 there
+@example(R=[1.0, 0.0], G=2, kind="drgrpo")
+def test_group_advantages_against_a_loop(R, G, kind):
+    n = len(R) // G * G
+    if n == 0:
+        return
+    R = torch.tensor(R[:n], dtype=torch.float64)
+    A = group_advantages(R, G, kind, baseline=0.3)
+    for i in range(n):
+        g = R[(i // G) * G : (i // G + 1) * G].tolist()
+        mean = sum(g) / G
+        std = math.sqrt(sum((r - mean) ** 2 for r in g) / (G - 1))
+        want = {"grpo": (R[i] - mean) / (std + 1e-6), "drgrpo": R[i] - mean, "baseline": R[i] - 0.3}[kind]
+        note(f"i={i} got={float(A[i])!r} want={float(want)!r}")
+        assert abs(float(A[i]) - float(want)) <= 1e-12 * (1 + abs(float(want)))
+
+
+@given(
+    lr=st.lists(st.floats(-30.0, 30.0), min_size=1, max_size=12),
+    A=st.floats(-3.0, 3.0),
+)
+@example(lr=[math.log(2.0)], A=-1.0)  # rho = 2 > 1.28, A < 0: unclipped (the paper's point)
+@example(lr=[math.log(2.0)], A=1.0)  # rho = 2, A > 0: clipped at 1.28
+@example(lr=[math.log(0.5)], A=-1.0)  # rho = 0.5 < 0.8, A < 0: clipped at 0.8
+def test_ppo_clip_loss_against_the_case_table(lr, A):
+    lp = torch.tensor([lr], dtype=torch.float64)
+    got = ppo_clip_loss(lp, torch.zeros_like(lp), torch.tensor([A], dtype=torch.float64))[0]
+    for t, x in enumerate(lr):
+        rho = math.exp(x)
+        if A >= 0:
+            want = -min(rho, 1.28) * A
+        else:
+            want = -max(rho, 0.8) * A  # min(rho A, clip A) with A < 0 picks the larger ratio
+        note(f"rho={rho!r} A={A!r} got={float(got[t])!r} want={want!r}")
+        assert float(got[t]) == pytest.approx(want, rel=1e-12, abs=1e-300)
+
+
+@given(rows=st.lists(st.lists(st.integers(0, 3), min_size=5, max_size=5), min_size=1, max_size=8))
+@example(rows=[[0, 0, 0, 0, 0], [1, 2, 3, 1, 2], [1, 1, 1, 1, 0]])
+def test_response_mask_is_up_to_the_first_eos(rows):
+    tokens = torch.tensor(rows)
+    mask, L = _response_mask(tokens, eos=0)
+    for i, row in enumerate(rows):
+        ell = row.index(0) + 1 if 0 in row else len(row)
+        assert int(L[i]) == ell
+        assert mask[i].tolist() == [1.0] * ell + [0.0] * (len(row) - ell)
+    mask_none, L_none = _response_mask(tokens, eos=None)
+    assert bool((mask_none == 1).all()) and bool((L_none == 5).all())
+
+
+def _loss_loop(kind, lp, lr, A, rmask, keep, w, norm):
+    """Plain-Python twin of method_loss: sum over kept tokens, divided by B ("total") or kept rows."""
+    B, T = len(lp), len(lp[0])
+    total, kept_rows = 0.0, 0
+    for i in range(B):
+        row = 0.0
+        for t in range(T):
+            if rmask[i][t] and keep[i][t]:
+                rho = math.exp(lp[i][t] - lr[i][t])
+                if kind == "masked_is":
+                    row += -A[i] * rho
+                elif kind == "weighted":
+                    row += -A[i] * w[i][t]
+                else:
+                    row += -min(rho * A[i], min(max(rho, 0.8), 1.28) * A[i])
+        kept_rows += any(rmask[i][t] and keep[i][t] for t in range(T))
+        total += row
+    return total / (B if norm == "total" else max(kept_rows, 1))
+
+
+@given(
+    data=st.data(),
+    B=st.integers(1, 5),
+    T=st.integers(1, 4),
+    kind=st.sampled_from(["masked_is", "weighted", "ppo_clip"]),
+    norm=st.sampled_from(["total", "kept"]),
+)
+def test_method_loss_value_and_gradient_against_a_loop(data, B, T, kind, norm):
+    f = st.floats(-2.0, 0.0)
+    lp = torch.tensor(data.draw(st.lists(st.lists(f, min_size=T, max_size=T), min_size=B, max_size=B)))
+    lr = torch.tensor(data.draw(st.lists(st.lists(f, min_size=T, max_size=T), min_size=B, max_size=B)))
+    A = torch.tensor(data.draw(st.lists(st.floats(-2, 2), min_size=B, max_size=B)), dtype=torch.float64)
+    bits = st.lists(st.lists(st.integers(0, 1), min_size=T, max_size=T), min_size=B, max_size=B)
+    rmask, keep = data.draw(bits), data.draw(bits)
+    w = torch.rand((B, T), generator=torch.Generator().manual_seed(B * 7 + T), dtype=torch.float64)
+    lp = lp.to(torch.float64).requires_grad_(True)
+    f64 = lambda x: torch.tensor(x, dtype=torch.float64)
+    got = method_loss(kind, lp, lr.double(), A, f64(rmask), f64(keep), w, norm)
+    want = _loss_loop(kind, lp.tolist(), lr.tolist(), A.tolist(), rmask, keep, w.tolist(), norm)
+    note(f"got={float(got.detach())!r} want={want!r}")
+    assert float(got.detach()) == pytest.approx(want, rel=1e-12, abs=1e-12)
+    got.backward()
+    if kind == "masked_is":  # d/d log pi of -A rho = -A rho: the paper's gradient M A rho grad log pi
+        den = (
+            B
+            if norm == "total"
+            else max(sum(any(r and k for r, k in zip(rr, kk)) for rr, kk in zip(rmask, keep)), 1)
+        )
+        on = torch.tensor(rmask, dtype=torch.bool) & torch.tensor(keep, dtype=torch.bool)
+        expect = torch.where(on, -A[:, None] * torch.exp(lp.detach() - lr.double()), 0.0) / den
+        assert torch.allclose(lp.grad, expect, rtol=1e-12, atol=1e-15)
+
+
+def test_method_loss_rejects_unknown_kind():
+    x = torch.zeros((1, 1), dtype=torch.float64)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        method_loss("clip", x, x, torch.zeros(1), x + 1, x + 1)
+
+
+# --------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(method="nope"), "method must be one of trm-max, trm-avg"),
+        (dict(mismatch="nope"), "unknown mechanism"),
+        (dict(mismatch="moe", policy="transformer"), "needs policy 'moe'"),
+        (dict(policy="lstm"), "policy must be one of"),
+        (dict(reward="gold"), "reward must be one of"),
+        (dict(advantage="vtrace"), "advantage must be one of"),
+        (dict(loss_norm="mean"), "loss_norm must be one of"),
+        (dict(steps=0), "steps must be >= 1"),
+        (dict(group_size=1), "group_size must be >= 2"),
+        (dict(T=12), "too large"),
+        (dict(eos=7), "eos must be None or a token id"),
+        (dict(lr=0.0), "lr and router_scale must be > 0"),
+        (dict(max_threshold=-0.1), "max_threshold must be finite and >= 0"),
+        (dict(is_low=2.0, is_high=1.0), "is_low and is_high"),
+        (dict(top_k=9), "top_k"),
+        (dict(steps=2.5), "steps must be an integer"),
+    ],
+)
+def test_config_errors_name_the_argument(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+# --------------------------------------------------------------------------- the loop
+def _check_log(steps, cfg):
+    assert len(steps) == cfg.steps
+    for i, s in enumerate(steps):
+        for k in INTERFACE_KEYS:
+            assert k in s, k
+        assert s["step"] == i + 1 and s["method"] == cfg.method
+        assert s["error"] == pytest.approx(s["J_new"] - s["J_roll"] - s["surrogate"], abs=1e-12)
+        assert (
+            abs(s["error"]) <= s["bound_unified"] * (1 + 1e-9) + 1e-12
+        )  # |Error| <= B*: checked, not assumed
+        assert s["certified"] == (s["surrogate"] > s["bound_unified"])
+        assert not s["violation"]
+        assert 0.0 <= s["acceptance"] <= 1.0
+        assert sum(s["acceptance_by_length"]["n"]) == cfg.batch_size
+        assert s["log_ppl_gap"] >= 0
+
+
+@pytest.mark.parametrize("method", list(TRAIN_METHODS))
+def test_every_method_trains_through_trm_bounds_masks(method, monkeypatch):
+    calls = []
+    real = masks.sequence_mask
+    monkeypatch.setattr(
+        masks, "sequence_mask", lambda name, *a, **k: calls.append(name) or real(name, *a, **k)
+    )
+    cfg = TrainConfig(method=method, mismatch="moe=0.1", **(QUICK | dict(steps=2)))
+    res = train(cfg)
+    _check_log(res.steps, cfg)
+    assert calls == [TRAIN_METHODS[method].mask] * cfg.steps
+
+
+def test_quick_training_has_zero_violations_and_an_exact_log(tmp_path):
+    """The CI version of the 'done when': a quick run per mismatch mechanism, every step checked, and the
+    logged exact numbers reproduced by evaluating the saved pair files independently."""
+    for mm in ("moe=0.1", "precision=bf16", "stale=2", "moe=0.05+precision=fp16+stale=1"):
+        cfg = TrainConfig(method="trm-max", mismatch=mm, **QUICK)
+        res = train(cfg, out_dir=tmp_path / mm, save_pair_every=3)
+        _check_log(res.steps, cfg)
+        assert res.summary["violations"] == 0
+        lines = [json.loads(x) for x in (tmp_path / mm / "steps.jsonl").read_text().splitlines()]
+        assert lines == json.loads(json.dumps(res.steps))
+        assert json.loads((tmp_path / mm / "config.json").read_text())["mismatch"] == parse_spec(mm)
+        for step in (3, 6):
+            ex = evaluate_pair_file(tmp_path / mm / "pairs" / f"step_{step}.npz")
+            s = res.steps[step - 1]
+            for key, ref in (
+                ("J_roll", "J_roll"),
+                ("J_new", "J_theta"),
+                ("surrogate", "surrogate"),
+                ("delta", "delta"),
+            ):
+                assert s[key] == pytest.approx(ex[ref], abs=1e-12), key
+            assert s["bound_unified"] == pytest.approx(ex["bounds"]["unified"], rel=1e-9, abs=1e-12)
+        lags = [s["lag"] for s in res.steps]
+        k = int(mm.split("stale=")[1][0]) if "stale=" in mm else 0
+        assert lags == [min(i, k) for i in range(cfg.steps)]
+
+
+def parse_spec(mm):
+    from trm_bounds.mismatch import parse_mismatch
+
+    return parse_mismatch(mm).spec
+
+
+def test_J_old_follows_J_new_without_staleness():
+    res = train(TrainConfig(method="ppo-clip", mismatch="precision=fp16", **QUICK))
+    for a, b in zip(res.steps, res.steps[1:]):
+        assert b["J_old"] == pytest.approx(a["J_new"], abs=1e-14)
+
+
+@pytest.mark.parametrize("mismatch", ["precision=bf16", "moe=0.1", "stale=1"])
+def test_certified_mode_never_lets_J_fall_below_J_roll(mismatch):
+    cfg = TrainConfig(method="trm-max", mismatch=mismatch, certified=True, max_backtracks=6, **QUICK)
+    res = train(cfg)
+    _check_log(res.steps, cfg)
+    for s in res.steps:
+        assert s["step_scale"] == (0.0 if s["skipped"] else 0.5 ** s["backtracks"])
+        if not s["skipped"]:
+            assert s["certified"] and s["J_new"] > s["J_roll"]
+        else:
+            assert s["backtracks"] == cfg.max_backtracks and s["J_new"] == pytest.approx(
+                s["J_old"], abs=1e-15
+            )
+    assert res.summary["applied_below_roll"] == 0 and res.summary["violations"] == 0
+    if mismatch != "moe=0.1":  # there B* of the mismatch alone exceeds any one-step gain: every step skips
+        assert any(not s["skipped"] for s in res.steps)
+
+
+def test_certified_mode_learns_with_a_small_mismatch():
+    """fp16 rollouts: the certificate is attainable, so certified mode updates (shrunk) and J rises."""
+    res = train(TrainConfig(method="trm-max", mismatch="precision=fp16", certified=True, **QUICK))
+    assert res.summary["skipped"] < len(res.steps)
+    assert res.steps[-1]["J_new"] > res.steps[0]["J_old"]
+
+
+def test_loss_norm_kept_differs_from_total_only_when_something_is_masked():
+    base = dict(method="trm-max", mismatch="moe=0.3", max_threshold=1e-6, **(QUICK | dict(steps=2)))
+    tot = train(TrainConfig(loss_norm="total", **base)).steps
+    kept = train(TrainConfig(loss_norm="kept", **base)).steps
+    s0, k0 = tot[0], kept[0]
+    assert s0["acceptance"] == k0["acceptance"]  # same batch, same mask
+    if 0 < s0["acceptance"] < 1:
+        assert s0["loss"] == pytest.approx(k0["loss"] * s0["acceptance"], rel=1e-9)  # N_kept = acc * B
+
+
+def test_summarize_counts_a_violation():
+    log = [
+        dict(certified=True, J_new=0.4, J_roll=0.5, J_old=0.5, acceptance=1.0, log_ppl_gap=0.0),
+        dict(certified=True, J_new=0.6, J_roll=0.5, J_old=0.5, acceptance=0.5, log_ppl_gap=0.1),
+        dict(
+            certified=False, J_new=0.4, J_roll=0.5, J_old=0.5, acceptance=0.0, log_ppl_gap=0.2, skipped=True
+        ),
+    ]
+    s = summarize(log)
+    assert (s["certified_steps"], s["violations"], s["skipped"], s["applied_below_roll"]) == (2, 1, 1, 1)
+    with pytest.raises(ValueError, match="non-empty"):
+        summarize([])
+
+
+def test_train_argument_errors_write_nothing(tmp_path):
+    cfg = TrainConfig(**QUICK)
+    with pytest.raises(ValueError, match="save_pair_every must be an integer >= 0"):
+        train(cfg, out_dir=tmp_path / "a", save_pair_every=-1)
+    with pytest.raises(ValueError, match="save_pair_every needs out_dir"):
+        train(cfg, save_pair_every=2)
+    assert not (tmp_path / "a").exists()
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_train_writes_the_training_log(tmp_path, capsys):
+    out = tmp_path / "x"
+    argv = ["train", "--method", "trm-max", "--mismatch", "moe", "--steps", "4", "--seed", "1",
+            "--out", str(out), "--save-pair-every", "2", "--P", "2", "--V", "3", "--T", "4",
+            "--n-groups", "2", "--group-size", "4", "--no-progress"]  # fmt: skip
+    assert cli_main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["summary"]["violations"] == 0
+    lines = (out / "steps.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(k in json.loads(lines[0]) for k in INTERFACE_KEYS)
+    assert sorted(p.name for p in (out / "pairs").iterdir()) == ["step_2.npz", "step_4.npz"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["method"] == "trm-max" and cfg["seed"] == 1
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--method", "bogus"], "method must be one of trm-max"),
+        (["--mismatch", "moe", "--policy", "tabular"], "needs policy 'moe'"),
+        (["--steps", "0"], "steps must be >= 1"),
+    ],
+)
+def test_cli_train_errors_exit_2_with_one_line(tmp_path, capsys, extra, match):
+    out = tmp_path / "y"
+    assert cli_main(["train", "--out", str(out), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("trm-bounds train:")
+    assert np.any([match in err]), err
+    assert not out.exists()
