@@ -579,3 +579,21 @@ def test_matches_exact_engine(seed, T, P, time_dep, zeros):
             assert dp["bounds"][name] >= value * (1 - 1e-9) - TOL
         elif math.isfinite(value):
             assert dp["bounds"][name] == pytest.approx(value, rel=1e-9, abs=1e-7)
+
+
+# --------------------------------------------------------------------------- audit evidence
+def test_chain_evidence_small_recomputation(monkeypatch, tmp_path):
+    from trm_bounds import chain_evidence as ev
+
+    monkeypatch.setattr(ev, "RESULTS", tmp_path / "absent.json")
+    ev._study.cache_clear()
+    c01, c11 = ev.c01_evidence(), ev.c11_evidence()
+    ev._study.cache_clear()
+    from trm_bounds.bounds import PUBLISHED_BOUNDS
+
+    assert set(c01) == set(PUBLISHED_BOUNDS)
+    for r in c01.values():
+        assert 0.0 <= r["worst_ratio"] <= 1.0 and r["instances"] == 24  # every bound held here
+    assert set(c11) == set(ev.C11_FAMILIES)
+    assert 1.9 <= c11["classical_kl"]["slope"] <= 2.1  # T (T-1) delta: slope -> 2
+    assert "TRUE |Error|" in c11["pm_kl"]["description"]
