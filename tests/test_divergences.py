@@ -64,6 +64,17 @@ def test_zero_probabilities_and_disjoint_supports():
     assert float(D.token_kl(p, r)) == pytest.approx(math.log(2))
 
 
+def test_underflowing_probability_still_counts_as_support():
+    # p = e^-1000 rounds to 0 in float64 but is positive: q = 0 there makes KL = +inf
+    a = np.array([0.0, -1000.0, -np.inf])
+    b = np.array([0.0, -np.inf, -1000.0])
+    assert float(D.token_kl(a, b)) == math.inf
+    assert float(D.token_kl(b, a)) == math.inf
+    c = np.array([-1000.0, 0.0])  # the mass swapped: KL = 1000 either way, finite
+    assert float(D.token_kl(c, np.array([0.0, -1000.0]))) == pytest.approx(1000.0, rel=1e-12)
+    assert float(D.token_kl(np.array([0.0, -1000.0]), c)) == pytest.approx(1000.0, rel=1e-12)
+
+
 def test_huge_logits_exact_never_nan():
     a = np.array([1e4, -1e4, 0.0])
     b = np.array([-1e4, 1e4, 0.0])

@@ -74,6 +74,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names=("logp_roll", "logp_thet
             raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
 
 
+_NEG_INF = float("-inf")
 _SERIES_COEF = [2.0 / math.factorial(k + 2) for k in range(12)]  # e^d-1-d = d^2/2 sum c_k d^k
 
 
@@ -122,15 +123,17 @@ def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64):
     a, was_numpy = _to_torch(logp_roll, dtype)
     b, _ = _to_torch(logp_theta, dtype)
     _check_pair(a, b)
-    p = torch.exp(a)
-    on_p = p > 0
-    d = torch.where(on_p, b - a, torch.zeros_like(a))  # -inf where q = 0 < p
+    p = torch.exp(a)  # may underflow to 0 for a finite log-prob: support is decided on `a`, not on `p`
+    on_p = a > _NEG_INF
+    off_q = on_p & (b == _NEG_INF)  # p > 0 = q: KL = +inf, even when p underflows (a = -1000)
+    d = torch.where(on_p & ~off_q, b - a, torch.zeros_like(a))
     big = d > 1.0
     # p (e^d - 1 - d): series/expm1 for moderate d, (q - p) - p d for large d (no overflow)
     moderate = p * expm1_minus_x(torch.where(big, torch.zeros_like(d), d))
     large = (torch.exp(b) - p) - p * torch.where(big, d, torch.zeros_like(d))
     term = torch.where(big, large, moderate)
     term = torch.where(on_p, term, torch.exp(b))  # mass of q outside supp p
+    term = torch.where(off_q, torch.full_like(term, float("inf")), term)
     return _out(term.sum(-1), was_numpy)
 
 
