@@ -342,3 +342,58 @@ def test_cli_train_errors_exit_2_with_one_line(tmp_path, capsys, extra, match):
     assert len(err.splitlines()) == 1 and err.startswith("trm-bounds train:")
     assert np.any([match in err]), err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- audit evidence, the experiment
+def test_evidence_from_a_tiny_run_when_no_figures_exist(tmp_path, monkeypatch):
+    from trm_bounds import trainer_evidence as te
+
+    monkeypatch.setattr(te, "_SEARCH", (tmp_path,))
+    te.training_evidence.cache_clear()
+    try:
+        c13, c18, c24 = te.c13_evidence(), te.c18_evidence(), te.c24_evidence()
+    finally:
+        te.training_evidence.cache_clear()
+    assert c13["violations"] == 0 and c13["certified_steps"] >= 0
+    assert "tiny training run" in c13["evidence"] and "violations" in c13["evidence"]
+    assert "delta = 0.05" in c18["evidence"] and "delta = 0.1" in c24["evidence"]
+
+
+def test_evidence_reads_the_experiment_json(tmp_path, monkeypatch):
+    from trm_bounds import trainer_evidence as te
+
+    tot = {"runs": 2, "steps": 10, "certified_steps": 3, "violations": 0, "certified_mode": {"steps": 5},
+           "trm_max_by_threshold": {"0.05": {"steps": 4, "acc_ge_0.7": 2, "acc_ge_0.7_but_delta_above": 1,
+                                             "bound_below_1": 4, "certified": 1}}}  # fmt: skip
+    (tmp_path / "training").mkdir()
+    (tmp_path / "training" / "train_figures.json").write_text(json.dumps({"quick": False, "totals": tot}))
+    monkeypatch.setattr(te, "_SEARCH", (tmp_path,))
+    te.training_evidence.cache_clear()
+    try:
+        assert "3 of 10 optimizer steps" in te.c13_evidence()["evidence"]
+        assert "on 1 of those" in te.c18_evidence()["evidence"]
+    finally:
+        te.training_evidence.cache_clear()
+
+
+def test_quick_experiment_has_zero_violations_and_certified_mode_holds(tmp_path):
+    """The CI variant of experiments/train_figures.py: every output written, zero violations, and in
+    certified mode no applied update leaves exact J below J(roll)."""
+    import importlib.util
+
+    path = __import__("pathlib").Path(__file__).resolve().parent.parent / "experiments" / "train_figures.py"
+    spec = importlib.util.spec_from_file_location("train_figures_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    records = mod.figures_job(tmp_path, quick=True)
+    for rec in records:
+        assert (tmp_path / rec["path"]).is_file() and rec["shows"]
+    data = json.loads((tmp_path / "training" / "train_figures.json").read_text())
+    tot = data["totals"]
+    assert tot["violations"] == 0 and tot["certified_mode"]["applied_below_roll"] == 0
+    assert tot["runs"] == len(data["runs"]) >= 3 * len(mod.RUNS)
+    with (tmp_path / "training" / "curves.csv").open() as fh:
+        rows = list(__import__("csv").DictReader(fh))
+    for r in rows:
+        if r["regime"] in mod.CERTIFIED_REGIMES and r["run"] == "certified" and r["skipped"] == "0":
+            assert float(r["J_new"]) > float(r["J_roll"])

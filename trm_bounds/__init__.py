@@ -130,3 +130,18 @@ __all__ += [
     "evaluate_chain_file",
     "tree_to_chain",
 ]
+
+# The trainer with mechanistic rollout/training mismatch and exact per-step certificates (issue 7).
+from .mismatch import MISMATCH_MECHANISMS, Mismatch, RolloutEngine, parse_mismatch  # noqa: E402
+from .trainer import TRAIN_METHODS, TrainConfig, TrainResult, train  # noqa: E402
+
+__all__ += [
+    "MISMATCH_MECHANISMS",
+    "Mismatch",
+    "RolloutEngine",
+    "parse_mismatch",
+    "TRAIN_METHODS",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+]

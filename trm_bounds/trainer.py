@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from . import masks
+from .divergences import token_kl
 from .exact import exact_J, exact_quantities
 from .mismatch import RolloutEngine, parse_mismatch
 from .pair import PolicyPair, sample_trajectories, token_kl_along, token_logprobs
@@ -58,6 +59,7 @@ __all__ = [
     "build_policy",
     "group_advantages",
     "ppo_clip_loss",
+    "method_loss",
     "train",
     "summarize",
     "write_run",
@@ -325,6 +327,43 @@ def ppo_clip_loss(
     return -torch.minimum(rho * A, torch.clamp(rho, clip[0], clip[1]) * A)
 
 
+def method_loss(
+    kind: str,
+    log_prob: torch.Tensor,
+    rollout_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    keep: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    loss_norm: str = "total",
+) -> torch.Tensor:
+    """The scalar policy loss of one batch (its gradient is the update direction, negated).
+
+        masked_is: (1/N) sum_i sum_t keep_it (-A_i rho_t),   rho_t = exp(log_prob - rollout_log_prob)
+                   (the paper's L_masked = E_roll[M A sum_t rho_t] with N = B for loss_norm "total")
+        weighted:  (1/N) sum_i sum_t keep_it (-A_i w_it pi_theta/pi_theta_old)  (w detached, from masks)
+        ppo_clip:  (1/N) sum_i sum_t keep_it (-min(rho_t A_i, clip(rho_t, 0.8, 1.28) A_i))
+
+    Args: log_prob (B, T) log pi_theta(y_t|c_t) with its autograd graph (pi_theta_old is its detached
+    value); rollout_log_prob (B, T); advantages (B,); response_mask (B, T) 0/1; keep (B, T) 0/1 tokens
+    that survive the mask; weights (B, T) for "weighted"; loss_norm "total" | "kept" (masked_policy_loss).
+    """
+    _choice("kind", kind, ("masked_is", "weighted", "ppo_clip"))
+    valid = response_mask > 0
+    log_ratio = torch.where(valid, log_prob - rollout_log_prob, torch.zeros_like(log_prob))  # 0 at padding
+    if kind == "ppo_clip":
+        loss_mat = ppo_clip_loss(log_ratio, torch.zeros_like(log_ratio), advantages)
+    elif kind == "weighted":
+        if weights is None:
+            raise ValueError("weights are required for kind 'weighted'")
+        loss_mat = -advantages[:, None] * weights * torch.exp(log_prob - log_prob.detach())
+    else:
+        loss_mat = -advantages[:, None] * torch.exp(log_ratio)
+    return masks.masked_policy_loss(
+        loss_mat, response_mask, keep, loss_agg_mode="seq-mean-token-sum", normalize=loss_norm
+    )
+
+
 def _response_mask(tokens: torch.Tensor, eos: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(response_mask (B, T) float64 of t <= L_i, lengths L_i (B,)): L_i = first EOS position (T if none)."""
     B, T = tokens.shape
@@ -364,7 +403,7 @@ def _acceptance_by_length(L: torch.Tensor, keep: torch.Tensor, T: int) -> dict[s
 STEP_KEYS = (
     "step", "method", "J_roll", "J_old", "J_new", "surrogate", "error", "delta", "eps", "dkl_seq", "dtv_seq",
     "bound_unified", "certified", "violation", "acceptance", "acceptance_by_length", "log_ppl_gap", "skipped",
-    "backtracks", "step_scale", "lag", "loss", "reward_mean",
+    "backtracks", "step_scale", "lag", "loss", "reward_mean", "delta_mismatch",
 )  # fmt: skip
 
 
@@ -458,21 +497,12 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
     levels = policy.log_prob_tree()  # pi_theta_old, differentiable
     old = [x.detach() for x in levels]
     logp = token_logprobs(levels, prompt, tokens)  # (B, T) log pi_theta(y_t | c_t), with grad
-    logp_old = logp.detach()
+    logp_old = logp.detach()  # log pi_theta_old(y_t | c_t)
     logp_roll = batch["logp"]  # (B, T) log pi_roll(y_t | c_t)
     exact_kl = token_kl_along(roll, old, prompt, tokens) if spec.exact_kl else None
     res = masks.sequence_mask(spec.mask, logp_old, logp_roll, response_mask, exact_kl=exact_kl, **mask_params)
     keep_tok = res.mask  # (B, T) in response_mask's dtype: tokens that enter the loss
-    if spec.loss == "ppo_clip":
-        loss_mat = ppo_clip_loss(logp, logp_roll, A)
-    elif spec.loss == "weighted":
-        loss_mat = -A[:, None] * res.weights * torch.exp(logp - logp_old)
-    else:  # masked_is: -A M rho_t; rho_t = exp(log pi_theta - log pi_roll), padding zeroed by the mask
-        rho = torch.exp(torch.where(response_mask > 0, logp - logp_roll, torch.zeros_like(logp)))
-        loss_mat = -A[:, None] * rho
-    loss = masks.masked_policy_loss(
-        loss_mat, response_mask, keep_tok, loss_agg_mode="seq-mean-token-sum", normalize=cfg.loss_norm
-    )
+    loss = method_loss(spec.loss, logp, logp_roll, A, response_mask, keep_tok, res.weights, cfg.loss_norm)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for p in policy.parameters()]
@@ -519,6 +549,7 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
         "dkl_seq": q["dkl_seq"],
         "dtv_seq": q["dtv_seq"],
         "bound_unified": q["bounds"]["unified"],
+        "delta_mismatch": _max_token_kl(roll, old),
         "certified": bool(certified),
         "violation": bool(certified and J_new <= q["J_roll"]),
         "acceptance": float((keep_seq & nonempty).sum() / max(int(nonempty.sum()), 1)),
@@ -534,6 +565,12 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
         "bounds": {k: q["bounds"][k] for k in ("pm_kl", "mix_kl", "mix_tv", "coupling", "adaptive_star")},
     }
     return rec, roll, new
+
+
+def _max_token_kl(roll: list, theta: list) -> float:
+    """max_t max_c KL(pi_roll(.|c) || pi_theta(.|c)) over every context of the tree (the global delta
+    between the rollout and the policy the mask was computed against; contexts after EOS have KL 0)."""
+    return max(float(token_kl(r, t).max()) for r, t in zip(roll, theta))
 
 
 def summarize(steps: list[dict]) -> dict:
