@@ -272,11 +272,12 @@ def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
         for col, name in enumerate(MECHANISMS):
             ax, r = axes[row, col], sweep[f"{fam}/{name}"]
             T = np.array(r["T"])
+            pos = lambda y: np.where(y > 0, y, np.nan)  # noqa: E731  (|Error| = 0 exactly at T = 1)
             for b in SHOWN + ("unified",):
                 c, ls = _STYLE[b]
                 lw = 2.2 if b == "unified" else 1.3
-                ax.plot(T, np.median(r["bounds"][b], 0), color=c, ls=ls, lw=lw, label=b)
-            pos = lambda y: np.where(y > 0, y, np.nan)  # noqa: E731  (|Error| = 0 exactly at T = 1)
+                # a bound that is exactly 0 (T = 1, or delta = 0 for a seed) has no place on a log axis
+                ax.plot(T, pos(np.median(r["bounds"][b], 0)), color=c, ls=ls, lw=lw, label=b)
             med = pos(np.median(r["abs_error"], 0))
             lo, hi = pos(r["abs_error"].min(0)), pos(r["abs_error"].max(0))
             ax.fill_between(
