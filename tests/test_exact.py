@@ -215,11 +215,11 @@ def test_surrogate_gradient_equals_true_gradient_at_roll(seed):
 
     e1, e2 = err(1e-3), err(5e-4)
     assert abs(e1["surrogate"]) > 1e-6 or abs(e1["J_theta"] - e1["J_roll"]) < 1e-9
-    assert abs(e1["error"]) <= 1e-4 * max(abs(e1["surrogate"]), 1e-12) * 100
+    assert abs(e1["error"]) <= 1e-2 * abs(e1["surrogate"])  # second order against first order
     assert abs(e2["error"]) == pytest.approx(abs(e1["error"]) / 4, rel=0.05)  # second order
 
 
-# --------------------------------------------------------------------------- inequalities (sections 3-5, LN-TRM)
+# ------------------------------------------------------------- inequalities (sections 3-5, LN-TRM)
 @settings(max_examples=60)
 @given(pair=pairs)
 @example(pair=build_pair(5, "sparse", 1, 2, 4))

@@ -41,7 +41,7 @@ from .pair import PolicyPair, validate_pair_arrays
 
 __all__ = ["exact_quantities", "exact_J", "evaluate_pair_file", "MASK_RULES", "DEFAULT_CHUNK_LEAVES"]
 
-DEFAULT_CHUNK_LEAVES = 2**21
+DEFAULT_CHUNK_LEAVES = 2**18  # larger chunks were slower and erratic on 2 shared cores
 MASK_RULES = {
     "max": "TRM-Max: M = 1[max_t KL(c_t) <= delta]",
     "avg": "TRM-Avg: M = 1[(1/T) sum_t KL(c_t) <= delta_avg]",
@@ -178,6 +178,7 @@ def exact_quantities(
     acc = _Acc(T, P, device, K)
     acc.any_roll_zero = any(bool(torch.isneginf(x).any()) for x in lr)
     eng = _Engine(lr, lt, R, P, V, T, K, mask, acc)
+    eng.need_h = baseline is not None
     eng.full_support = (
         bool((pp > 0).all()) and not acc.any_roll_zero and not any(bool(torch.isneginf(x).any()) for x in lt)
     )
@@ -251,6 +252,7 @@ class _Engine:
         self.lr, self.lt, self.R = lr, lt, R
         self.P, self.V, self.T, self.K, self.mask, self.acc = P, V, T, K, mask, acc
         self.full_support = False  # set by the caller when no -inf anywhere and P(x) > 0
+        self.need_h = True  # sum_v pi_theta Q_t sums (baseline forms); the caller may switch them off
 
     # -- forward ------------------------------------------------------------------------
     def forward_levels(self, k0, k1, a, b, ld_r, ld_t, pmax, psum) -> dict:
@@ -336,7 +338,8 @@ class _Engine:
             ga = g[0].abs() if reach is None else torch.where(reach, g[0].abs(), 0.0)
             acc.g_inf[k] = torch.maximum(acc.g_inf[k], ga.max())
             acc.ratio[k] += torch.dot(d_r, _vsum(dp * (Qt - Qr[0])))
-            acc.h[:, k] += _vsum(pt * Qr) @ d_r
+            if self.need_h:  # only for the baseline forms L_b and the masked L_b
+                acc.h[:, k] += _vsum(pt * Qr) @ d_r
             if self.K > 1:
                 acc.g_masked[k] += torch.dot(d_r, g[1])
             Qr, Qt = _vsum(pr * Qr), _vsum(pt * Qt)  # V_t^roll (K, n), V_t^theta (n,)
