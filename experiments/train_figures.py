@@ -170,6 +170,7 @@ def _band(ax, runs: list[dict], key: str, label: str, color, ls="-", smooth: int
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.tight_layout()
     for p in paths:
         fig.savefig(p, dpi=130, bbox_inches="tight")
     plt.close(fig)
