@@ -1060,7 +1060,7 @@ def _c12_c13() -> list[Claim]:
         "fails" if cert_b.any() else "caveat",
         f"with b = 0 the premise holds and J decreases on {int(cert_b.sum())} of 400 exact pairs ({ce}). "
         f"With L' (b = J(roll)) the implication follows from |Error| <= B*: violations found "
-        f"{int(cert_p.sum())}.",
+        f"{int(cert_p.sum())}." + _provider_text("C13"),
         "v2, v3",
     )
     return [c12, c13]
