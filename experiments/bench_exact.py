@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         leaves = 2**T
         t_eng, out = _time(engine, *tree, repeat=args.repeat)
         row = {"T": T, "leaves": leaves, "engine_s": t_eng, "engine_leaves_per_s": leaves / t_eng}
-        if T <= 12:
+        if T <= 16:
             t_ref, ref = _time(per_trajectory, *tree)
             row.update(
                 reference_s=t_ref,

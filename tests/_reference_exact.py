@@ -89,9 +89,12 @@ def reference(
                 k = _row(prefix, V)
                 a, b = lr[t - 1][x, k], lt[t - 1][x, k]
                 dr, dt = prefix_prob(lr, x, prefix), prefix_prob(lt, x, prefix)
+                # reachable = positive probability, decided in log space (e^-2000 > 0 underflows)
+                r_reach = pp[x] > 0 and logprob(lr, x, prefix) > -math.inf
+                reach = r_reach or (pp[x] > 0 and logprob(lt, x, prefix) > -math.inf)
                 tv, kl = _tv(a, b), _kl(a, b)
                 kl_ctx[(x, prefix)] = kl
-                if dr > 0 or dt > 0:
+                if reach:
                     eps, delta = max(eps, tv), max(delta, kl)
                 dbar[t - 1] += dr * tv
                 ctx_tv[t - 1] += 0.5 * abs(dt - dr)
@@ -99,13 +102,13 @@ def reference(
                 Vr = sum(math.exp(a[v]) * Qr[v] for v in range(V))
                 martingale = max(martingale, abs(sum(math.exp(a[v]) * (Qr[v] - Vr) for v in range(V))))
                 g = sum((math.exp(b[v]) - math.exp(a[v])) * Qr[v] for v in range(V))
-                if tv > 1e-9:  # below that, rounding of the plain formulas dominates both
+                if tv > 1e-6:  # below that, rounding of the plain formulas dominates both
                     g_over_tv = max(g_over_tv, abs(g) / tv)
                 lprime_g += dr * g
                 pdi += dt * g
-                if dr > 0 or dt > 0:
+                if reach:
                     g_inf[t - 1] = max(g_inf[t - 1], abs(g))
-                if dr > 0 and any(a[v] == -math.inf and b[v] > -math.inf for v in range(V)):
+                if r_reach and any(a[v] == -math.inf and b[v] > -math.inf for v in range(V)):
                     abs_cont = False
                 elif dr > 0:
                     e = sum(math.exp(a[v]) * abs(_exp(b[v] - a[v]) - 1) for v in range(V) if a[v] > -math.inf)
@@ -148,7 +151,7 @@ def reference(
     for t in range(1, T):
         for x in range(P):
             for prefix in itertools.product(range(V), repeat=t):
-                if prefix_prob(lr, x, prefix) == 0 and prefix_prob(lt, x, prefix) == 0:
+                if pp[x] == 0 or max(logprob(lr, x, prefix), logprob(lt, x, prefix)) == -math.inf:
                     continue
                 tv, e = 0.0, 0.0
                 for rest in itertools.product(range(V), repeat=T - t):

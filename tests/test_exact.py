@@ -100,7 +100,7 @@ small_pairs = st.builds(
 )
 
 
-@settings(max_examples=30)
+@settings(max_examples=100)
 @given(
     pair=small_pairs,
     chunk=st.sampled_from([1, 2, 5, 2**21]),
@@ -176,6 +176,7 @@ def test_chunking_does_not_change_any_number():
 
 
 # --------------------------------------------------------------------------- identities (section 2)
+@settings(max_examples=100)
 @given(pair=small_pairs)
 @example(pair=build_pair(3, "near_det", 1, 2, 4))
 @example(pair=build_pair(4, "extreme", 2, 2, 3))
@@ -190,7 +191,7 @@ def test_section2_identities(pair):
     # L_b = L' + T (J(roll) - b)
     assert abs(out["surrogate_b"] - (out["surrogate"] + out["T"] * (out["J_roll"] - 0.37))) <= 1e-10
     # martingale E_roll[A_t | c] = 0; |g_t| <= TV(c) (THEORY section 9, R in [0, 1])
-    assert ref["martingale"] <= 1e-12 and ref["g_over_tv"] <= 1 + 1e-9
+    assert ref["martingale"] <= 1e-12 and ref["g_over_tv"] <= 1 + 1e-8
     # KL chain rule: sum_t E_{d_t^roll}[KL(c_t)] = KL of the joint laws
     assert _close(out["dkl_seq"], ref["dkl_joint"], rel=1e-9, abs_=1e-12)
     if ref["ratio_ok"]:  # the literal ratio form is representable in float64
@@ -220,7 +221,7 @@ def test_surrogate_gradient_equals_true_gradient_at_roll(seed):
 
 
 # ------------------------------------------------------------- inequalities (sections 3-5, LN-TRM)
-@settings(max_examples=60)
+@settings(max_examples=200)
 @given(pair=pairs)
 @example(pair=build_pair(5, "sparse", 1, 2, 4))
 @example(pair=build_pair(6, "near_det", 2, 3, 3))

@@ -286,7 +286,8 @@ class _Engine:
             if acc.any_roll_zero:
                 z = torch.isneginf(lr)  # E_roll|rho - 1| = sum_{v: p_roll > 0} |p_theta - p_roll|
                 er = er - _vsum(torch.where(z, torch.exp(lt), 0.0))
-                acc.violation |= ((d_r > 0)[:, None] & z & torch.isfinite(lt)).any()
+                roll_reach = torch.isfinite(ld_r)  # d_roll > 0 (log space: no underflow)
+                acc.violation |= (roll_reach[:, None] & z & torch.isfinite(lt)).any()
             acc.erho[k] += torch.dot(d_r, er)
             stash.append((k, r0, n, d_r, d_t, reach, _exp_diff(ld_t, ld_r)))
             ld_r = (ld_r[:, None] + lr).reshape(-1)  # log d_{t+1}: (n V,)
