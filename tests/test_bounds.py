@@ -16,7 +16,11 @@ from trm_bounds.bounds import BoundInputs, evaluate_bounds
 
 
 def ref_pm_kl(T, delta):
-    return 4 * min(1, math.sqrt(delta / 2)) * sum(min(1, math.sqrt((t - 1) * delta / 2)) for t in range(1, T + 1))
+    return (
+        4
+        * min(1, math.sqrt(delta / 2))
+        * sum(min(1, math.sqrt((t - 1) * delta / 2)) for t in range(1, T + 1))
+    )
 
 
 def ref_pm_tv(T, eps, delta):
@@ -98,7 +102,14 @@ def test_fixture_bounds_from_their_ingredients(expected):
     for name, v in expected.items():
         if "bounds" not in v or "dtv_seq" not in v:
             continue
-        b = BoundInputs(T=v["T"], eps=v["eps"], delta=v["delta"], dkl_seq=v["dkl_seq"], dtv_seq=v["dtv_seq"], dbar=v["dbar"])
+        b = BoundInputs(
+            T=v["T"],
+            eps=v["eps"],
+            delta=v["delta"],
+            dkl_seq=v["dkl_seq"],
+            dtv_seq=v["dtv_seq"],
+            dbar=v["dbar"],
+        )
         got = evaluate_bounds(b)
         for key, want in v["bounds"].items():
             assert got[key] == pytest.approx(want, rel=1e-9, abs=1e-300), (name, key)
@@ -127,8 +138,12 @@ def test_capped_sums_match_loop(T, delta, eps):
 @example(dbar=[1.0], eps=1.0, delta=10.0)
 def test_adaptive_match_loop(dbar, eps, delta):
     d = np.array(dbar)
-    assert float(B.adaptive_kl(d, delta)) == pytest.approx(ref_adaptive(dbar, eps, delta, "kl"), rel=1e-12, abs=1e-300)
-    assert float(B.adaptive_tv(d, eps)) == pytest.approx(ref_adaptive(dbar, eps, delta, "tv"), rel=1e-12, abs=1e-300)
+    assert float(B.adaptive_kl(d, delta)) == pytest.approx(
+        ref_adaptive(dbar, eps, delta, "kl"), rel=1e-12, abs=1e-300
+    )
+    assert float(B.adaptive_tv(d, eps)) == pytest.approx(
+        ref_adaptive(dbar, eps, delta, "tv"), rel=1e-12, abs=1e-300
+    )
     star = float(B.adaptive_star(d, eps, delta))
     assert star == pytest.approx(ref_adaptive(dbar, eps, delta, "star"), rel=1e-12, abs=1e-300)
     assert star <= min(float(B.adaptive_kl(d, delta)), float(B.adaptive_tv(d, eps))) + 1e-15
@@ -187,9 +202,17 @@ def test_pm_below_closed_forms_when_delta_small(T, frac):
     assert float(B.pm_tv(T, eps, delta)) <= float(B.pm_tv_closed_form(T, eps, delta)) * (1 + 1e-12) + 1e-300
 
 
-@given(T=st.integers(1, 5000), delta=st.floats(0, 2), dkl=st.floats(0, 2), eps=st.floats(0, 1), dtv=st.floats(0, 1))
+@given(
+    T=st.integers(1, 5000),
+    delta=st.floats(0, 2),
+    dkl=st.floats(0, 2),
+    eps=st.floats(0, 1),
+    dtv=st.floats(0, 1),
+)
 def test_mixed_closed_forms_exact_when_caps_inactive(T, delta, dkl, eps, dtv):
-    assert float(B.mix_kl(T, delta, dkl)) == pytest.approx(float(B.mix_kl_closed_form(T, delta, dkl)), rel=1e-12)
+    assert float(B.mix_kl(T, delta, dkl)) == pytest.approx(
+        float(B.mix_kl_closed_form(T, delta, dkl)), rel=1e-12
+    )
     assert float(B.mix_tv(T, eps, dtv)) == pytest.approx(float(B.mix_tv_closed_form(T, eps, dtv)), rel=1e-12)
 
 
@@ -210,7 +233,13 @@ def test_recovery_identities(T, delta, eps):
     assert float(B.adaptive_tv(d, eps)) == pytest.approx(float(B.coupling(T, eps)), rel=1e-12, abs=1e-300)
 
 
-@given(T=st.integers(1, 300), delta=st.floats(0, 4), eps=st.floats(0, 1), dkl=st.floats(0, 4), dtv=st.floats(0, 1))
+@given(
+    T=st.integers(1, 300),
+    delta=st.floats(0, 4),
+    eps=st.floats(0, 1),
+    dkl=st.floats(0, 4),
+    dtv=st.floats(0, 1),
+)
 def test_unified_is_the_min(T, delta, eps, dkl, dtv):
     b = BoundInputs.from_partial(T, delta, eps, dkl, dtv)
     out = evaluate_bounds(b)
@@ -274,7 +303,12 @@ def test_inputs_record_provenance_and_immutability():
         (lambda: B.adaptive_kl([0.1, float("nan")], 0.1), "dbar"),
         (lambda: B.adaptive_kl([], 0.1), "dbar"),
         (lambda: BoundInputs(T=3, eps=0.1, delta=0.1, dkl_seq=0.1, dtv_seq=0.1, dbar=[0.1, 0.1]), "dbar"),
-        (lambda: BoundInputs(T=3, eps=0.1, delta=0.1, dkl_seq=0.1, dtv_seq=0.1, dbar=[0.1] * 3, sources={"eps": "?"}), "sources"),
+        (
+            lambda: BoundInputs(
+                T=3, eps=0.1, delta=0.1, dkl_seq=0.1, dtv_seq=0.1, dbar=[0.1] * 3, sources={"eps": "?"}
+            ),
+            "sources",
+        ),
         (lambda: B.ln_trm_weights(3, 0.1, 0.1, "v9"), "version"),
     ],
 )

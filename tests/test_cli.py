@@ -18,7 +18,19 @@ def run_cli(capsys, *argv):
 
 def test_bounds_reproduces_v3_kl_tv_column(capsys):
     code, out, err = run_cli(
-        capsys, "bounds", "--T", 4096, "--delta", 1e-4, "--eps", 5e-3, "--dkl-seq", 0.01, "--dtv-seq", 0.05, "--json"
+        capsys,
+        "bounds",
+        "--T",
+        4096,
+        "--delta",
+        1e-4,
+        "--eps",
+        5e-3,
+        "--dkl-seq",
+        0.01,
+        "--dtv-seq",
+        0.05,
+        "--json",
     )
     assert code == 0 and err == ""
     res = json.loads(out)
@@ -47,7 +59,9 @@ def test_bounds_defaults_are_said(capsys):
 def test_bounds_with_dbar_file(tmp_path, capsys):
     dbar = np.linspace(0.0, 0.05, 8)
     np.save(tmp_path / "dbar.npy", dbar)
-    code, out, _ = run_cli(capsys, "bounds", "--T", 8, "--delta", 0.01, "--eps", 0.06, "--dbar", tmp_path / "dbar.npy")
+    code, out, _ = run_cli(
+        capsys, "bounds", "--T", 8, "--delta", 0.01, "--eps", 0.06, "--dbar", tmp_path / "dbar.npy"
+    )
     assert code == 0
     b = json.loads(out)["bounds"]
     assert b["linear_dbar"] == pytest.approx(4 * dbar.sum())
@@ -90,7 +104,9 @@ def test_plot_scaling_writes_png_pdf_csv(tmp_path, capsys):
 
 def test_figures_only_scaling_writes_manifest(tmp_path, capsys):
     out_dir = tmp_path / "figs"
-    code, out, _ = run_cli(capsys, "figures", "--quick", "--only", "scaling", "--out", out_dir, "--no-progress")
+    code, out, _ = run_cli(
+        capsys, "figures", "--quick", "--only", "scaling", "--out", out_dir, "--no-progress"
+    )
     assert code == 0
     manifest = json.loads((out_dir / "manifest.json").read_text())
     paths = {e["path"] for e in manifest["outputs"]}

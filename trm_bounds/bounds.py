@@ -196,7 +196,7 @@ def pm_kl_nocap(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
 def pm_tv(T: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """Pinsker-Marginal bound, TV form (B_PM^TV, v3).
 
-        B_PM^TV = 4 min(1, eps) * sum_{t=1..T} min(1, sqrt((t-1) delta / 2))
+    B_PM^TV = 4 min(1, eps) * sum_{t=1..T} min(1, sqrt((t-1) delta / 2))
     """
     T = check_horizon(T)
     eps = check_tv("eps", eps)

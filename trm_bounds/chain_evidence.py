@@ -60,7 +60,9 @@ def _study() -> dict:
     return {
         "sweep": sweep,
         "random_pairs": {"instances": n, "worst_ratio": worst},
-        "source": f"small recomputation ({n} random pairs; experiments/error_vs_horizon.py runs the full study)",
+        "source": (
+            f"small recomputation ({n} random pairs; experiments/error_vs_horizon.py runs the full study)"
+        ),
     }
 
 

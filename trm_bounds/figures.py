@@ -84,7 +84,9 @@ def all_jobs() -> dict[str, Job]:
     return {**_library_jobs(), **_experiment_jobs()}
 
 
-def make_figures(out: Path, quick: bool = False, only: list[str] | None = None, progress: bool = True) -> dict:
+def make_figures(
+    out: Path, quick: bool = False, only: list[str] | None = None, progress: bool = True
+) -> dict:
     """Run every job (or those named in `only`), write outputs and `manifest.json` into `out`.
 
     Returns the manifest (a dict). Raises ValueError for an unknown job name before running any.

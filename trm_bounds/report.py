@@ -46,7 +46,9 @@ class ScalingSetting:
             "dtv_seq": "given: min(dtv_seq, sqrt(dkl_seq/2))" if self.dtv_seq is not None else "pinsker",
             "dbar": "worst_case: Dbar_t = eps",
         }
-        return BoundInputs(T=T, eps=eps, delta=self.delta, dkl_seq=dkl, dtv_seq=dtv, dbar=np.full(T, eps), sources=src)
+        return BoundInputs(
+            T=T, eps=eps, delta=self.delta, dkl_seq=dkl, dtv_seq=dtv, dbar=np.full(T, eps), sources=src
+        )
 
 
 SCALING_SETTINGS = (
@@ -113,7 +115,9 @@ def plot_scaling(rows: list[dict], png: Path, pdf: Path) -> None:
         ax.grid(True, which="major", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=9, frameon=False)
-    fig.suptitle("TRM paper error bounds vs horizon (Dbar_t = eps worst case; grey line: T = 4096)", fontsize=11)
+    fig.suptitle(
+        "TRM paper error bounds vs horizon (Dbar_t = eps worst case; grey line: T = 4096)", fontsize=11
+    )
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(png, dpi=130)
     fig.savefig(pdf)
@@ -138,7 +142,11 @@ def write_scaling(out_dir: Path, T_max: int = 10**6, points: int = 61) -> list[d
     return [
         {"path": "scaling.png", "shows": shows, "inputs": inputs},
         {"path": "scaling.pdf", "shows": shows, "inputs": inputs},
-        {"path": "scaling.csv", "shows": "the plotted numbers: inputs and bounds per (setting, T)", "inputs": inputs},
+        {
+            "path": "scaling.csv",
+            "shows": "the plotted numbers: inputs and bounds per (setting, T)",
+            "inputs": inputs,
+        },
         {"path": "scaling.json", "shows": "the plotted numbers as JSON", "inputs": inputs},
     ]
 

@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dkl-seq", type=float, default=None, help="sequence KL (default: T*delta)")
     p.add_argument("--dtv-seq", type=float, default=None, help="sequence TV (default: Pinsker from dkl-seq)")
     p.add_argument("--dbar", type=Path, default=None, help=".npy file of Dbar_t, t=1..T (default: eps)")
-    p.add_argument("--json", action="store_true", help="print JSON (the only output format; kept for clarity)")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON (the only output format; kept for clarity)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,9 @@ HELP = "regenerate every figure and table (PNG+PDF, Markdown+CSV+JSON) and manif
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("paper_figures"), help="output directory (default: paper_figures)")
+    p.add_argument(
+        "--out", type=Path, default=Path("paper_figures"), help="output directory (default: paper_figures)"
+    )
     p.add_argument("--quick", action="store_true", help="small grids and few seeds (< 1 minute)")
     p.add_argument("--only", nargs="+", default=None, metavar="JOB", help="run only these jobs")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
