@@ -120,3 +120,12 @@ def test_figures_unknown_job_writes_nothing(tmp_path, capsys):
     out_dir = tmp_path / "figs"
     code, out, err = run_cli(capsys, "figures", "--only", "nope", "--out", out_dir, "--no-progress")
     assert code == 2 and "unknown job" in err and not out_dir.exists()
+
+
+def test_json_output_is_strict_with_infinite_divergences(capsys):
+    # delta = inf (disjoint supports somewhere): strict JSON has no Infinity; inf is written "inf"
+    code, out, _ = run_cli(capsys, "bounds", "--T", 4, "--delta", "inf", "--eps", 1.0, "--json")
+    assert code == 0 and "Infinity" not in out
+    res = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert res["bounds"]["classical_kl"] == "inf" and float(res["bounds"]["classical_kl"]) == float("inf")
+    assert res["bounds"]["pm_kl"] == 12.0  # every cap binds: 4 * 1 * (T - 1)

@@ -7,11 +7,11 @@ also writes audit.md and audit.json there.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from ..paper import audit, claims_to_markdown, write_audit
+from ._json import dumps
 
 HELP = "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now"
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_audit(args.out, claims)
     if args.json:
-        print(json.dumps([asdict(c) for c in claims], indent=2))
+        print(dumps([asdict(c) for c in claims], indent=2))
     else:
         print(claims_to_markdown(claims), end="")
     return 0

@@ -7,12 +7,12 @@ dtv_seq by Pinsker, Dbar_t = eps), and `inputs.sources` says so.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..bounds import BoundInputs, evaluate_bounds
+from ._json import dumps
 
 HELP = "evaluate every bound of the paper for T, delta, eps, ... (JSON)"
 
@@ -41,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"T must be an integer, got {T:g}")
     inputs = BoundInputs.from_partial(int(T), args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
     out = {"inputs": inputs.to_json(), "bounds": evaluate_bounds(inputs)}
-    print(json.dumps(out, indent=2))
+    print(dumps(out, indent=2))
     return 0

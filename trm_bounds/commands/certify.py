@@ -7,12 +7,11 @@ Reads an .npz with arrays `log_prob`, `rollout_log_prob`, `response_mask` (B, T)
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 from ..certify import certify, load_logprobs
 from ..masks import AVG_ESTIMATORS, MAX_ESTIMATORS
+from ._json import dumps
 
 HELP = "certificate of a batch of log-probs: acceptance, observed divergences, B* with provenance (JSON)"
 
@@ -34,17 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _finite_or_str(x):
-    """JSON has no inf/NaN: write them as strings."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: _finite_or_str(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite_or_str(v) for v in x]
-    return x
-
-
 def run(args: argparse.Namespace) -> int:
     data = load_logprobs(args.logprobs)
     cert = certify(
@@ -61,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
         max_estimator=args.max_estimator,
         avg_estimator=args.avg_estimator,
     )
-    print(json.dumps(_finite_or_str(cert), indent=2, allow_nan=False))
+    print(dumps(cert, indent=2))
     return 0

@@ -13,8 +13,9 @@ Prints one JSON object (INTERFACES.md keys). Bad input: one line on stderr, exit
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from ._json import dumps
 
 HELP = "exact J, surrogate, error, divergences and bounds of a policy pair (JSON)"
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.chain is not None:
         from ..chain import evaluate_chain_file  # another layer; imported only when asked
 
-        print(json.dumps(evaluate_chain_file(args.chain, device=args.device, T=args.T), indent=2))
+        print(dumps(evaluate_chain_file(args.chain, device=args.device, T=args.T), indent=2))
         return 0
     from ..exact import evaluate_pair_file, exact_quantities
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if args.save_pair is not None:  # written only after everything above succeeded
             pair.save(args.save_pair)
             out["generated"]["saved_to"] = str(args.save_pair)
-    print(json.dumps(out, indent=2))
+    print(dumps(out, indent=2))
     return 0
 
 

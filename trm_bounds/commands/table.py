@@ -7,11 +7,11 @@ Markdown on stdout by default, a JSON list of cells with --json (INTERFACES.md f
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from ..paper import cells_to_markdown, paper_tables, write_tables
+from ._json import dumps
 
 HELP = "regenerate the paper's tables and worked numbers with match/rounding/mismatch verdicts"
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_tables(args.out, cells)
     if args.json:
-        print(json.dumps([{**asdict(c), "id": c.claim_id} for c in cells], indent=2))
+        print(dumps([{**asdict(c), "id": c.claim_id} for c in cells], indent=2))
     else:
         print(cells_to_markdown(cells), end="")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..mismatch import MISMATCH_MECHANISMS
 from ..trainer import ADVANTAGES, TRAIN_METHODS, TrainConfig, train
+from ._json import dumps
 
 HELP = "policy-gradient training with mismatch, masks and exact per-step certificates (steps.jsonl)"
 
@@ -83,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train(cfg, out_dir=args.out, save_pair_every=args.save_pair_every, progress=not args.no_progress)
     (args.out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    print(json.dumps({"out": str(args.out), "config": cfg.to_json(), "summary": result.summary}, indent=2))
+    print(dumps({"out": str(args.out), "config": cfg.to_json(), "summary": result.summary}, indent=2))
     return 0
