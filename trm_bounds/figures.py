@@ -20,7 +20,9 @@ version and the seconds its job took.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import shutil
 import sys
@@ -84,6 +86,19 @@ def all_jobs() -> dict[str, Job]:
     return {**_library_jobs(), **_experiment_jobs()}
 
 
+def _run_job(job: Job, stage: Path, quick: bool, quiet: bool) -> list[dict]:
+    """Run one job; with `quiet`, its stderr (the jobs' own tqdm bars) is held back unless it fails."""
+    if not quiet:
+        return job(stage, quick)
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            return job(stage, quick)
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+
+
 def make_figures(
     out: Path, quick: bool = False, only: list[str] | None = None, progress: bool = True
 ) -> dict:
@@ -109,7 +124,7 @@ def make_figures(
         for name, job in bar:
             bar.set_postfix_str(name)
             t0 = time.perf_counter()
-            records = job(stage, quick)
+            records = _run_job(job, stage, quick, quiet=not progress)
             seconds = time.perf_counter() - t0
             for rec in records:
                 if not (stage / rec["path"]).exists():
