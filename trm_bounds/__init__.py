@@ -53,6 +53,7 @@ from .masks import (
 from .mismatch import MISMATCH_MECHANISMS, Mismatch, RolloutEngine, parse_mismatch
 from .pair import PolicyPair, make_pair, sample_trajectories, token_kl_along, token_logprobs
 from .policies import MoEConfig, MoEPolicy, TabularPolicy, TransformerConfig, TransformerPolicy
+from .refined import REFINED_OF, log_softmax_log1p, tight_pair  # registers the *_refined bounds
 from .trainer import TRAIN_METHODS, TrainConfig, TrainResult, train
 
 # sympy is slow to import: these names load on first use (PEP 562).
@@ -142,4 +143,8 @@ __all__ = [
     "train",
     # symbolic, tables, audit (lazy)
     *_LAZY,
+    # halved-constant bounds (THEORY.md section 9)
+    "REFINED_OF",
+    "log_softmax_log1p",
+    "tight_pair",
 ]
