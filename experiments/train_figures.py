@@ -42,6 +42,7 @@ from trm_bounds.mismatch import RolloutEngine  # noqa: E402
 from trm_bounds.pair import sample_trajectories, token_kl_along, token_logprobs  # noqa: E402
 from trm_bounds.policies import MoEConfig, MoEPolicy  # noqa: E402
 from trm_bounds.trainer import TrainConfig, _response_mask, train  # noqa: E402
+from trm_bounds.trainer_evidence import tally_by_threshold  # noqa: E402
 
 SUBDIR = "training"
 SEEDS = (0, 1, 2)
@@ -287,27 +288,11 @@ def totals(results: list[dict]) -> dict:
         }
     acc_hi = [s for r in results if r["regime"] in REGIMES for s in r["steps"] if s["acceptance"] >= 0.7]
     tot["high_acceptance_steps"] = len(acc_hi)
-    by_thr = {}
-    for r in results:
-        if r["regime"] in REGIMES and r["config"]["method"] in ("trm-max", "trm-max+avg"):
-            thr = r["config"]["max_threshold"]
-            d = by_thr.setdefault(
-                str(thr),
-                {
-                    "steps": 0,
-                    "acc_ge_0.7": 0,
-                    "acc_ge_0.7_but_delta_above": 0,
-                    "bound_below_1": 0,
-                    "certified": 0,
-                },
-            )
-            for s in r["steps"]:
-                d["steps"] += 1
-                d["certified"] += bool(s["certified"])
-                d["bound_below_1"] += s["bound_unified"] < 1
-                if s["acceptance"] >= 0.7:
-                    d["acc_ge_0.7"] += 1
-                    d["acc_ge_0.7_but_delta_above"] += s["delta_mismatch"] > thr
+    by_thr = tally_by_threshold(
+        (r["config"]["max_threshold"], r["steps"])
+        for r in results
+        if r["regime"] in REGIMES and r["config"]["method"] in ("trm-max", "trm-max+avg")
+    )
     tot["trm_max_by_threshold"] = by_thr
     return tot
 

@@ -58,29 +58,31 @@ def _tiny_totals() -> dict:
         "skipped": sum(r.summary["skipped"] for r in cert),
         "applied_below_roll": sum(r.summary["applied_below_roll"] for r in cert),
     }
+    by_thr = tally_by_threshold((thr, r.steps) for kind, thr, r in runs if kind == "plain")
+    tot["trm_max_by_threshold"] = by_thr
+    return tot
+
+
+def tally_by_threshold(runs) -> dict[str, dict]:
+    """Per TRM-Max threshold: steps, steps with acceptance >= 70%, those of them whose exact global
+    max token KL (`delta_mismatch`, pi_roll vs pi_theta_old) exceeded the threshold, steps with
+    B* < 1, and certified steps (C18, C24 evidence).
+
+    runs: iterable of (threshold, list of step-log dicts with keys certified, bound_unified,
+    acceptance, delta_mismatch).
+    """
     by_thr: dict[str, dict] = {}
-    for kind, thr, r in runs:
-        if kind != "plain":
-            continue
-        d = by_thr.setdefault(
-            str(thr),
-            {
-                "steps": 0,
-                "acc_ge_0.7": 0,
-                "acc_ge_0.7_but_delta_above": 0,
-                "bound_below_1": 0,
-                "certified": 0,
-            },
-        )
-        for s in r.steps:
+    for thr, steps in runs:
+        keys = ("steps", "acc_ge_0.7", "acc_ge_0.7_but_delta_above", "bound_below_1", "certified")
+        d = by_thr.setdefault(str(thr), dict.fromkeys(keys, 0))
+        for s in steps:
             d["steps"] += 1
             d["certified"] += bool(s["certified"])
             d["bound_below_1"] += s["bound_unified"] < 1
             if s["acceptance"] >= 0.7:
                 d["acc_ge_0.7"] += 1
                 d["acc_ge_0.7_but_delta_above"] += s["delta_mismatch"] > thr
-    tot["trm_max_by_threshold"] = by_thr
-    return tot
+    return by_thr
 
 
 def c13_evidence() -> dict:
