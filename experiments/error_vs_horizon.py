@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from trm_bounds._json import dumps  # noqa: E402
 from trm_bounds.bounds import PUBLISHED_BOUNDS  # noqa: E402
 from trm_bounds.chain import (  # noqa: E402
     MISMATCHES,
@@ -355,16 +355,6 @@ def plot_ratios(rr: dict, out_dir: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- tables
-def _json_ready(x):
-    if isinstance(x, dict):
-        return {k: _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_ready(x.tolist())
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x
 
 
 def write_tables(sweep, m, rr, cfg, out_dir: Path, seconds: float) -> list[str]:
@@ -426,7 +416,7 @@ def write_tables(sweep, m, rr, cfg, out_dir: Path, seconds: float) -> list[str]:
         },
         "random_pairs": {"instances": len(rr["rows"]), "worst_ratio": rr["worst"]},
     }
-    (out_dir / "error_vs_horizon.json").write_text(json.dumps(_json_ready(summary), indent=1) + "\n")
+    (out_dir / "error_vs_horizon.json").write_text(dumps(summary, indent=1) + "\n")
     return [
         "error_vs_horizon.csv",
         "error_vs_horizon_map.csv",

@@ -36,6 +36,17 @@ def expected(fixtures_dir) -> dict:
     return json.loads((fixtures_dir / "expected.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one CPU thread for a module of tiny-tensor tests (threads only add contention)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

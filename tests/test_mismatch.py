@@ -13,13 +13,7 @@ from trm_bounds.divergences import token_kl
 from trm_bounds.mismatch import MISMATCH_MECHANISMS, Mismatch, RolloutEngine, parse_mismatch
 from trm_bounds.policies import MoEConfig, MoEPolicy, TabularPolicy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on the shared CI cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _moe(seed=0, **kw):

@@ -33,12 +33,7 @@ INTERFACE_KEYS = (
 QUICK = dict(P=2, V=3, T=4, n_groups=4, group_size=4, steps=6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on the shared CI cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- pieces vs loop twins

@@ -10,8 +10,8 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
+from .._json import dumps
 from ..paper import audit, claims_to_markdown, write_audit
-from ._json import dumps
 
 HELP = "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now"
 

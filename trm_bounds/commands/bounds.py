@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._json import dumps
 from ..bounds import BoundInputs, evaluate_bounds
-from ._json import dumps
 
 HELP = "evaluate every bound of the paper for T, delta, eps, ... (JSON)"
 

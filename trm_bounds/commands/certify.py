@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._json import dumps
 from ..certify import certify, load_logprobs
 from ..masks import AVG_ESTIMATORS, MAX_ESTIMATORS
-from ._json import dumps
 
 HELP = "certificate of a batch of log-probs: acceptance, observed divergences, B* with provenance (JSON)"
 

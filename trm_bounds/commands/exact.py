@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._json import dumps
+from .._json import dumps
 
 HELP = "exact J, surrogate, error, divergences and bounds of a policy pair (JSON)"
 

@@ -10,8 +10,8 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
+from .._json import dumps
 from ..paper import cells_to_markdown, paper_tables, write_tables
-from ._json import dumps
 
 HELP = "regenerate the paper's tables and worked numbers with match/rounding/mismatch verdicts"
 

@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from .._json import dumps
 from ..mismatch import MISMATCH_MECHANISMS
 from ..trainer import ADVANTAGES, TRAIN_METHODS, TrainConfig, train
-from ._json import dumps
 
 HELP = "policy-gradient training with mismatch, masks and exact per-step certificates (steps.jsonl)"
 
