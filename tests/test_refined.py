@@ -94,6 +94,8 @@ SHAPES = st.tuples(st.integers(1, 3), st.integers(2, 3), st.integers(1, 4))
 @example(kind="extreme", seed=4, shape=(2, 2, 4))  # logits 1e3, log1p-normalised rows
 @example(kind="near_det", seed=5, shape=(1, 2, 4))
 @example(kind="sparse", seed=6, shape=(2, 2, 3))
+@example(kind="extreme", seed=181, shape=(1, 3, 4))  # |Error| = 2 = adaptive_kl_refined (1 - 5e-288)
+@example(kind="extreme", seed=81, shape=(1, 2, 3))  # |Error| = 2, ratio 1 - 1e-55
 def test_error_below_every_refined_bound_on_adversarial_pairs(kind, seed, shape):
     P, V, T = shape
     out = run(*adversarial_pair(np.random.default_rng(seed), kind, P, V, T))
@@ -104,6 +106,20 @@ def test_error_below_every_refined_bound_on_adversarial_pairs(kind, seed, shape)
     target(ratios["coupling"], label="|Error| / coupling_refined")
     for key, r in ratios.items():
         assert r <= 1.0, (key, r)
+
+
+def test_near_tight_pair_is_below_the_refined_bound_when_enough_digits_are_kept():
+    """Logits of 1e3 make |Error| = adaptive_kl_refined = 2 to 78 digits: float64 sees ratio 1
+    (inside the allowance) and so does mpmath at 120 digits; at 480 digits 1 - ratio = 5.4e-288 > 0."""
+    lr, lt, R, pp = adversarial_pair(np.random.default_rng(181), "extreme", 1, 3, 4)
+    out = run(lr, lt, R, pp)
+    raw = abs(out["error"]) / out["bounds"]["adaptive_kl_refined"]
+    assert abs(raw - 1) <= ROUNDING_REL and refined_ratios(out)["adaptive_kl"] <= 1
+    hp = exact_mp(lr, lt, R, pp)
+    with mp.workdps(hp["dps"]):
+        gap = 1 - hp["ratios"]["adaptive_kl"]
+        assert hp["dps"] >= 300 and mp.mpf("5.4e-288") < gap < mp.mpf("5.5e-288"), (hp["dps"], gap)
+        assert 0 < 2 - abs(hp["error"]) < mp.mpf(10) ** -70  # |Error| = 2 - 3.6e-79
 
 
 def _tilted(a_logit: float, b_logit: float, roll_noise: np.ndarray, T: int, V: int):

@@ -134,8 +134,10 @@ def exact_mp(logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, reno
     Returns: dict of mpf (lists for dbar), "bounds" / "refined" {published key: mpf},
       "ratios" {published key: |Error| / refined (mpf)}, "dps" used, "row_defect" =
       max |sum_v exp(log pi(v|c)) - 1| over the stored rows.
-    The working precision starts at `dps` and doubles (to 4096) until Error agrees to 25
-    digits between two precisions (J - J - L' cancels about log10(1/|Error|) digits).
+    The working precision starts at `dps` and doubles (to 4096) until |Error| stands 15 digits
+    above its rounding `error_tol`, agrees to 12 digits with the previous precision, and every
+    ratio differs from 1 by more than 10^(20 - dps) (J - J - L' cancels about log10(1/|Error|)
+    digits; near-tight pairs need the digits to decide ratio <= 1).
     """
     lr = [np.asarray(x, dtype=np.float64) for x in logp_roll]
     lt = [np.asarray(x, dtype=np.float64) for x in logp_theta]
@@ -147,6 +149,8 @@ def exact_mp(logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, reno
         with mp.workdps(d):
             e1, tol = cur["error"], cur["error_tol"]
             resolved = abs(e1) > mp.mpf(10) ** 15 * tol or tol == 0  # 15 digits above the rounding
+            # and every ratio is told apart from 1 (near-tight pairs reach 1 - 1e-288)
+            resolved = resolved and all(abs(r - 1) > mp.mpf(10) ** (20 - d) for r in cur["ratios"].values())
             if prev is not None and resolved and abs(e1 - prev["error"]) <= mp.mpf(10) ** -12 * abs(e1):
                 return cur
         if d >= 4096:  # |Error| below the resolution: report it with its uncertainty error_tol
