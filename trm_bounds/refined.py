@@ -68,12 +68,16 @@ C. Tightness (the 2 cannot be made smaller): T = 2, V = 2, one prompt, pi_roll u
 
 Float64 caveat (the reported 0.705): a row of float64 log-probs is a distribution only to
 rounding. A log-softmax written z - m - log(sum exp(z - m)) stores log pi = 0 exactly for a
-dominant token whose true log-prob is -1e-82, so the row sums to 1 + 1e-82: step A1's
-sum_v (pi_theta - pi_roll) = 0 fails by that much, and when Error itself is ~1e-166 the
-computed |Error| reaches the published (2 TV) bound and twice the refined one. Recomputed
-at 60+ digits on the renormalised rows, those pairs satisfy every refined bound by hundreds
-of orders of magnitude (`trm_bounds.refined_evidence`). `log_softmax_log1p` keeps such rows
-normalised to relative rounding of their small masses.
+dominant token whose true log-prob is -1e-82, so the row sums to 1 + 1e-82. Two effects follow
+when the divergences are that small: (i) TV = 1/2 sum_v |pi_theta - pi_roll| sees only the
+small tokens' side of the difference, so eps, Dbar_t and the context TVs come out half their
+true values; (ii) sum_v (pi_theta - pi_roll) != 0, so g_t picks up a spurious term and Error
+can be wrong by hundreds of orders of magnitude (1e-166 computed, 1e-1005 true). The published
+bounds survive (their 2 TV step does not use sum_v (pi_theta - pi_roll) = 0), the halved ones
+do not: float64 ratios |Error| / refined bound up to 2. Recomputed at 60+ digits on the
+renormalised rows, every such pair satisfies every refined bound (`trm_bounds.refined_evidence`,
+tests/test_refined.py). The engine is faithful to its literal input; the fix is at the input:
+`log_softmax_log1p` keeps rows normalised to relative rounding of their small masses.
 """
 
 from __future__ import annotations
