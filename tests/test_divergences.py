@@ -169,3 +169,28 @@ def test_blocked_evaluation_equals_unblocked():
     assert torch.equal(D.token_tv(a, b), 0.5 * D._tv_terms(a, b).sum(-1))
     lead = D.token_kl(a[:-1].reshape(7, 10_000, 5), b[:-1].reshape(7, 10_000, 5))
     assert torch.equal(lead.reshape(-1), D.token_kl(a, b)[:-1])
+
+
+def test_log_softmax_keeps_rows_normalised_and_matches_torch_gradients():
+    z = np.array([[0.0, -200.0, -5.0], [1e3, 0.0, -1e3], [0.0, 0.0, -np.inf], [0.3, 0.3, 0.1]])
+    out = D.log_softmax(z)
+    with mpmath.workdps(400):  # the slow twin: exact log-softmax of each entry
+        for row, got in zip(z, out):
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(x)) for x in row if np.isfinite(x)))
+            for x, g in zip(row, got):
+                want = float(mpmath.mpf(x) - lse) if np.isfinite(x) else -math.inf
+                assert g == pytest.approx(want, rel=1e-15, abs=1e-300)
+    assert out[0, 0] == -math.log1p(math.exp(-5.0) + math.exp(-200.0))
+    two = D.log_softmax(np.array([0.0, -200.0]))  # log p0 = -e^-200 = -1.4e-87; torch/numpy's form gives 0
+    naive = torch.log_softmax(torch.tensor([0.0, -200.0], dtype=torch.float64), -1)
+    assert two[0] == -math.exp(-200.0) and float(naive[0]) == 0.0
+    zt = torch.tensor(z, requires_grad=True)
+    w = torch.randn(z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = D.log_softmax(zt)
+    (g1,) = torch.autograd.grad((ours.masked_fill(torch.isinf(ours), 0) * w).sum(), zt)
+    z2 = torch.tensor(z, requires_grad=True)
+    ref = torch.log_softmax(z2, -1)
+    (g2,) = torch.autograd.grad((ref.masked_fill(torch.isinf(ref), 0) * w).sum(), z2)
+    assert torch.allclose(g1, g2, atol=1e-14)
+    with pytest.raises(ValueError, match="finite entry"):
+        D.log_softmax(np.array([-np.inf, -np.inf]))

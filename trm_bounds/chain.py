@@ -76,7 +76,7 @@ import torch
 
 from ._validate import check_horizon
 from .bounds import BoundInputs, evaluate_bounds
-from .divergences import token_kl, token_tv
+from .divergences import log_softmax, token_kl, token_tv
 
 __all__ = [
     "ChainPair",
@@ -803,8 +803,7 @@ def counter_transition(S: int, V: int, token: int = 0) -> np.ndarray:
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return log_softmax(np.asarray(z, dtype=np.float64))  # log1p form: rows sum to 1 even at huge logits
 
 
 def _dense_noise(logits, level, rng):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "log_softmax",
     "token_kl",
     "token_tv",
     "token_kl_from_logits",
@@ -168,13 +169,36 @@ def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64):
     return _out(_row_reduce(_kl_terms, a, b), was_numpy)
 
 
-def _log_softmax(logits, dtype):
-    t, was_numpy = _to_torch(logits, dtype)
+def log_softmax(z, *, dtype: torch.dtype = torch.float64):
+    """Log-softmax (..., V) -> (..., V) that keeps rows normalised at extreme logits.
+
+        log pi(v) = z_v - m - log1p(s),   m = max_v z_v,   s = sum_{v != argmax} exp(z_v - m)
+
+    The usual ``z - logsumexp(z)`` rounds ``log(1 + s)`` to 0 once s < 1.1e-16, so the argmax
+    gets log-prob exactly 0 and the row's probabilities sum to 1 + s (the tiny masses are kept
+    but the large one is not reduced). log1p keeps the row normalised to relative rounding,
+    which matters when divergences and errors are themselves ~1e-80. Differentiable (torch);
+    numpy in, numpy out. Entries of -inf stay -inf; every row needs a finite maximum.
+    """
+    t, was_numpy = _to_torch(z, dtype)
+    if t.ndim == 0:
+        raise ValueError("logits must have a vocabulary axis (..., V), got a scalar")
     if torch.isnan(t).any():
         raise ValueError("logits contains NaN")
     if (t == float("inf")).any():
         raise ValueError("logits contains +inf")
-    return torch.log_softmax(t, dim=-1), was_numpy
+    top = t.detach().argmax(-1, keepdim=True)
+    m = t.gather(-1, top)  # attached: the formula is log-softmax itself, gradients included
+    if not torch.isfinite(m).all():
+        raise ValueError("logits must have a finite entry in every row")
+    shifted = t - m
+    rest = torch.exp(shifted).scatter(-1, top, 0.0)  # the argmax's exp(0) = 1 is log1p's 1
+    return _out(shifted - torch.log1p(rest.sum(-1, keepdim=True)), was_numpy)
+
+
+def _log_softmax(logits, dtype):
+    t, was_numpy = _to_torch(logits, dtype)
+    return log_softmax(t, dtype=dtype), was_numpy
 
 
 def token_kl_from_logits(logits_roll, logits_theta, *, dtype: torch.dtype = torch.float64):

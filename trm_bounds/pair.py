@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .divergences import token_kl
+from .divergences import log_softmax, token_kl
 from .policies import absorb_eos
 
 __all__ = [
@@ -278,7 +278,7 @@ def make_pair(
     if mismatch == "dense":
         roll = [
             absorb_eos(
-                torch.log_softmax(x + strength * torch.randn(x.shape, generator=gen, dtype=x.dtype), -1),
+                log_softmax(x + strength * torch.randn(x.shape, generator=gen, dtype=x.dtype)),
                 k,
                 eos,
             )

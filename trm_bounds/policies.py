@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .divergences import log_softmax
+
 __all__ = [
     "TabularPolicy",
     "TransformerConfig",
@@ -89,7 +91,7 @@ def absorb_eos(logp: torch.Tensor, k: int, eos: int | None) -> torch.Tensor:
 
 def _finish(logits: torch.Tensor, k: int, eos: int | None) -> torch.Tensor:
     """float64 log-softmax of level-k logits, then EOS absorption."""
-    return absorb_eos(torch.log_softmax(logits.to(torch.float64), -1), k, eos)
+    return absorb_eos(log_softmax(logits.to(torch.float64)), k, eos)
 
 
 # --------------------------------------------------------------------------- tabular

@@ -108,6 +108,7 @@ from .bounds import (
     pm_tv,
     register_bound,
 )
+from .divergences import log_softmax
 
 __all__ = [
     "classical_tv_refined",
@@ -262,21 +263,18 @@ for _name, _fn in _REFINED.items():
 def log_softmax_log1p(z: ArrayLike) -> np.ndarray:
     """log-softmax over the last axis that keeps tiny masses: log pi(v) = z_v - m - log1p(s).
 
-    m = max_v z_v, s = sum_{v != argmax} exp(z_v - m) (the argmax counted once). The usual
-    z - m - log(1 + s) rounds log(1 + s) to 0 once s < 1.1e-16, so the row's probabilities
-    sum to 1 + s in exact arithmetic; here they sum to 1 up to relative rounding of s.
-    -inf entries stay -inf; a row must have a finite maximum. Shape (..., V) -> (..., V).
+    m = max_v z_v, s = sum_{v != argmax} exp(z_v - m). The usual z - m - log(1 + s) rounds
+    log(1 + s) to 0 once s < 1.1e-16, so the row's probabilities sum to 1 + s in exact
+    arithmetic; here they sum to 1 up to relative rounding of s. The one implementation is
+    `trm_bounds.divergences.log_softmax`, used by every policy and pair builder; this name stays
+    for the proof's context. Shape (..., V) -> (..., V); numpy in, numpy out.
     """
     z = np.asarray(z, dtype=np.float64)
     if z.ndim == 0 or np.isnan(z).any() or np.isposinf(z).any():
         raise ValueError("z must be a (..., V) array of logits without NaN or +inf")
-    m = z.max(-1, keepdims=True)
-    if not np.isfinite(m).all():
+    if not np.isfinite(z.max(-1)).all():
         raise ValueError("z must have a finite entry in every row")
-    top = np.argmax(z, -1)[..., None]
-    e = np.exp(z - m)
-    np.put_along_axis(e, top, 0.0, -1)  # exp(0) = 1 of the argmax goes into log1p's 1
-    return z - m - np.log1p(e.sum(-1, keepdims=True))
+    return log_softmax(z)
 
 
 def tight_pair(a: Fraction | float, b: Fraction | float) -> dict:
