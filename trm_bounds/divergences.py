@@ -76,14 +76,14 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names=("logp_roll", "logp_thet
 
 
 _NEG_INF = float("-inf")
-_SERIES_COEF = [2.0 / math.factorial(k + 2) for k in range(12)]  # e^d-1-d = d^2/2 sum c_k d^k
+_SERIES_COEF = [2.0 / math.factorial(k + 2) for k in range(10)]  # e^d-1-d = d^2/2 sum c_k d^k
 
 
 def expm1_minus_x(d):
     """e^d - 1 - d, accurate to relative rounding for all d (series for |d| < 0.1).
 
     Shape-preserving; numpy or torch in, the same out. ``d = -inf`` gives ``+inf``.
-    For |d| < 0.1 the 12-term series truncates below 0.1^12 / 14! relative; above, the
+    For |d| < 0.1 the 10-term series truncates below 2 0.1^10 / 12! < 5e-19 relative; above, the
     direct ``expm1(d) - d`` loses at most ~1.3 digits to cancellation (relative error < 5e-15).
     """
     t, was_numpy = _to_torch(d, torch.float64)
@@ -99,6 +99,21 @@ def expm1_minus_x(d):
     return _out(torch.where(small, series, direct), was_numpy)
 
 
+def sum_last(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the last (vocabulary) axis, (..., V) -> (...,).
+
+    For V <= 16 an unrolled sum of strided slices (left to right, like x.sum(-1) in order),
+    which torch runs ~10x faster than x.sum(-1) on (n, 2) float64 tensors.
+    """
+    V = x.shape[-1]
+    if V > 16 or V == 0:
+        return x.sum(-1)
+    out = x[..., 0].clone()
+    for v in range(1, V):
+        out += x[..., v]
+    return out
+
+
 _CHUNK_ELEMENTS = 2**16  # element-wise work per block: temporaries stay in cache, no page faults
 
 
@@ -109,11 +124,11 @@ def _row_reduce(term_fn, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ~20 temporaries of the element-wise formulas in cache (3-5x faster on 1e7 contexts).
     """
     if a.numel() <= 4 * _CHUNK_ELEMENTS:
-        return term_fn(a, b).sum(-1)
+        return sum_last(term_fn(a, b))
     lead, V = a.shape[:-1], a.shape[-1]
     a2, b2 = a.reshape(-1, V), b.reshape(-1, V)
     rows = max(1, _CHUNK_ELEMENTS // V)
-    parts = [term_fn(a2[i : i + rows], b2[i : i + rows]).sum(-1) for i in range(0, a2.shape[0], rows)]
+    parts = [sum_last(term_fn(a2[i : i + rows], b2[i : i + rows])) for i in range(0, a2.shape[0], rows)]
     return torch.cat(parts).reshape(lead)
 
 
@@ -136,25 +151,28 @@ def _kl_terms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     big = d > 1.0
     # p (e^d - 1 - d): series/expm1 for moderate d, (q - p) - p d for large d (no overflow)
     moderate = p * expm1_minus_x(torch.where(big, torch.zeros_like(d), d))
-    large = (torch.exp(b) - p) - p * torch.where(big, d, torch.zeros_like(d))
+    q = torch.exp(b)
+    large = (q - p) - p * torch.where(big, d, torch.zeros_like(d))
     term = torch.where(big, large, moderate)
-    term = torch.where(on_p, term, torch.exp(b))  # mass of q outside supp p
+    term = torch.where(on_p, term, q)  # mass of q outside supp p
     return torch.where(off_q, torch.full_like(term, float("inf")), term)
 
 
-def token_tv(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64):
+def token_tv(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64, check: bool = True):
     """TV(c) = 1/2 sum_v |pi_theta(v|c) - pi_roll(v|c)| from log-probs; (..., V) x2 -> (...,).
 
     Exact at zero probabilities (``-inf``) and for disjoint supports (TV = 1):
-    ``|e^a - e^b| = e^max(a,b) (1 - e^-|a - b|)`` has no cancellation.
+    ``|e^a - e^b| = e^max(a,b) (1 - e^-|a - b|)`` has no cancellation. ``check=False`` skips
+    the NaN / +inf / shape checks for callers that validated their inputs already.
     """
     a, was_numpy = _to_torch(logp_roll, dtype)
     b, _ = _to_torch(logp_theta, dtype)
-    _check_pair(a, b)
+    if check:
+        _check_pair(a, b)
     return _out(0.5 * _row_reduce(_tv_terms, a, b), was_numpy)
 
 
-def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64):
+def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64, check: bool = True):
     """KL(pi_roll || pi_theta) per context from log-probs; (..., V) x2 -> (...,).
 
         KL = sum_{v: p>0} p(v) (e^d - 1 - d)  +  sum_{v: p=0} q(v),   d = log q(v) - log p(v)
@@ -162,10 +180,12 @@ def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64):
     (equal to sum_v p log(p/q) because sum_v p = sum_v q = 1). ``0 log(0/q) = 0``;
     ``p > 0 = q`` gives ``+inf``, decided on the log-prob (a log-prob of -1000 is a positive
     probability even though it underflows). Never NaN for valid log-probabilities.
+    ``check=False`` skips the input checks (for callers that validated already).
     """
     a, was_numpy = _to_torch(logp_roll, dtype)
     b, _ = _to_torch(logp_theta, dtype)
-    _check_pair(a, b)
+    if check:
+        _check_pair(a, b)
     return _out(_row_reduce(_kl_terms, a, b), was_numpy)
 
 

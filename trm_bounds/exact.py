@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .bounds import BoundInputs, evaluate_bounds, ln_trm_weights
+from .divergences import sum_last as _vsum
 from .divergences import token_kl, token_tv
 from .pair import PolicyPair, validate_pair_arrays
 
@@ -89,18 +90,6 @@ def _exp_diff(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     out = torch.exp(hi) * (-torch.expm1(-gap))
     out = torch.where(b < a, -out, out)
     return torch.where(torch.isneginf(hi), torch.zeros_like(out), out)
-
-
-def _vsum(x: torch.Tensor) -> torch.Tensor:
-    """sum over the last (vocabulary) axis; for small V an unrolled sum of strided slices,
-    which torch runs ~10x faster than x.sum(-1) on (n, 2) float64 tensors."""
-    V = x.shape[-1]
-    if V > 16:
-        return x.sum(-1)
-    out = x[..., 0].clone()
-    for v in range(1, V):
-        out += x[..., v]
-    return out
 
 
 class _Acc:
@@ -268,7 +257,7 @@ class _Engine:
             n = (b - a) * V ** (k - k0)
             r0 = a * V ** (k - k0)
             lr, lt = self.lr[k][r0 : r0 + n], self.lt[k][r0 : r0 + n]  # (n, V): rows of level t = k+1
-            kl, tv = token_kl(lr, lt), token_tv(lr, lt)  # (n,)
+            kl, tv = token_kl(lr, lt, check=False), token_tv(lr, lt, check=False)  # (n,); inputs validated
             d_r, d_t = torch.exp(ld_r), torch.exp(ld_t)  # (n,)
             if self.full_support:  # every context reachable, d_roll > 0: no masking needed
                 reach = None
@@ -281,7 +270,8 @@ class _Engine:
                 acc.delta = torch.maximum(acc.delta, torch.where(reach, kl, 0.0).max())
                 acc.dkl_t[k] += torch.where(d_r > 0, d_r * kl, 0.0).sum()  # 0 * inf = 0 off supp d_roll
             acc.dbar[k] += torch.dot(d_r, tv)
-            acc.ctx_tv[k] += token_tv(ld_r, ld_t)  # 1/2 sum_c |d^theta - d^roll| over these rows
+            dd = _exp_diff(ld_t, ld_r)  # (n,) d^theta - d^roll of these contexts, exact
+            acc.ctx_tv[k] += 0.5 * dd.abs().sum()  # 1/2 sum_c |d^theta - d^roll| over these rows
             er = 2.0 * tv
             if acc.any_roll_zero:
                 z = torch.isneginf(lr)  # E_roll|rho - 1| = sum_{v: p_roll > 0} |p_theta - p_roll|
@@ -289,7 +279,7 @@ class _Engine:
                 roll_reach = torch.isfinite(ld_r)  # d_roll > 0 (log space: no underflow)
                 acc.violation |= (roll_reach[:, None] & z & torch.isfinite(lt)).any()
             acc.erho[k] += torch.dot(d_r, er)
-            stash.append((k, r0, n, d_r, d_t, reach, _exp_diff(ld_t, ld_r)))
+            stash.append((k, r0, n, d_r, d_t, reach, dd))
             ld_r = (ld_r[:, None] + lr).reshape(-1)  # log d_{t+1}: (n V,)
             ld_t = (ld_t[:, None] + lt).reshape(-1)
             if self.mask is not None:
@@ -307,9 +297,9 @@ class _Engine:
         acc.J_roll += (torch.exp(ld_r) * R).sum()
         acc.J_theta += (torch.exp(ld_t) * R).sum()
         if s == 0:  # rows are prompts a..b-1
-            acc.joint_prompt[a:b] += token_tv(ld_r.reshape(b - a, -1), ld_t.reshape(b - a, -1))
+            acc.joint_prompt[a:b] += token_tv(ld_r.reshape(b - a, -1), ld_t.reshape(b - a, -1), check=False)
         else:
-            acc.joint_prompt[a // V**s] += token_tv(ld_r, ld_t)
+            acc.joint_prompt[a // V**s] += token_tv(ld_r, ld_t, check=False)
         if self.mask is None:
             return R[None, :], R
         M = torch.ones_like(R)
