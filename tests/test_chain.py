@@ -597,7 +597,7 @@ def test_matches_exact_engine(seed, T, P, time_dep, zeros):
 def test_chain_evidence_small_recomputation(monkeypatch, tmp_path):
     from trm_bounds import chain_evidence as ev
 
-    monkeypatch.setattr(ev, "RESULTS", tmp_path / "absent.json")
+    monkeypatch.setattr(ev, "_search_dirs", lambda: (tmp_path,))  # no study JSON there
     ev._study.cache_clear()
     c01, c11 = ev.c01_evidence(), ev.c11_evidence()
     ev._study.cache_clear()

@@ -343,7 +343,7 @@ def test_cli_train_errors_exit_2_with_one_line(tmp_path, capsys, extra, match):
 def test_evidence_from_a_tiny_run_when_no_figures_exist(tmp_path, monkeypatch):
     from trm_bounds import trainer_evidence as te
 
-    monkeypatch.setattr(te, "_SEARCH", (tmp_path,))
+    monkeypatch.setattr(te, "_search_dirs", lambda: (tmp_path,))
     te.training_evidence.cache_clear()
     try:
         c13, c18, c24 = te.c13_evidence(), te.c18_evidence(), te.c24_evidence()
@@ -362,7 +362,7 @@ def test_evidence_reads_the_experiment_json(tmp_path, monkeypatch):
                                              "bound_below_1": 4, "certified": 1}}}  # fmt: skip
     (tmp_path / "training").mkdir()
     (tmp_path / "training" / "train_figures.json").write_text(json.dumps({"quick": False, "totals": tot}))
-    monkeypatch.setattr(te, "_SEARCH", (tmp_path,))
+    monkeypatch.setattr(te, "_search_dirs", lambda: (tmp_path,))
     te.training_evidence.cache_clear()
     try:
         assert "3 of 10 optimizer steps" in te.c13_evidence()["evidence"]

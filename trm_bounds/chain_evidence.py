@@ -14,19 +14,28 @@ from pathlib import Path
 
 import numpy as np
 
+from ._outputs import find_output, output_dirs
 from .bounds import PUBLISHED_BOUNDS
 from .chain import chain_quantities_batch, last_k_transition, random_automaton_transition, random_chain_pair
 
-RESULTS = Path(__file__).resolve().parent.parent / "paper_figures" / "error_vs_horizon.json"
+RESULTS = "error_vs_horizon.json"  # looked up by trm_bounds._outputs.find_output
+
+
+def _search_dirs() -> tuple[Path, ...]:
+    """Where the study's JSON is looked for (`trm_bounds._outputs`); tests replace this."""
+    return output_dirs()
+
+
 C11_FAMILIES = ("classical_kl", "pm_kl", "mix_kl", "coupling")
 
 
 @lru_cache(maxsize=1)
 def _study() -> dict:
     """The study's summary JSON, or a small recomputation with the same keys used below."""
-    if RESULTS.is_file():
-        data = json.loads(RESULTS.read_text())
-        data["source"] = f"{RESULTS.name} ({data['random_pairs']['instances']} random pairs)"
+    path = find_output(RESULTS, _search_dirs())
+    if path is not None:
+        data = json.loads(path.read_text())
+        data["source"] = f"{path.name} ({data['random_pairs']['instances']} random pairs)"
         return data
     rng = np.random.default_rng(2026)
     grid = [2**i for i in range(6, 11)]

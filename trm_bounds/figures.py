@@ -24,6 +24,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -32,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from ._outputs import FIGURES_DIR_ENV
 
 Job = Callable[[Path, bool], list[dict]]
 
@@ -82,8 +85,25 @@ def _experiment_jobs(experiments_dir: Path = EXPERIMENTS_DIR) -> dict[str, Job]:
 
 
 def all_jobs() -> dict[str, Job]:
-    """Every job `trm-bounds figures` runs, in order: library jobs, then experiments."""
-    return {**_library_jobs(), **_experiment_jobs()}
+    """Every job `trm-bounds figures` runs, in order: library jobs, experiments, and the paper
+    tables and audit last (the audit reads the measurements the experiments just wrote)."""
+    lib = _library_jobs()
+    last = {name: lib.pop(name) for name in ("paper_tables",) if name in lib}
+    return {**lib, **_experiment_jobs(), **last}
+
+
+@contextlib.contextmanager
+def _figures_dir_env(stage: str):
+    """Point `trm_bounds._outputs` at the staging directory while the jobs run."""
+    old = os.environ.get(FIGURES_DIR_ENV)
+    os.environ[FIGURES_DIR_ENV] = stage
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(FIGURES_DIR_ENV, None)
+        else:
+            os.environ[FIGURES_DIR_ENV] = old
 
 
 def _run_job(job: Job, stage: Path, quick: bool, quiet: bool) -> list[dict]:
@@ -118,7 +138,7 @@ def make_figures(
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "trm-bounds figures" + (" --quick" if quick else "") + f" --out {out}"
     entries = []
-    with tempfile.TemporaryDirectory(prefix=".figures-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".figures-", dir=out.parent) as tmp, _figures_dir_env(tmp):
         stage = Path(tmp)
         bar = tqdm(jobs.items(), desc="figures", unit="job", disable=not progress)
         for name, job in bar:

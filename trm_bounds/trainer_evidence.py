@@ -12,24 +12,26 @@ import functools
 import json
 from pathlib import Path
 
+from ._outputs import find_output, output_dirs
+
 __all__ = ["training_evidence", "c13_evidence", "c18_evidence", "c24_evidence", "EVIDENCE_JSON"]
 
 EVIDENCE_JSON = Path("training") / "train_figures.json"  # relative to a figures output directory
-_SEARCH = (Path.cwd() / "paper_figures", Path(__file__).resolve().parent.parent / "paper_figures")
+
+
+def _search_dirs() -> tuple[Path, ...]:
+    """Where the experiment's JSON is looked for (`trm_bounds._outputs`); tests replace this."""
+    return output_dirs()
 
 
 @functools.lru_cache(maxsize=1)
 def training_evidence() -> dict:
     """{"source": str, "totals": {...}} with totals as `experiments/train_figures.py` computes them."""
-    for base in _SEARCH:
-        path = base / EVIDENCE_JSON
-        if path.is_file():
-            data = json.loads(path.read_text())
-            kind = "quick" if data.get("quick") else "default"
-            return {
-                "source": f"{path} ({kind} run of experiments/train_figures.py)",
-                "totals": data["totals"],
-            }
+    path = find_output(EVIDENCE_JSON, _search_dirs())
+    if path is not None:
+        data = json.loads(path.read_text())
+        kind = "quick" if data.get("quick") else "default"
+        return {"source": f"{EVIDENCE_JSON.as_posix()} ({kind} run of experiments/train_figures.py)", "totals": data["totals"]}
     return {"source": "tiny training run made by trm_bounds.trainer_evidence", "totals": _tiny_totals()}
 
 
