@@ -31,7 +31,10 @@ def training_evidence() -> dict:
     if path is not None:
         data = json.loads(path.read_text())
         kind = "quick" if data.get("quick") else "default"
-        return {"source": f"{EVIDENCE_JSON.as_posix()} ({kind} run of experiments/train_figures.py)", "totals": data["totals"]}
+        return {
+            "source": f"{EVIDENCE_JSON.as_posix()} ({kind} run of experiments/train_figures.py)",
+            "totals": data["totals"],
+        }
     return {"source": "tiny training run made by trm_bounds.trainer_evidence", "totals": _tiny_totals()}
 
 
