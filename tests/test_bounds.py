@@ -160,6 +160,9 @@ def test_broadcasting_and_large_T():
     big = float(B.pm_kl(10**6, 1e-12))
     assert big == pytest.approx(4 * math.sqrt(0.5e-12) ** 2 * (2 / 3) * 1e9, rel=1e-5)
     assert B.coupling(np.arange(1, 5), 0.5).shape == (4,)
+    # T = 1e12 costs O(1) memory (no table over t): uncapped, pm_kl = 2 delta sum_{k<T} sqrt(k)
+    huge = float(B.pm_kl(10**12, 1e-30))
+    assert huge == pytest.approx(2e-30 * (2 / 3 * 1e18 - 0.5e6), rel=1e-12)
 
 
 # ----------------------------------------------------------------- properties
@@ -315,3 +318,13 @@ def test_inputs_record_provenance_and_immutability():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}"):
         call()
+
+
+@given(n=st.integers(0, 20_000))
+@example(n=255)
+@example(n=256)
+@example(n=10**6)
+def test_sum_of_square_roots_to_rounding(n):
+    # the table / Euler-Maclaurin switch behind every PM bound, against an exactly rounded sum
+    want = math.fsum(math.sqrt(k) for k in range(n))
+    assert float(B._sum_sqrt(n)) == pytest.approx(want, rel=4e-16, abs=0)

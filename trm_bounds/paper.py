@@ -212,7 +212,7 @@ def pm_kl_uncapped(T: int, delta: float) -> float:
     """B_PM^KL with every min(1, .) removed (v2 Table 1 "no cap"): 2 delta sum_{t=1..T} sqrt(t-1)."""
     T = int(check_horizon(T))
     delta = float(check_divergence("delta", delta))
-    return 2.0 * delta * float(nb._prefix_sqrt(T)[T])
+    return 2.0 * delta * float(nb._sum_sqrt(T))
 
 
 def _col(b: nb.BoundInputs, name: str) -> float:
