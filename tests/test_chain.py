@@ -599,7 +599,7 @@ def test_chain_evidence_small_recomputation(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ev, "_search_dirs", lambda: (tmp_path,))  # no study JSON there
     ev._study.cache_clear()
-    c01, c11 = ev.c01_evidence(), ev.c11_evidence()
+    c01, c11, study = ev.c01_evidence(), ev.c11_evidence(), ev._study()
     ev._study.cache_clear()
     from trm_bounds.bounds import PUBLISHED_BOUNDS
 
@@ -607,5 +607,12 @@ def test_chain_evidence_small_recomputation(monkeypatch, tmp_path):
     for r in c01.values():
         assert 0.0 <= r["worst_ratio"] <= 1.0 and r["instances"] == 24  # every bound held here
     assert set(c11) == set(ev.C11_FAMILIES)
-    assert 1.9 <= c11["classical_kl"]["slope"] <= 2.1  # T (T-1) delta: slope -> 2
+    # classical_kl = T (T-1) delta with delta fixed in T (a homogeneous chain): its fitted slope is
+    # exactly the least-squares slope of log T(T-1) over the same grid, on every instance
+    grid = np.array([2.0**i for i in range(6, 11)])
+    exact = np.polyfit(np.log(grid), np.log(grid * (grid - 1)), 1)[0]
+    for name, r in study["sweep"].items():
+        got = r["bound_slopes"]["classical_kl"]
+        assert got == pytest.approx(exact, rel=1e-9), f"{name}: {got!r} vs {exact!r}"  # each mismatch is real
+    assert c11["classical_kl"]["slope"] == round(exact, 3)
     assert "TRUE |Error|" in c11["pm_kl"]["description"]
