@@ -32,7 +32,8 @@ import torch
 
 from ._validate import check_divergence, check_tv
 from .bounds import BoundInputs, evaluate_bounds
-from .masks import _float_tensor, _prepare, trm_mask
+from .masks import trm_mask
+from .masks.inputs import as_float_tensor, prepare_inputs
 
 __all__ = ["certify", "save_logprobs", "load_logprobs", "certificate_bound_inputs", "LOGPROB_KEYS"]
 
@@ -46,7 +47,7 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
     the file is written to a temporary name and renamed, so nothing is left half-written.
     float16/bfloat16 are stored as float32. Returns the path written.
     """
-    lr, valid, _m, _ = _prepare(log_prob, rollout_log_prob, response_mask)
+    lr, valid, _m, _ = prepare_inputs(log_prob, rollout_log_prob, response_mask)
     arrays = {
         "log_prob": _to_numpy(log_prob, "log_prob"),
         "rollout_log_prob": _to_numpy(rollout_log_prob, "rollout_log_prob"),
@@ -77,7 +78,7 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
 
 def _to_numpy(x, name: str, floating: bool = True) -> np.ndarray:
     if floating:
-        t, _ = _float_tensor(x, name)  # half -> float32
+        t, _ = as_float_tensor(x, name)  # half -> float32
         return t.cpu().numpy()
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
@@ -156,7 +157,7 @@ def certify(
     dkl_seq = T delta (worst case), dtv_seq = min(1, sqrt(dkl_seq/2)), Dbar_t = eps (worst case),
     unless given. ``bound.unified`` equals ``evaluate_bounds(certificate_bound_inputs(c))["unified"]``.
     """
-    lr, valid, m, _ = _prepare(log_prob, rollout_log_prob, response_mask)
+    lr, valid, m, _ = prepare_inputs(log_prob, rollout_log_prob, response_mask)
     B, width = lr.shape
     T_bound = width if T is None else T
     if isinstance(T_bound, bool) or not float(T_bound).is_integer() or T_bound < 1:
@@ -198,7 +199,7 @@ def certify(
     # observed divergences
     lr64 = lr.to(torch.float64)
     if exact_kl is not None:
-        kl_t, _ = _float_tensor(exact_kl, "exact_kl")
+        kl_t, _ = as_float_tensor(exact_kl, "exact_kl")
         kl_t = torch.where(valid, kl_t.to(torch.float64), 0.0)
         kind = "exact"
         kl_note = "max over sampled contexts of the exact token KL(pi_roll || pi_theta) from full logits"

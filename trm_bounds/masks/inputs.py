@@ -1,0 +1,146 @@
+"""Input checking for the sequence masks: (B, T) arrays in, validated torch tensors out.
+
+One set of rules for every function of `trm_bounds.masks` (and for `trm_bounds.certify`):
+- numpy or torch in; ``to_output`` gives numpy back when numpy came in. Inputs are detached
+  (masks are not differentiable).
+- float16/bfloat16 are computed in float32 (never in half precision); float32 stays float32
+  (what trainers have) and float64 stays float64.
+- ``response_mask`` holds only 0/1 (any dtype, bool included).
+- NaN or +inf at a valid position (``response_mask = 1``) raises ``ValueError`` naming the argument;
+  values at padding are ignored (padding may hold anything). ``-inf`` in ``rollout_log_prob`` at a
+  valid position is refused (the rollout cannot sample a token of probability 0, and
+  ``-inf - -inf`` would be NaN); ``-inf`` in ``log_prob`` means pi_theta gives the sampled token
+  probability 0, log rho = -inf (the verl-compatible code clamps it to -SAFETY_BOUND).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validate import check_nonneg_finite
+
+__all__ = [
+    "as_tensor",
+    "as_float_tensor",
+    "check_same_shape_2d",
+    "valid_positions",
+    "first_index",
+    "check_values",
+    "check_choice",
+    "check_threshold",
+    "compute_dtype",
+    "to_output",
+    "prepare_inputs",
+]
+
+
+def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
+    """(detached tensor, was_numpy); anything numpy can read becomes a tensor without a copy."""
+    if isinstance(x, torch.Tensor):
+        return x.detach(), False
+    try:
+        a = np.asarray(x)
+        return torch.from_numpy(np.ascontiguousarray(a)), True
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
+
+
+def as_float_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
+    """(floating tensor, was_numpy); float16/bfloat16 promoted to float32, other floats kept."""
+    t, was_numpy = as_tensor(x, name)
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point array, got dtype {t.dtype}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t, was_numpy
+
+
+def check_same_shape_2d(ref: torch.Tensor, ref_name: str, **others: torch.Tensor) -> None:
+    """`ref` is (B, T) and every keyword tensor has its shape; the error names both arguments."""
+    if ref.ndim != 2:
+        raise ValueError(f"{ref_name} must have shape (B, T), got {tuple(ref.shape)}")
+    for name, t in others.items():
+        if tuple(t.shape) != tuple(ref.shape):
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but {ref_name} has {tuple(ref.shape)}")
+
+
+def valid_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, T) of valid positions (mask = 1); refuses NaN and anything but 0/1."""
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_floating_point() and torch.isnan(mask).any():
+        raise ValueError("response_mask contains NaN")
+    if ((mask != 0) & (mask != 1)).any():
+        raise ValueError("response_mask must hold only 0 and 1")
+    return mask != 0
+
+
+def first_index(bad: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of `bad` (for error messages)."""
+    return tuple(int(i) for i in torch.nonzero(bad)[0])
+
+
+def check_values(name: str, t: torch.Tensor, valid: torch.Tensor, *, allow_neg_inf: bool) -> None:
+    """NaN / +inf (and -inf unless allowed) at valid positions raise ValueError naming `name`."""
+    bad = torch.isnan(t) & valid
+    if bad.any():
+        raise ValueError(f"{name} contains NaN at a valid position {first_index(bad)}")
+    bad = (t == math.inf) & valid
+    if bad.any():
+        raise ValueError(f"{name} contains +inf at a valid position {first_index(bad)}")
+    if not allow_neg_inf:
+        bad = (t == -math.inf) & valid
+        if bad.any():
+            raise ValueError(
+                f"{name} contains -inf at a valid position {first_index(bad)}: a sampled token "
+                "cannot have rollout probability 0"
+            )
+
+
+def check_choice(name: str, value: Any, choices: Iterable) -> None:
+    """ValueError listing the choices unless `value` is one of them."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_threshold(name: str, value: Any) -> float:
+    """A required threshold: finite and >= 0 (None raises '<name> is required')."""
+    if value is None:
+        raise ValueError(f"{name} is required")
+    return float(check_nonneg_finite(name, value))
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 stays float64; everything else is computed in float32."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def to_output(t: torch.Tensor, was_numpy: bool):
+    """numpy when the caller gave numpy, else the tensor itself."""
+    return t.cpu().numpy() if was_numpy else t
+
+
+def prepare_inputs(log_prob, rollout_log_prob, response_mask):
+    """Validate a (log_prob, rollout_log_prob, response_mask) triple, each (B, T).
+
+        log_ratio = log_prob - rollout_log_prob = log rho  at valid positions, 0 at padding
+
+    Returns (log_ratio (B, T) in the promoted float dtype, valid (B, T) bool,
+    response_mask as a tensor in its own dtype, was_numpy of log_prob).
+    """
+    lp, was_numpy = as_float_tensor(log_prob, "log_prob")
+    rlp, _ = as_float_tensor(rollout_log_prob, "rollout_log_prob")
+    m, _ = as_tensor(response_mask, "response_mask")
+    check_same_shape_2d(lp, "log_prob", rollout_log_prob=rlp, response_mask=m)
+    valid = valid_positions(m)
+    check_values("log_prob", lp, valid, allow_neg_inf=True)
+    check_values("rollout_log_prob", rlp, valid, allow_neg_inf=False)
+    dtype = torch.promote_types(lp.dtype, rlp.dtype)
+    lr = torch.where(valid, lp.to(dtype) - rlp.to(dtype), torch.zeros((), dtype=dtype))
+    return lr, valid, m, was_numpy
