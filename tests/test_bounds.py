@@ -328,3 +328,24 @@ def test_sum_of_square_roots_to_rounding(n):
     # the table / Euler-Maclaurin switch behind every PM bound, against an exactly rounded sum
     want = math.fsum(math.sqrt(k) for k in range(n))
     assert float(B._sum_sqrt(n)) == pytest.approx(want, rel=4e-16, abs=0)
+
+
+def test_from_partial_labels_given_and_derived_values():
+    b = BoundInputs.from_partial(
+        8, 0.02, dtv_seq=0.3, source={"delta": "observed: max KL", "dtv_seq": "assumed: user"},
+        derived_notes={"eps": "valid only if delta holds globally", "dbar": "not controlled"},
+    )
+    assert b.eps == pytest.approx(0.1, rel=1e-15) and b.dkl_seq == pytest.approx(0.16, rel=1e-15)
+    assert b.dtv_seq == 0.3 and list(b.dbar) == [b.eps] * 8
+    assert dict(b.sources) == {
+        "delta": "observed: max KL",
+        "eps": "pinsker: min(1, sqrt(delta/2)); valid only if delta holds globally",
+        "dkl_seq": "worst_case: T*delta (chain rule)",
+        "dtv_seq": "assumed: user",
+        "dbar": "worst_case: Dbar_t = eps for every t; not controlled",
+    }
+    assert dict(BoundInputs.from_partial(3, 0.1, eps=0.2, source="given").sources)["eps"] == "given"
+    with pytest.raises(ValueError, match="^derived_notes"):
+        BoundInputs.from_partial(3, 0.1, derived_notes={"delta": "x"})
+    with pytest.raises(ValueError, match="^source"):
+        BoundInputs.from_partial(3, 0.1, source={"epsilon": "given"})

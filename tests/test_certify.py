@@ -143,3 +143,23 @@ def test_cli_certify_bad_files_exit_2_with_one_line(tmp_path, capsys):
     with pytest.raises(ValueError, match="log_prob contains NaN"):
         save_logprobs(tmp_path / "never.npz", bad, rlp, m)
     assert not (tmp_path / "never.npz").exists() and not list(tmp_path.glob("tmp*"))
+
+
+def test_provenance_wording_is_the_contract_of_the_json():
+    # pinned in full: `trm-bounds certify --json` users read these strings (derived values say
+    # what TRM does not control; user values say they were assumed)
+    lp, rlp, m, kl = _batch(seed=3)
+    src = certify(lp, rlp, m, delta=1e-3)["bound"]["inputs"]["sources"]
+    assert dict(src) == {
+        "delta": "assumed: the TRM-Max threshold delta, taken to bound the token KL at every reachable "
+        "context; the mask tested k2 on sampled tokens, not the token KL",
+        "eps": "pinsker: min(1, sqrt(delta/2)); valid only if delta holds globally",
+        "dkl_seq": "worst_case: T*delta (chain rule); not controlled by TRM",
+        "dtv_seq": "pinsker: min(1, sqrt(dkl_seq/2)); not controlled by TRM",
+        "dbar": "worst_case: Dbar_t = eps for every t; not controlled by TRM",
+    }
+    user = certify(lp, rlp, m, delta=1e-3, eps=0.01, dkl_seq=0.5, dtv_seq=0.3)["bound"]["inputs"]
+    for name, value in (("eps", 0.01), ("dkl_seq", 0.5), ("dtv_seq", 0.3)):
+        assert user[name] == value
+        assert user["sources"][name] == "assumed: given by the user; not controlled by TRM"
+    assert user["dbar"] == 0.01 and user["sources"]["dbar"].endswith("; not controlled by TRM")

@@ -444,40 +444,55 @@ class BoundInputs:
         dkl_seq: float | None = None,
         dtv_seq: float | None = None,
         dbar: ArrayLike | None = None,
-        source: str = "given",
+        source: str | Mapping[str, str] = "given",
+        *,
+        derived_notes: Mapping[str, str] | None = None,
     ) -> BoundInputs:
         """Fill what is missing as INTERFACES.md says for `trm-bounds bounds`:
 
         eps = min(1, sqrt(delta/2)) (Pinsker); dkl_seq = T delta (chain rule, worst case);
         dtv_seq = min(1, sqrt(dkl_seq/2)) (Pinsker); Dbar_t = eps for every t (worst case).
-        `source` labels the values that were passed in.
+
+        Args:
+          source: provenance of the values passed in: one label for all, or a mapping
+            field -> label (a field it omits is "given").
+          derived_notes: field -> caveat appended to a derived value's provenance,
+            "pinsker: min(1, sqrt(delta/2)); <note>" (e.g. what a certificate cannot control).
         """
         T = int(check_horizon(T))
         delta = float(check_divergence("delta", delta))
         eps = None if eps is None else float(check_tv("eps", eps))  # validate before deriving
         dkl_seq = None if dkl_seq is None else float(check_divergence("dkl_seq", dkl_seq))
         dtv_seq = None if dtv_seq is None else float(check_tv("dtv_seq", dtv_seq))
-        src: dict[str, str] = {"delta": source}
+        given = _given_labels(source)
+        notes = dict(derived_notes or {})
+        if set(notes) - set(_DERIVED_SOURCES):
+            raise ValueError(f"derived_notes keys must be among {tuple(_DERIVED_SOURCES)}, got {sorted(notes)}")
+
+        def derived(name: str) -> str:
+            return _DERIVED_SOURCES[name] + (f"; {notes[name]}" if name in notes else "")
+
+        src: dict[str, str] = {"delta": given["delta"]}
         if eps is None:
             eps = float(min(1.0, np.sqrt(delta / 2.0)))
-            src["eps"] = "pinsker: min(1, sqrt(delta/2))"
+            src["eps"] = derived("eps")
         else:
-            src["eps"] = source
+            src["eps"] = given["eps"]
         if dkl_seq is None:
             dkl_seq = T * delta
-            src["dkl_seq"] = "worst_case: T*delta (chain rule)"
+            src["dkl_seq"] = derived("dkl_seq")
         else:
-            src["dkl_seq"] = source
+            src["dkl_seq"] = given["dkl_seq"]
         if dtv_seq is None:
             dtv_seq = float(min(1.0, np.sqrt(float(dkl_seq) / 2.0)))
-            src["dtv_seq"] = "pinsker: min(1, sqrt(dkl_seq/2))"
+            src["dtv_seq"] = derived("dtv_seq")
         else:
-            src["dtv_seq"] = source
+            src["dtv_seq"] = given["dtv_seq"]
         if dbar is None:
             dbar = np.full(T, float(check_tv("eps", eps)))
-            src["dbar"] = "worst_case: Dbar_t = eps for every t"
+            src["dbar"] = derived("dbar")
         else:
-            src["dbar"] = source
+            src["dbar"] = given["dbar"]
         return cls(T=T, eps=eps, delta=delta, dkl_seq=dkl_seq, dtv_seq=dtv_seq, dbar=dbar, sources=src)
 
     def to_json(self) -> dict:
@@ -491,6 +506,27 @@ class BoundInputs:
             "dbar": [float(x) for x in self.dbar],
             "sources": dict(self.sources),
         }
+
+
+_INPUT_FIELDS = ("delta", "eps", "dkl_seq", "dtv_seq", "dbar")
+_DERIVED_SOURCES: Mapping[str, str] = MappingProxyType(
+    {
+        "eps": "pinsker: min(1, sqrt(delta/2))",
+        "dkl_seq": "worst_case: T*delta (chain rule)",
+        "dtv_seq": "pinsker: min(1, sqrt(dkl_seq/2))",
+        "dbar": "worst_case: Dbar_t = eps for every t",
+    }
+)  # provenance of each value BoundInputs.from_partial derives
+
+
+def _given_labels(source: str | Mapping[str, str]) -> dict[str, str]:
+    """field -> provenance label of a passed-in value (from_partial's `source` argument)."""
+    if isinstance(source, str):
+        return dict.fromkeys(_INPUT_FIELDS, source)
+    unknown = set(source) - set(_INPUT_FIELDS)
+    if unknown:
+        raise ValueError(f"source keys must be among {_INPUT_FIELDS}, got {sorted(unknown)}")
+    return {name: source.get(name, "given") for name in _INPUT_FIELDS}
 
 
 # --------------------------------------------------------------------------- registry

@@ -38,6 +38,12 @@ from .masks.inputs import as_float_tensor, prepare_inputs
 __all__ = ["certify", "save_logprobs", "load_logprobs", "certificate_bound_inputs", "LOGPROB_KEYS"]
 
 LOGPROB_KEYS = ("log_prob", "rollout_log_prob", "response_mask")  # required; "exact_kl" optional
+_NOT_CONTROLLED = {
+    "eps": "valid only if delta holds globally",
+    "dkl_seq": "not controlled by TRM",
+    "dtv_seq": "not controlled by TRM",
+    "dbar": "not controlled by TRM",
+}  # what each Pinsker / worst-case input of the certificate's bound rests on
 
 
 def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None) -> Path:
@@ -238,34 +244,15 @@ def certify(
         raise ValueError("response_mask has no valid token and no delta was given: nothing to certify")
     if not math.isfinite(d_bound):
         d_bound = math.inf
-    src: dict[str, str] = {"delta": d_src}
-    if eps is None:
-        eps_v = min(1.0, math.sqrt(d_bound / 2.0))
-        src["eps"] = "pinsker: min(1, sqrt(delta/2)); valid only if delta holds globally"
-    else:
-        eps_v = float(eps)
-        src["eps"] = "assumed: given by the user; not controlled by TRM"
-    if dkl_seq is None:
-        dkl_v = T_bound * d_bound
-        src["dkl_seq"] = "worst_case: T*delta (chain rule); not controlled by TRM"
-    else:
-        dkl_v = float(dkl_seq)
-        src["dkl_seq"] = "assumed: given by the user; not controlled by TRM"
-    if dtv_seq is None:
-        dtv_v = min(1.0, math.sqrt(dkl_v / 2.0))
-        src["dtv_seq"] = "pinsker: min(1, sqrt(dkl_seq/2)); not controlled by TRM"
-    else:
-        dtv_v = float(dtv_seq)
-        src["dtv_seq"] = "assumed: given by the user; not controlled by TRM"
-    src["dbar"] = "worst_case: Dbar_t = eps for every t; not controlled by TRM"
-    inputs = BoundInputs(
-        T=T_bound,
-        eps=eps_v,
-        delta=d_bound,
-        dkl_seq=dkl_v,
-        dtv_seq=dtv_v,
-        dbar=np.full(T_bound, eps_v),
-        sources=src,
+    user = "assumed: given by the user; not controlled by TRM"
+    inputs = BoundInputs.from_partial(
+        T_bound,
+        d_bound,
+        eps=eps,
+        dkl_seq=dkl_seq,
+        dtv_seq=dtv_seq,
+        source={"delta": d_src, "eps": user, "dkl_seq": user, "dtv_seq": user},
+        derived_notes=_NOT_CONTROLLED,
     )
     bounds = evaluate_bounds(inputs)
 
