@@ -332,7 +332,10 @@ def test_sum_of_square_roots_to_rounding(n):
 
 def test_from_partial_labels_given_and_derived_values():
     b = BoundInputs.from_partial(
-        8, 0.02, dtv_seq=0.3, source={"delta": "observed: max KL", "dtv_seq": "assumed: user"},
+        8,
+        0.02,
+        dtv_seq=0.3,
+        source={"delta": "observed: max KL", "dtv_seq": "assumed: user"},
         derived_notes={"eps": "valid only if delta holds globally", "dbar": "not controlled"},
     )
     assert b.eps == pytest.approx(0.1, rel=1e-15) and b.dkl_seq == pytest.approx(0.16, rel=1e-15)

@@ -196,3 +196,43 @@ def test_log_softmax_keeps_rows_normalised_and_matches_torch_gradients():
     assert torch.allclose(g1, g2, atol=1e-14)
     with pytest.raises(ValueError, match="finite entry"):
         D.log_softmax(np.array([-np.inf, -np.inf]))
+
+
+@given(
+    z=st.lists(st.floats(-3000, 3000), min_size=2, max_size=5),
+    kill=st.lists(st.booleans(), min_size=5, max_size=5),
+)
+@example(z=[0.0, -188.3], kill=[False] * 5)
+@example(z=[1e3, -1e3, 0.0], kill=[False, True, False, False, False])
+def test_log_softmax_rows_sum_to_one_at_60_digits(z, kill):
+    # the float64 artifact of trm_bounds/refined.py's docstring: the log1p form keeps tiny masses
+    z = np.array(z)
+    z = np.where(np.array(kill[: len(z)]) & (z < z.max()), -np.inf, z)
+    out = D.log_softmax(z)
+    span = float(np.ptp(z[np.isfinite(z)]))
+    with mpmath.workdps(60 + int(span / 2.3)):  # enough digits to see masses e^-span next to 1
+        m = max(mpmath.mpf(float(v)) for v in z)
+        lse = m + mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - m) for v in z))
+        for got, v in zip(out, z):
+            want = mpmath.mpf(float(v)) - lse
+            if v == -math.inf:
+                assert got == -math.inf
+                continue
+            # a few ulps of the row's scale |z_v - m| (z - m is rounded before the log1p term)
+            tol = 4e-16 * (abs(want) + abs(mpmath.mpf(float(v)) - m)) + 1e-320
+            assert abs(mpmath.mpf(float(got)) - want) <= tol, (got, want)
+        top = int(np.argmax(out))
+        small = mpmath.fsum(mpmath.exp(mpmath.mpf(float(g))) for v, g in enumerate(out) if v != top)
+        defect = mpmath.expm1(mpmath.mpf(float(out[top]))) + small  # sum_v pi(v) - 1, without cancellation
+        assert abs(defect) <= 1e-15 * small + mpmath.mpf(2) ** -1074 * 8
+
+
+def test_log_softmax_rejects_bad_rows():
+    for bad in (
+        np.array([np.nan, 0.0]),
+        np.array([np.inf, 0.0]),
+        np.array([-np.inf, -np.inf]),
+        np.float64(1.0),
+    ):
+        with pytest.raises(ValueError, match="^logits"):
+            D.log_softmax(bad)

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 import trm_bounds.refined as refined
 from trm_bounds.bounds import BOUNDS, PUBLISHED_BOUNDS, UNIFIED_OF, BoundInputs, evaluate_bounds
+from trm_bounds.divergences import log_softmax
 from trm_bounds.exact import exact_quantities
-from trm_bounds.refined import REFINED_OF, log_softmax_log1p, tight_pair
+from trm_bounds.refined import REFINED_OF, tight_pair
 from trm_bounds.refined_evidence import (
     ADVERSARIAL_KINDS,
     ROUNDING_ABS,
@@ -128,8 +129,8 @@ def _tilted(a_logit: float, b_logit: float, roll_noise: np.ndarray, T: int, V: i
     for k in range(T):
         z = roll_noise[k][: V**k]
         tilt = (a_logit if k == 0 else b_logit) * np.arange(V)
-        lr.append(log_softmax_log1p(z[None]))
-        lt.append(log_softmax_log1p((z + tilt)[None]))
+        lr.append(log_softmax(z[None]))
+        lt.append(log_softmax((z + tilt)[None]))
     digits = np.arange(V**T)[:, None] // V ** np.arange(T)[None, ::-1] % V
     R = (digits.sum(-1) % 2).astype(np.float64)[None]
     return lr, lt, R, np.ones(1)
@@ -227,52 +228,13 @@ def test_reported_excess_is_float64_row_normalisation_not_a_counterexample():
     assert abs(ren["error"]) < mp.mpf(10) ** -1000
     assert float(ren["eps"]) == pytest.approx(2 * float(lit["eps"]), rel=1e-9)
     assert all(r < mp.mpf(10) ** -800 for r in ren["ratios"].values())
-    # the fix: rows renormalised with log1p keep the small masses; then float64 is accurate
-    fixed = run([log_softmax_log1p(x) for x in lr], [log_softmax_log1p(x) for x in lt], R, pp)
+    # the fix: rows renormalised with log1p (divergences.log_softmax) keep the small masses
+    fixed = run([log_softmax(x) for x in lr], [log_softmax(x) for x in lt], R, pp)
     assert fixed["eps"] == pytest.approx(float(ren["eps"]), rel=1e-12)
     assert abs(fixed["error"]) <= 1e-300 and max(refined_ratios(fixed).values()) <= 1.0
 
 
 # --------------------------------------------------------------------------- helpers and twins
-@given(
-    z=st.lists(st.floats(-3000, 3000), min_size=2, max_size=5),
-    kill=st.lists(st.booleans(), min_size=5, max_size=5),
-)
-@example(z=[0.0, -188.3], kill=[False] * 5)
-@example(z=[1e3, -1e3, 0.0], kill=[False, True, False, False, False])
-def test_log_softmax_log1p_rows_sum_to_one_at_60_digits(z, kill):
-    z = np.array(z)
-    z = np.where(np.array(kill[: len(z)]) & (z < z.max()), -np.inf, z)
-    out = log_softmax_log1p(z)
-    span = float(np.ptp(z[np.isfinite(z)]))
-    with mp.workdps(60 + int(span / 2.3)):  # enough digits to see masses e^-span next to 1
-        m = max(mp.mpf(float(v)) for v in z)
-        lse = m + mp.log(mp.fsum(mp.exp(mp.mpf(float(v)) - m) for v in z))
-        for got, v in zip(out, z):
-            want = mp.mpf(float(v)) - lse
-            if v == -math.inf:
-                assert got == -math.inf
-                continue
-            # a few ulps of the row's scale |z_v - m| (z - m is rounded before the log1p term)
-            tol = 4e-16 * (abs(want) + abs(mp.mpf(float(v)) - m)) + 1e-320
-            assert abs(mp.mpf(float(got)) - want) <= tol, (got, want)
-        top = int(np.argmax(out))
-        small = mp.fsum(mp.exp(mp.mpf(float(g))) for v, g in enumerate(out) if v != top)
-        defect = mp.expm1(mp.mpf(float(out[top]))) + small  # sum_v pi(v) - 1, without cancellation
-        assert abs(defect) <= 1e-15 * small + mp.mpf(2) ** -1074 * 8
-
-
-def test_log_softmax_log1p_rejects_bad_rows():
-    for bad in (
-        np.array([np.nan, 0.0]),
-        np.array([np.inf, 0.0]),
-        np.array([-np.inf, -np.inf]),
-        np.float64(1.0),
-    ):
-        with pytest.raises(ValueError, match="z must"):
-            log_softmax_log1p(bad)
-
-
 @pytest.mark.parametrize("kind", ["dense", "zeros_roll", "zeros_theta"])
 def test_exact_mp_matches_the_float64_engine(kind):
     lr, lt, R, pp = adversarial_pair(np.random.default_rng(7), kind, 2, 2, 3)
@@ -296,3 +258,14 @@ def test_audit_evidence_search_finds_no_violation_and_rechecks_the_worst():
     assert f"{ROUNDING_REL:g}" in ev["description"] and f"{ROUNDING_ABS:g}" in ev["description"]
     with pytest.raises(ValueError, match="kind"):
         adversarial_pair(np.random.default_rng(0), "nope", 1, 2, 2)
+
+
+def test_log_softmax_log1p_is_a_deprecated_alias_of_the_one_log_softmax():
+    from trm_bounds import divergences
+
+    with pytest.warns(DeprecationWarning, match="divergences.log_softmax"):
+        old = refined.log_softmax_log1p
+    assert old is divergences.log_softmax
+    assert "log_softmax_log1p" not in refined.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        refined.nope  # noqa: B018 - the module __getattr__ must not swallow unknown names

@@ -2,16 +2,20 @@
 
 Layers (data flows one way): policies -> pair -> exact quantities (exact, chain) -> bounds ->
 reports (report, paper, figures, cli); beside them: divergences, symbolic, masks, certify,
-mismatch, trainer. sympy-backed names (symbolic, paper) load on first use.
+mismatch, trainer.
+
+Only the numpy-only bound layer loads with the package: `bounds`, and `refined`, which
+registers the ``*_refined`` bounds in ``BOUNDS`` (so ``BOUNDS`` is the same whichever module a
+user imports first). Every other public name loads on first use (PEP 562) from the module
+named in ``_LAZY``, so ``import trm_bounds.bounds`` pulls in neither torch nor sympy.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
+import warnings as _warnings
 
 __version__ = "0.1.0"
 
-from .bounds import (
+from .bounds import (  # noqa: E402 - after __version__, which submodules may read
     BOUNDS,
     PUBLISHED_BOUNDS,
     UNIFIED_OF,
@@ -20,44 +24,57 @@ from .bounds import (
     get_bound,
     register_bound,
 )
-from .chain import (
-    ChainPair,
-    chain_quantities,
-    chain_quantities_batch,
-    chain_to_tree,
-    evaluate_chain_file,
-    tree_to_chain,
-)
-from .divergences import (
-    k1,
-    k2,
-    k3,
-    pinsker_tv,
-    token_kl,
-    token_kl_from_logits,
-    token_tv,
-    token_tv_from_logits,
-)
-from .exact import MASK_RULES, evaluate_pair_file, exact_J, exact_quantities
-from .masks import (
-    METHODS,
-    MaskResult,
-    masked_policy_loss,
-    offpolicy_metrics,
-    rollout_is_weights,
-    rollout_rejection_mask,
-    sequence_mask,
-    trm_mask,
-    vllm_importance_sampling_ratio,
-)
-from .mismatch import MISMATCH_MECHANISMS, Mismatch, RolloutEngine, parse_mismatch
-from .pair import PolicyPair, make_pair, sample_trajectories, token_kl_along, token_logprobs
-from .policies import MoEConfig, MoEPolicy, TabularPolicy, TransformerConfig, TransformerPolicy
-from .refined import REFINED_OF, log_softmax_log1p, tight_pair  # registers the *_refined bounds
-from .trainer import TRAIN_METHODS, TrainConfig, TrainResult, train
+from .refined import REFINED_OF, tight_pair  # noqa: E402 - registers the *_refined bounds
 
-# sympy is slow to import: these names load on first use (PEP 562).
+# public name -> module that defines it; loaded on first access
 _LAZY = {
+    **dict.fromkeys(
+        (
+            "k1",
+            "k2",
+            "k3",
+            "pinsker_tv",
+            "token_kl",
+            "token_kl_from_logits",
+            "token_tv",
+            "token_tv_from_logits",
+        ),
+        "divergences",
+    ),
+    **dict.fromkeys(("MASK_RULES", "evaluate_pair_file", "exact_J", "exact_quantities"), "exact"),
+    **dict.fromkeys(
+        ("PolicyPair", "make_pair", "sample_trajectories", "token_kl_along", "token_logprobs"), "pair"
+    ),
+    **dict.fromkeys(
+        ("MoEConfig", "MoEPolicy", "TabularPolicy", "TransformerConfig", "TransformerPolicy"), "policies"
+    ),
+    **dict.fromkeys(
+        (
+            "ChainPair",
+            "chain_quantities",
+            "chain_quantities_batch",
+            "chain_to_tree",
+            "evaluate_chain_file",
+            "tree_to_chain",
+        ),
+        "chain",
+    ),
+    **dict.fromkeys(
+        (
+            "METHODS",
+            "MaskResult",
+            "masked_policy_loss",
+            "offpolicy_metrics",
+            "rollout_is_weights",
+            "rollout_rejection_mask",
+            "sequence_mask",
+            "trm_mask",
+            "vllm_importance_sampling_ratio",
+        ),
+        "masks",
+    ),
+    **dict.fromkeys(("MISMATCH_MECHANISMS", "Mismatch", "RolloutEngine", "parse_mismatch"), "mismatch"),
+    **dict.fromkeys(("TRAIN_METHODS", "TrainConfig", "TrainResult", "train"), "trainer"),
     **dict.fromkeys(
         ("Derivation", "bound_expr", "lambdify_bound", "derivations", "leading_exponents"), "symbolic"
     ),
@@ -74,12 +91,29 @@ _LAZY = {
         "paper",
     ),
 }
+# deprecated public name -> (module, current name); kept for one release with a warning
+_DEPRECATED = {"log_softmax_log1p": ("divergences", "log_softmax")}
 
 
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _DEPRECATED:
+        module, new = _DEPRECATED[name]
+        _warnings.warn(
+            f"trm_bounds.{name} is deprecated and will be removed in the next release; "
+            f"use trm_bounds.{module}.{new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(f".{module}", __name__), new)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
 
 
 __all__ = [
@@ -141,8 +175,19 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "train",
-    # symbolic, tables, audit (lazy)
-    *_LAZY,
+    # symbolic, tables, audit
+    "Derivation",
+    "bound_expr",
+    "lambdify_bound",
+    "derivations",
+    "leading_exponents",
+    "TableCell",
+    "Claim",
+    "paper_tables",
+    "audit",
+    "register_evidence",
+    "parse_printed",
+    "printed_verdict",
     # halved-constant bounds (THEORY.md section 9)
     "REFINED_OF",
     "log_softmax_log1p",

@@ -467,7 +467,9 @@ class BoundInputs:
         given = _given_labels(source)
         notes = dict(derived_notes or {})
         if set(notes) - set(_DERIVED_SOURCES):
-            raise ValueError(f"derived_notes keys must be among {tuple(_DERIVED_SOURCES)}, got {sorted(notes)}")
+            raise ValueError(
+                f"derived_notes keys must be among {tuple(_DERIVED_SOURCES)}, got {sorted(notes)}"
+            )
 
         def derived(name: str) -> str:
             return _DERIVED_SOURCES[name] + (f"; {notes[name]}" if name in notes else "")

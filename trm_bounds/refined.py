@@ -78,11 +78,15 @@ bounds were reached but not exceeded beyond rounding (worst float64 ratio 1 + 2.
 ones showed float64 ratios |Error| / refined bound up to 2. Recomputed at 60+ digits on the
 renormalised rows, every such pair satisfies every refined bound (`trm_bounds.refined_evidence`,
 tests/test_refined.py). The engine is faithful to its literal input; the fix is at the input:
-`log_softmax_log1p` keeps rows normalised to relative rounding of their small masses.
+`trm_bounds.divergences.log_softmax` (log1p form) keeps rows normalised to relative rounding of
+their small masses.
+
+This module is numpy-only (no torch): it imports nothing above `trm_bounds.bounds`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from types import MappingProxyType
@@ -108,7 +112,6 @@ from .bounds import (
     pm_tv,
     register_bound,
 )
-from .divergences import log_softmax
 
 __all__ = [
     "classical_tv_refined",
@@ -126,7 +129,6 @@ __all__ = [
     "unified_refined",
     "REFINED_OF",
     "REFINED_ROUTE",
-    "log_softmax_log1p",
     "tight_pair",
 ]
 
@@ -259,24 +261,7 @@ for _name, _fn in _REFINED.items():
     register_bound(_name, _fn, replace=True)  # replace=True: re-importing this module is harmless
 
 
-# --------------------------------------------------------------------------- helpers
-def log_softmax_log1p(z: ArrayLike) -> np.ndarray:
-    """log-softmax over the last axis that keeps tiny masses: log pi(v) = z_v - m - log1p(s).
-
-    m = max_v z_v, s = sum_{v != argmax} exp(z_v - m). The usual z - m - log(1 + s) rounds
-    log(1 + s) to 0 once s < 1.1e-16, so the row's probabilities sum to 1 + s in exact
-    arithmetic; here they sum to 1 up to relative rounding of s. The one implementation is
-    `trm_bounds.divergences.log_softmax`, used by every policy and pair builder; this name stays
-    for the proof's context. Shape (..., V) -> (..., V); numpy in, numpy out.
-    """
-    z = np.asarray(z, dtype=np.float64)
-    if z.ndim == 0 or np.isnan(z).any() or np.isposinf(z).any():
-        raise ValueError("z must be a (..., V) array of logits without NaN or +inf")
-    if not np.isfinite(z.max(-1)).all():
-        raise ValueError("z must have a finite entry in every row")
-    return log_softmax(z)
-
-
+# --------------------------------------------------------------------------- tightness example (C)
 def tight_pair(a: Fraction | float, b: Fraction | float) -> dict:
     """The tightness example of section C: exact probabilities for which |Error| = the refined bound.
 
@@ -297,3 +282,18 @@ def tight_pair(a: Fraction | float, b: Fraction | float) -> dict:
         "eps": b,
         "dbar": [a, zero],
     }
+
+
+def __getattr__(name: str):
+    """Deprecated names (PEP 562): ``log_softmax_log1p`` is `trm_bounds.divergences.log_softmax`."""
+    if name == "log_softmax_log1p":
+        warnings.warn(
+            "trm_bounds.refined.log_softmax_log1p is deprecated and will be removed in the next "
+            "release; use trm_bounds.divergences.log_softmax (the same log1p-form log-softmax)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from .divergences import log_softmax  # noqa: PLC0415 - torch loads only for this old name
+
+        return log_softmax
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

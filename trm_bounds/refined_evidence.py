@@ -26,8 +26,9 @@ import mpmath as mp
 import numpy as np
 
 from .bounds import UNIFIED_OF
+from .divergences import log_softmax as log_softmax_log1p  # the one log-softmax (log1p form)
 from .exact import exact_quantities
-from .refined import REFINED_OF, log_softmax_log1p
+from .refined import REFINED_OF
 
 __all__ = [
     "ADVERSARIAL_KINDS",

@@ -236,4 +236,6 @@ def sequence_mask(
     metrics[f"{method}/token_masked_fraction"] = fraction(valid & ~keep_tok, valid)
     metrics[f"{method}/weight_mean"] = float(w.double().sum() / valid.sum()) if valid.any() else 0.0
     metrics.update(extra)
-    return MaskResult(to_output(mask, was_numpy), to_output(row_keep, was_numpy), to_output(w, was_numpy), metrics)
+    return MaskResult(
+        to_output(mask, was_numpy), to_output(row_keep, was_numpy), to_output(w, was_numpy), metrics
+    )

@@ -90,8 +90,6 @@ def _vmean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return _vsum(values, mask, dim) / (count + 1e-8)
 
 
-
-
 # --------------------------------------------------------------------------- verl: rejection mask
 def _parse_rs_options(rollout_rs: Any) -> list[str]:
     if not isinstance(rollout_rs, str) or not rollout_rs.strip():
@@ -276,7 +274,6 @@ def _rs_option_metrics(
     return out
 
 
-
 # --------------------------------------------------------------------------- verl: IS weights
 def _parse_is_threshold(spec: Any) -> tuple[float, float | None]:
     """verl: a number u (TIS, clamp at u) or "lo_up" (IcePop: zero outside [lo, up])."""
@@ -393,7 +390,6 @@ def _is_metrics(w, raw, lr_metrics, m, rollout_is, upper, lower) -> dict[str, fl
     return out
 
 
-
 # --------------------------------------------------------------------------- verl: off-policy metrics
 def offpolicy_metrics(log_prob, rollout_log_prob, response_mask) -> dict[str, float]:
     """verl's ``compute_offpolicy_metrics`` (13 keys, no prefix); per-row means include empty rows as 0.
@@ -437,5 +433,3 @@ def offpolicy_metrics(log_prob, rollout_log_prob, response_mask) -> dict[str, fl
     lsum = clamp_log_ratio(_vsum(lr, m, dim=-1))
     out["chi2_seq"] = (torch.exp(2.0 * lsum).mean() - 1.0).item()
     return out
-
-

@@ -1,0 +1,60 @@
+"""Tests for trm_bounds/__init__.py: lazy public names, the torch-free bound layer, deprecations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import trm_bounds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> str:
+    """Run `code` in a fresh interpreter on this checkout; its stdout (fails the test on error)."""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_bounds_refined_symbolic_load_without_torch():
+    out = _python(
+        "import sys; import trm_bounds.bounds, trm_bounds.refined, trm_bounds.symbolic; "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        "import trm_bounds; print(trm_bounds.__file__)"
+    )
+    assert Path(out.strip()).parent == ROOT / "trm_bounds"  # this checkout, not an installed copy
+
+
+def test_bounds_registry_has_the_refined_keys_whichever_module_loads_first():
+    out = _python(
+        "import sys; from trm_bounds.bounds import BOUNDS; "
+        "print(sorted(BOUNDS)); print('torch' in sys.modules)"
+    )
+    keys, torch_loaded = out.splitlines()
+    assert "'unified_refined'" in keys and "'pm_kl_refined'" in keys and torch_loaded == "False"
+
+
+def test_dir_is_exactly_all_and_every_public_name_resolves():
+    assert dir(trm_bounds) == sorted(trm_bounds.__all__)
+    assert len(set(trm_bounds.__all__)) == len(trm_bounds.__all__)
+    for name in trm_bounds.__all__:
+        if name == "log_softmax_log1p":
+            continue  # deprecated: tested below
+        value = getattr(trm_bounds, name)
+        module = trm_bounds._LAZY.get(name)
+        if module is not None:  # the lazy table points at the module that defines the name
+            assert value is getattr(sys.modules[f"trm_bounds.{module}"], name), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        trm_bounds.nope  # noqa: B018
+
+
+def test_log_softmax_log1p_warns_and_is_the_divergences_log_softmax():
+    from trm_bounds import divergences
+
+    with pytest.warns(DeprecationWarning, match=r"trm_bounds\.divergences\.log_softmax"):
+        old = trm_bounds.log_softmax_log1p
+    assert old is divergences.log_softmax
