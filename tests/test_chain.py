@@ -308,7 +308,7 @@ def test_backend_error():
 def test_batch_equals_single():
     rng = np.random.default_rng(5)
     tr = random_automaton_transition(6, 3, rng)
-    pairs = [random_chain_pair(tr, m, 0.3, 9, seed=i) for i, m in enumerate(["dense", "sparse", "stale"])]
+    pairs = [random_chain_pair(tr, m, 0.3, 9, seed=i) for i, m in enumerate(["dense", "swap", "drift"])]
     for one, many in zip([chain_quantities(p) for p in pairs], chain_quantities_batch(pairs)):
         for k in SHARED_KEYS + ("dtv_seq_upper",):
             assert one[k] == pytest.approx(many[k], rel=1e-13, abs=1e-16)
@@ -406,7 +406,7 @@ def test_horizon_override_and_time_dependent_prefix(tmp_path):
 
 def test_upper_bound_sources_and_relations():
     tr = last_k_transition(3, 2)
-    d = chain_quantities(random_chain_pair(tr, "sparse", 0.3, 200, seed=2))
+    d = chain_quantities(random_chain_pair(tr, "swap", 0.3, 200, seed=2))
     assert d["dtv_seq_upper"] <= min(1.0, sum(d["dbar"])) + 1e-12  # coupling <= hybrid bound
     assert d["dtv_seq_upper"] <= math.sqrt(d["dkl_seq"] / 2) + 1e-12  # Pinsker
     assert d["dtv_seq_max_prompt_upper"] >= d["dtv_seq_upper"] - 1e-15
@@ -425,7 +425,7 @@ def test_families():
     for m in ch.MISMATCHES:
         p = random_chain_pair(tr, m, 0.5, 4, seed=1)
         assert p.logp_theta.shape == (9, 3)
-    sparse = random_chain_pair(tr, "sparse", 0.0, 4, seed=1)
+    sparse = random_chain_pair(tr, "swap", 0.0, 4, seed=1)
     np.testing.assert_array_equal(sparse.logp_roll, sparse.logp_theta)  # no flips: same policy
     z = chain_quantities(sparse)
     assert z["error"] == 0.0 and z["eps"] == 0.0 and z["dtv_seq_upper"] == 0.0
@@ -438,7 +438,7 @@ def test_families():
         (lambda: counter_transition(3, 2, token=5), "token"),
         (lambda: random_automaton_transition(0, 2, np.random.default_rng(0)), "S"),
         (lambda: random_chain_pair(last_k_transition(2, 1), "bogus", 0.1, 3), "mismatch"),
-        (lambda: random_chain_pair(last_k_transition(2, 1), "dense", -1.0, 3), "level"),
+        (lambda: random_chain_pair(last_k_transition(2, 1), "dense", -1.0, 3), "strength"),
         (lambda: random_chain_pair(last_k_transition(2, 1), "dense", 0.1, 3, reward="x"), "reward"),
     ],
 )

@@ -324,7 +324,7 @@ def test_cli_builds_saves_and_reloads_a_pair(tmp_path, capsys):
         "--T",
         "6",
         "--mismatch",
-        "sparse",
+        "reverse",
         "--strength",
         "0.1",
         "--seed",

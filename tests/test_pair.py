@@ -71,7 +71,7 @@ def test_every_mismatch_gives_a_valid_pair_that_differs(mismatch):
         strength = 1.0
     else:
         pol = TabularPolicy(2, 2, 4, seed=1)
-        strength = 0.3 if mismatch != "precision" else 0.0
+        strength = 0.3 if mismatch != "precision" else None  # None: its default, bf16
     pair = make_pair(pol, mismatch, strength, reward=random_reward(pol.P, 2, 4), seed=2)
     assert pair.validate() == (pol.P, 2, 4)
     assert any(not torch.allclose(a, b) for a, b in zip(pair.logp_roll, pair.logp_theta))

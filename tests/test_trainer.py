@@ -212,7 +212,7 @@ def test_every_method_trains_through_trm_bounds_masks(method, monkeypatch):
 def test_quick_training_has_zero_violations_and_an_exact_log(tmp_path):
     """The CI version of the 'done when': a quick run per mismatch mechanism, every step checked, and the
     logged exact numbers reproduced by evaluating the saved pair files independently."""
-    for mm in ("moe=0.1", "precision=bf16", "stale=2", "moe=0.05+precision=fp16+stale=1"):
+    for mm in ("moe=0.1", "precision=bf16", "lag=2", "moe=0.05+precision=fp16+lag=1"):
         cfg = TrainConfig(method="trm-max", mismatch=mm, **QUICK)
         res = train(cfg, out_dir=tmp_path / mm, save_pair_every=3)
         _check_log(res.steps, cfg)
@@ -232,7 +232,7 @@ def test_quick_training_has_zero_violations_and_an_exact_log(tmp_path):
                 assert s[key] == pytest.approx(ex[ref], abs=1e-12), key
             assert s["bound_unified"] == pytest.approx(ex["bounds"]["unified"], rel=1e-9, abs=1e-12)
         lags = [s["lag"] for s in res.steps]
-        k = int(mm.split("stale=")[1][0]) if "stale=" in mm else 0
+        k = int(mm.split("lag=")[1][0]) if "lag=" in mm else 0
         assert lags == [min(i, k) for i in range(cfg.steps)]
 
 
@@ -248,7 +248,7 @@ def test_J_old_follows_J_new_without_staleness():
         assert b["J_old"] == pytest.approx(a["J_new"], abs=1e-14)
 
 
-@pytest.mark.parametrize("mismatch", ["precision=bf16", "moe=0.1", "stale=1"])
+@pytest.mark.parametrize("mismatch", ["precision=bf16", "moe=0.1", "lag=1"])
 def test_certified_mode_never_lets_J_fall_below_J_roll(mismatch):
     cfg = TrainConfig(method="trm-max", mismatch=mismatch, certified=True, max_backtracks=6, **QUICK)
     res = train(cfg)

@@ -77,6 +77,7 @@ import torch
 from ._validate import check_horizon
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
+from .mismatch import MechanismView, resolve_one
 
 __all__ = [
     "ChainPair",
@@ -806,38 +807,13 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return log_softmax(np.asarray(z, dtype=np.float64))  # log1p form: rows sum to 1 even at huge logits
 
 
-def _dense_noise(logits, level, rng):
-    """Backend-like dense noise: every logit moves by level * N(0, 1)."""
-    return logits + level * rng.standard_normal(logits.shape)
-
-
-def _sparse_flips(logits, level, rng):
-    """MoE-like routing flips: in a fraction `level` of the states the top-2 logits swap."""
-    out = logits.copy()
-    flip = rng.random(logits.shape[:-1]) < level
-    order = np.argsort(-logits, axis=-1)
-    i1, i2 = order[..., 0], order[..., 1]
-    rows = np.nonzero(flip)
-    a, b = out[rows + (i1[rows],)].copy(), out[rows + (i2[rows],)].copy()
-    out[rows + (i1[rows],)], out[rows + (i2[rows],)] = b, a
-    return out
-
-
-def _staleness(logits, level, rng):
-    """Parameter lag: the rollout is `level` steps of a fixed update direction G behind,
-    logits_theta = logits_roll + level * G, G iid N(0, 1) shared by every state's update."""
-    G = rng.standard_normal(logits.shape[-1:])  # one direction in token space, low-rank lag
-    G = G + 0.5 * rng.standard_normal(logits.shape)
-    return logits + level * G
-
-
-MISMATCHES = {"dense": _dense_noise, "sparse": _sparse_flips, "stale": _staleness}
+MISMATCHES = MechanismView("chain", lambda m: m.chain)  # {name: (logits, S, rng) -> logits}, mismatch.py
 
 
 def random_chain_pair(
     transition: np.ndarray,
     mismatch: str,
-    level: float,
+    strength,
     T: int,
     seed: int = 0,
     temperature: float = 1.5,
@@ -846,20 +822,19 @@ def random_chain_pair(
     """A random softmax policy on a given chain, and a mismatched copy (MISMATCHES).
 
     pi_roll = softmax(temperature * N(0, 1) logits per state); pi_theta = softmax of the
-    mismatched logits (dense: + level N(0,1); sparse: top-2 swap in a `level` fraction of
-    states; stale: + level * G). Rewards: "final" -> reward_final ~ U(0, 1) per state;
-    "step" -> reward_step ~ U(0, 1); "both" -> each halved. One prompt, start state 0.
+    logits perturbed by `mismatch`, a mechanism of trm_bounds.mismatch that applies to a
+    chain (dense, reverse, swap, drift; old spellings sparse = swap, stale = drift work with a
+    DeprecationWarning) of strength `strength` (None: its default). Rewards: "final" ->
+    reward_final ~ U(0, 1) per state; "step" -> reward_step ~ U(0, 1); "both" -> each halved.
+    One prompt, start state 0.
     """
-    if mismatch not in MISMATCHES:
-        raise ValueError(f"mismatch must be one of {sorted(MISMATCHES)}, got {mismatch!r}")
-    if not (math.isfinite(level) and level >= 0):
-        raise ValueError(f"level must be finite and >= 0, got {level!r}")
+    mech, strength = resolve_one(mismatch, strength, "chain")
     if reward not in ("final", "step", "both"):
         raise ValueError(f"reward must be 'final', 'step' or 'both', got {reward!r}")
     rng = np.random.default_rng(seed)
     S, V = transition.shape
     logits = temperature * rng.standard_normal((S, V))
-    logits_theta = MISMATCHES[mismatch](logits, level, rng)
+    logits_theta = mech.chain(logits, strength, rng)
     rf, rs = rng.random(S), rng.random((S, V))
     scale_f, scale_s = {"final": (1.0, 0.0), "step": (0.0, 1.0), "both": (0.5, 0.5)}[reward]
     return ChainPair(

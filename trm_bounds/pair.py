@@ -10,10 +10,9 @@ leaf ``k`` = the response whose tokens are the base-V digits of ``k``. ``prompt_
 
 In Python a level list is indexed 0-based: ``levels[k]`` is level ``t = k + 1``.
 
-Perturbations (THEORY.md section 8) make pi_roll from the training policy pi_theta:
-``dense`` (logit noise everywhere), ``sparse`` (large flips at a fraction of contexts),
-``staleness`` (pi_roll is the policy one step of exact-gradient ascent *before* pi_theta),
-``precision`` (pi_roll evaluated in bf16/fp16), ``moe`` (router noise of an MoEPolicy).
+`make_pair` makes pi_roll from the training policy pi_theta with a mismatch mechanism of
+`trm_bounds.mismatch` (the one vocabulary, target ``tree``): dense, reverse, swap,
+precision, moe, step. ``MISMATCHES`` is the view {name: what it does} of those.
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .divergences import log_softmax, token_kl
-from .policies import absorb_eos
+from .divergences import token_kl
+from .mismatch import MechanismView, resolve_one
+from .policies import exact_J_tensor  # noqa: F401  (kept importable here: exact.py reads it from pair)
 
 __all__ = [
     "PolicyPair",
@@ -232,108 +232,42 @@ class PolicyPair:
 
 
 # --------------------------------------------------------------------------- construction
-MISMATCHES = {
-    "dense": "pi_roll = softmax(logits + S * N(0, 1)) at every context (S = noise std on logits)",
-    "sparse": "at a fraction S of contexts, pi_roll's logits are reversed in order (a large flip)",
-    "staleness": "pi_theta = pi_roll after one exact-gradient ascent step of size S on J (parameter step)",
-    "precision": "pi_roll = the policy evaluated in bfloat16 (S < 0.5) or float16 (S >= 0.5)",
-    "moe": "pi_roll = the MoE policy with N(0, S^2) noise on its router logits before top-k",
-}
+MISMATCHES = MechanismView("tree", lambda m: f"{m.description} (S = {m.strength}; default {m.default})")
 
 
 def make_pair(
     policy: torch.nn.Module,
     mismatch: str,
-    strength: float,
+    strength=None,
     *,
     reward,
     prompt_probs=None,
     seed: int = 0,
 ) -> PolicyPair:
-    """Build (pi_roll, pi_theta) from `policy` (= pi_theta unless said otherwise) and a perturbation.
+    """Build (pi_roll, pi_theta) from `policy` (= pi_theta unless said otherwise) and a mechanism.
 
     Args:
       policy: any trm_bounds policy (attributes P, V, T; method log_prob_tree).
-      mismatch: one of MISMATCHES (keys); strength: S in the descriptions of MISMATCHES.
+      mismatch: a mechanism of trm_bounds.mismatch that applies to a tree (MISMATCHES keys);
+        old spellings (sparse, staleness) work with a DeprecationWarning.
+      strength: its strength S (None: the mechanism's default); see MISMATCHES.
       reward: (P, V**T) in [0, 1]; prompt_probs: (P,) or None (uniform).
-      seed: seeds the perturbation (dense noise, sparse sites, router noise).
+      seed: seeds the perturbation (dense noise, flip sites, router noise).
 
     Returns:
       PolicyPair of detached float64 CPU tensors.
     """
-    if mismatch not in MISMATCHES:
-        raise ValueError(f"mismatch must be one of {', '.join(MISMATCHES)}, got {mismatch!r}")
-    strength = float(strength)
-    if not np.isfinite(strength) or strength < 0:
-        raise ValueError(f"strength must be finite and >= 0, got {strength:g}")
+    mech, strength = resolve_one(mismatch, strength, "tree")
     P = policy.P
     if prompt_probs is None:
         prompt_probs = torch.full((P,), 1.0 / P, dtype=torch.float64)
     prompt_probs = torch.as_tensor(_as_numpy(prompt_probs, "prompt_probs"))
     reward = torch.as_tensor(_as_numpy(reward, "reward"))
     gen = torch.Generator().manual_seed(int(seed))
-    eos = getattr(policy, "eos", None)
     with torch.no_grad():
         theta = [x.detach() for x in policy.log_prob_tree()]
-    if mismatch == "dense":
-        roll = [
-            absorb_eos(
-                log_softmax(x + strength * torch.randn(x.shape, generator=gen, dtype=x.dtype)),
-                k,
-                eos,
-            )
-            for k, x in enumerate(theta)
-        ]
-    elif mismatch == "sparse":
-        if strength > 1:
-            raise ValueError(
-                f"strength is a fraction of contexts for sparse flips and must be <= 1, got {strength:g}"
-            )
-        roll = []
-        for k, x in enumerate(theta):
-            flip = torch.rand(x.shape[:-1], generator=gen, dtype=torch.float64) < strength
-            roll.append(absorb_eos(torch.where(flip[..., None], x.flip(-1), x), k, eos))
-    elif mismatch == "staleness":
-        roll = theta
-        params = [p for p in policy.parameters() if p.requires_grad]
-        levels = policy.log_prob_tree()
-        J = exact_J_tensor(levels, reward, prompt_probs)
-        grads = torch.autograd.grad(J, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        norm = torch.sqrt(sum((g * g).sum() for g in grads))
-        if float(norm) == 0.0:  # flat J: step in a random direction instead
-            grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
-            norm = torch.sqrt(sum((g * g).sum() for g in grads))
-        old = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p.add_(strength * g / norm)
-            theta = [x.detach() for x in policy.log_prob_tree()]
-            for p, o in zip(params, old):
-                p.copy_(o)
-    elif mismatch == "precision":
-        dtype = torch.bfloat16 if strength < 0.5 else torch.float16
-        with torch.no_grad():
-            roll = [x.detach() for x in policy.log_prob_tree(compute_dtype=dtype)]
-    else:  # moe
-        if not hasattr(policy, "router_margin"):
-            raise ValueError("mismatch 'moe' needs an MoE policy (--policy moe)")
-        with torch.no_grad():
-            roll = [x.detach() for x in policy.log_prob_tree(router_noise_std=strength, generator=gen)]
+    roll, theta = mech.tree(policy, theta, strength, gen, reward, prompt_probs)
     return PolicyPair(tuple(roll), tuple(theta), reward, prompt_probs)
-
-
-def exact_J_tensor(levels: Sequence[torch.Tensor], reward, prompt_probs) -> torch.Tensor:
-    """J(pi) = sum_{x,y} P(x) prod_t pi(y_t|c_t) R(x,y) as a differentiable 0-d tensor.
-
-    levels: T tensors (P, V**(t-1), V) of log-probs; reward (P, V**T); prompt_probs (P,).
-    Forward level by level: d_{t+1}(c, v) = d_t(c) pi(v|c), shape (P, V**t).
-    """
-    d = torch.as_tensor(prompt_probs, dtype=torch.float64, device=levels[0].device)[:, None]  # d_1: (P, 1)
-    for x in levels:
-        d = (d[:, :, None] * torch.exp(x)).reshape(d.shape[0], -1)  # (P, V**t)
-    R = torch.as_tensor(reward, dtype=torch.float64, device=d.device)
-    return (d * R).sum()
 
 
 # --------------------------------------------------------------------------- sampling

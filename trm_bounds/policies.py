@@ -19,7 +19,9 @@ y_1..y_{t-1} are the base-V digits of k (y_1 most significant): the INTERFACES.m
 
 Policies: TabularPolicy (free logits per context), TransformerPolicy (tiny causal
 transformer, config `TransformerConfig`), MoEPolicy (top-k mixture of experts, config
-`MoEConfig`, ``router_margin()`` exposes near-ties).
+`MoEConfig`, ``router_margin()`` exposes near-ties). `make_policy(kind, P, V, T, ...)` is the
+one builder of a policy by its POLICIES name (``exact --policy`` and the trainer both use it);
+`exact_J_tensor` is J of a tree of levels, differentiable.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ __all__ = [
     "context_tokens",
     "after_eos",
     "absorb_eos",
+    "make_policy",
+    "exact_J_tensor",
+    "MOE_N_EXPERTS",
+    "MOE_TOP_K",
+    "MOE_ROUTER_SCALE",
 ]
 
 MAX_LEAVES = 2**26  # largest P * V**T a policy builds (memory guard; the engine itself chunks)
@@ -364,3 +371,53 @@ POLICIES = {
     "transformer": "TransformerPolicy: tiny causal transformer (TransformerConfig)",
     "moe": "MoEPolicy: top-k mixture of experts with a router (MoEConfig)",
 }
+
+
+# --------------------------------------------------------------------------- the one builder
+MOE_N_EXPERTS = 8  # make_policy's MoE: experts E (exact --policy moe and train --policy moe)
+MOE_TOP_K = 2  # experts used per context
+MOE_ROUTER_SCALE = 2.0  # router weight scale (smaller = more near-ties, more routing flips)
+
+
+def make_policy(
+    kind: str,
+    P: int,
+    V: int,
+    T: int,
+    *,
+    eos: int | None = None,
+    seed: int = 0,
+    n_experts: int = MOE_N_EXPERTS,
+    top_k: int = MOE_TOP_K,
+    router_scale: float = MOE_ROUTER_SCALE,
+) -> nn.Module:
+    """The policy named `kind` (a key of POLICIES) on P prompts, vocabulary V, horizon T; float64.
+
+    tabular: TabularPolicy(P, V, T, eos, seed); transformer: TransformerPolicy with the default
+    TransformerConfig; moe: MoEPolicy with `n_experts`, `top_k`, `router_scale` (the MoE
+    arguments are ignored by the other kinds). The same arguments give the same parameters,
+    whichever command asks (``exact --policy``, ``train``).
+    """
+    if kind not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {kind!r}")
+    if kind == "tabular":
+        return TabularPolicy(P, V, T, eos=eos, seed=seed)
+    if kind == "transformer":
+        return TransformerPolicy(TransformerConfig(P=P, V=V, T=T, eos=eos, seed=seed))
+    moe = MoEConfig(
+        P=P, V=V, T=T, eos=eos, seed=seed, n_experts=n_experts, top_k=top_k, router_scale=router_scale
+    )
+    return MoEPolicy(moe)
+
+
+def exact_J_tensor(levels: list[torch.Tensor], reward, prompt_probs) -> torch.Tensor:
+    """J(pi) = sum_{x,y} P(x) prod_t pi(y_t|c_t) R(x,y) as a differentiable 0-d tensor.
+
+    levels: T tensors (P, V**(t-1), V) of log-probs; reward (P, V**T); prompt_probs (P,).
+    Forward level by level: d_{t+1}(c, v) = d_t(c) pi(v|c), shape (P, V**t).
+    """
+    d = torch.as_tensor(prompt_probs, dtype=torch.float64, device=levels[0].device)[:, None]  # d_1: (P, 1)
+    for x in levels:
+        d = (d[:, :, None] * torch.exp(x)).reshape(d.shape[0], -1)  # (P, V**t)
+    R = torch.as_tensor(reward, dtype=torch.float64, device=d.device)
+    return (d * R).sum()

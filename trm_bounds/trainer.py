@@ -48,7 +48,7 @@ from .divergences import token_kl
 from .exact import exact_J, exact_quantities
 from .mismatch import RolloutEngine, parse_mismatch
 from .pair import PolicyPair, sample_trajectories, token_kl_along, token_logprobs
-from .policies import POLICIES, MoEConfig, MoEPolicy, TabularPolicy, TransformerConfig, TransformerPolicy
+from .policies import MOE_N_EXPERTS, MOE_ROUTER_SCALE, MOE_TOP_K, POLICIES, make_policy
 from .rewards import REWARDS, make_reward
 
 __all__ = [
@@ -161,16 +161,18 @@ class TrainConfig:
     """Everything one training run depends on (written to config.json)."""
 
     method: str = "trm-max"  # key of TRAIN_METHODS
-    mismatch: str = "moe"  # mismatch spec, e.g. "moe", "precision=fp16+stale=2", "none"
+    mismatch: str = (
+        "moe"  # rollout-engine mismatch spec (trm_bounds.mismatch), e.g. "moe", "precision=fp16+lag=2"
+    )
     policy: str = "moe"  # key of trm_bounds.policies.POLICIES
     reward: str = "match"  # key of trm_bounds.rewards.REWARDS
     P: int = 3  # prompts (uniform prompt law)
     V: int = 4  # vocabulary, EOS included
     T: int = 5  # horizon
     eos: int | None = 0  # absorbing EOS token id (variable length) or None
-    n_experts: int = 8  # MoE policy: experts E
-    top_k: int = 2  # MoE policy: experts used per context
-    router_scale: float = 2.0  # MoE policy: router weight scale (smaller = more near-ties)
+    n_experts: int = MOE_N_EXPERTS  # MoE policy: experts E (make_policy's default, as exact --policy moe)
+    top_k: int = MOE_TOP_K  # MoE policy: experts used per context
+    router_scale: float = MOE_ROUTER_SCALE  # MoE policy: router weight scale (smaller = more near-ties)
     steps: int = 60  # optimizer steps
     n_groups: int = 8  # prompts sampled per step
     group_size: int = 8  # G responses per prompt
@@ -279,16 +281,11 @@ def _choice(name: str, value, choices) -> None:
 
 # --------------------------------------------------------------------------- pieces
 def build_policy(cfg: TrainConfig) -> torch.nn.Module:
-    """The policy of `cfg` (tabular / tiny transformer / MoE), seeded by cfg.seed, float64."""
-    if cfg.policy == "tabular":
-        return TabularPolicy(cfg.P, cfg.V, cfg.T, eos=cfg.eos, seed=cfg.seed)
-    if cfg.policy == "transformer":
-        return TransformerPolicy(TransformerConfig(P=cfg.P, V=cfg.V, T=cfg.T, eos=cfg.eos, seed=cfg.seed))
-    moe = MoEConfig(
-        P=cfg.P, V=cfg.V, T=cfg.T, eos=cfg.eos, seed=cfg.seed,
+    """The policy of `cfg` (tabular / tiny transformer / MoE), seeded by cfg.seed, float64: `make_policy`."""
+    return make_policy(
+        cfg.policy, cfg.P, cfg.V, cfg.T, eos=cfg.eos, seed=cfg.seed,
         n_experts=cfg.n_experts, top_k=cfg.top_k, router_scale=cfg.router_scale,
     )  # fmt: skip
-    return MoEPolicy(moe)
 
 
 def group_advantages(

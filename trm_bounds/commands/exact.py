@@ -3,10 +3,10 @@
 Three sources (exactly one):
   --pair FILE.npz    a tabular pair in the INTERFACES.md layout;
   --chain FILE.npz   a finite-state pair (trm_bounds.chain; --T overrides its horizon);
-  --policy NAME      build one: a policy (tabular / transformer / moe) of --P, --V, --T,
-                     a reward family, and a mismatch (dense / sparse / staleness /
-                     precision / moe) of --strength, seeded by --seed; --save-pair OUT.npz
-                     writes the generated pair in the tabular layout.
+  --policy NAME      build one: a policy (tabular / transformer / moe, the trainer's
+                     builder) of --P, --V, --T, a reward family, and a --mismatch mechanism
+                     of --strength (--list-mismatch lists them), seeded by --seed;
+                     --save-pair OUT.npz writes the generated pair in the tabular layout.
 Prints one JSON object (INTERFACES.md keys). Bad input: one line on stderr, exit 2.
 """
 
@@ -16,13 +16,13 @@ import argparse
 from pathlib import Path
 
 from .._json import dumps
+from ._mismatch_args import add_mismatch_arguments, print_notes, resolve_mismatch_args
 
 HELP = "exact J, surrogate, error, divergences and bounds of a policy pair (JSON)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..exact import MASK_RULES
-    from ..pair import MISMATCHES
     from ..policies import POLICIES
     from ..rewards import REWARDS
 
@@ -36,12 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--T", type=int, default=None, help="horizon (with --policy: default 8; with --chain: override)"
     )
     p.add_argument("--eos", type=int, default=None, help="absorbing EOS token id (with --policy)")
-    p.add_argument(
-        "--mismatch", choices=sorted(MISMATCHES), default="dense", help="perturbation making pi_roll"
-    )
-    p.add_argument(
-        "--strength", type=float, default=0.1, help="perturbation strength S (see --help-mismatch)"
-    )
+    add_mismatch_arguments(p, default="dense", target_help="with --policy: makes pi_roll from the policy")
     p.add_argument(
         "--reward", choices=sorted(REWARDS), default="random", help="reward family (with --policy)"
     )
@@ -58,7 +53,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", action="store_true", help="print JSON (the only output format; kept for clarity)"
     )
-    p.epilog = "mismatches: " + "; ".join(f"{k}: {v}" for k, v in MISMATCHES.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("save_pair: only with --policy (a --pair file is already saved)")
         out = evaluate_pair_file(args.pair, **kwargs)
     else:
-        pair = build_pair(args)
+        pair, notes = build_pair(args, with_notes=True)
         out = exact_quantities(pair.logp_roll, pair.logp_theta, pair.reward, pair.prompt_probs, **kwargs)
+        print_notes(notes, "trm-bounds exact")
         out["generated"] = {
             k: getattr(args, k)
             for k in ("policy", "P", "V", "T", "eos", "mismatch", "strength", "reward", "seed")
@@ -90,19 +85,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_pair(args: argparse.Namespace):
-    """The PolicyPair that --policy ... describes (validated arguments, seeded)."""
+def build_pair(args: argparse.Namespace, with_notes: bool = False):
+    """The PolicyPair that --policy ... describes (validated arguments, seeded); with_notes: and
+    the notes on old mismatch spellings."""
     from ..pair import make_pair
-    from ..policies import MoEConfig, MoEPolicy, TabularPolicy, TransformerConfig, TransformerPolicy
+    from ..policies import make_policy
     from ..rewards import make_reward
 
+    ((mech, strength),), notes = resolve_mismatch_args(args, "tree")
+    args.mismatch, args.strength = mech.name, strength  # the canonical spelling, in "generated" too
     args.T = 8 if args.T is None else args.T
     P, V, T = args.P, args.V, args.T
-    if args.policy == "tabular":
-        policy = TabularPolicy(P, V, T, eos=args.eos, seed=args.seed)
-    elif args.policy == "transformer":
-        policy = TransformerPolicy(TransformerConfig(P=P, V=V, T=T, eos=args.eos, seed=args.seed))
-    else:
-        policy = MoEPolicy(MoEConfig(P=P, V=V, T=T, eos=args.eos, seed=args.seed, router_scale=0.3))
+    policy = make_policy(args.policy, P, V, T, eos=args.eos, seed=args.seed)
     reward = make_reward(args.reward, P, V, T, seed=args.seed, eos=args.eos)
-    return make_pair(policy, args.mismatch, args.strength, reward=reward, seed=args.seed)
+    pair = make_pair(policy, mech.name, strength, reward=reward, seed=args.seed)
+    return (pair, notes) if with_notes else pair

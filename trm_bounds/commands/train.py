@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 from .._json import dumps
-from ..mismatch import MISMATCH_MECHANISMS
 from ..trainer import ADVANTAGES, TRAIN_METHODS, TrainConfig, train
+from ._mismatch_args import add_mismatch_arguments, print_notes, resolve_mismatch_args
 
 HELP = "policy-gradient training with mismatch, masks and exact per-step certificates (steps.jsonl)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
+    mismatch_default = next(f.default for f in fields(TrainConfig) if f.name == "mismatch")  # a bare name
     p.add_argument("--method", default=d.method, help=f"one of: {', '.join(TRAIN_METHODS)}")
-    p.add_argument(
-        "--mismatch",
-        default=d.mismatch,
-        help="'none' or mechanisms joined by '+', each optionally name=strength: "
-        f"{', '.join(MISMATCH_MECHANISMS)} (e.g. moe=0.1+precision=fp16+stale=2)",
+    add_mismatch_arguments(
+        p,
+        default=mismatch_default,
+        target_help="the rollout engine's: 'none', or several joined by '+', e.g. moe+lag",
     )
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -59,9 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"out: {args.out} exists and is not a directory")
+    chosen, notes = resolve_mismatch_args(args, "engine")
+    spec = "+".join(f"{mech.name}={s}" for mech, s in chosen) or "none"
     cfg = TrainConfig(
         method=args.method,
-        mismatch=args.mismatch,
+        mismatch=spec,
         policy=args.policy,
         reward=args.reward,
         P=args.P,
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         max_backtracks=args.max_backtracks,
         seed=args.seed,
     )
+    print_notes(notes, "trm-bounds train")
     result = train(cfg, out_dir=args.out, save_pair_every=args.save_pair_every, progress=not args.no_progress)
     (args.out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     print(dumps({"out": str(args.out), "config": cfg.to_json(), "summary": result.summary}, indent=2))
