@@ -1,8 +1,18 @@
 """trm_bounds: verify, measure and apply the error bounds of Trust Region Masking (TRM).
 
-Layers (data flows one way): policies -> pair -> exact quantities (exact, chain) -> bounds ->
-reports (report, paper, figures, cli); beside them: divergences, symbolic, masks, certify,
-mismatch, trainer. sympy-backed names (symbolic, paper) load on first use.
+Layers (data flows one way, down this list; a module imports only from its own layer or above):
+
+1. maths: divergences, bounds (+ refined: halved constants), symbolic (sympy);
+2. policies and pairs: policies, pair, mismatch, adversarial (random pairs for tests/evidence);
+3. exact quantities: exact (general engine), exact_batch (many tiny pairs), exact_mp (mpmath),
+   chain (finite-state chains);
+4. applications: masks, certify, trainer;
+5. reports: report (scaling figure), studies/ (error_vs_horizon, training), audit/ (printed,
+   tables, search, evidence/, outputs, claim, claims_bounds, claims_practice, claims);
+6. jobs (the figure jobs, listed once), figures (`trm-bounds figures`), cli + commands/.
+
+sympy-backed names (symbolic, the audit) load on first use. `trm_bounds.paper` is a
+deprecated alias of the audit wing.
 """
 
 from __future__ import annotations
@@ -61,22 +71,16 @@ _LAZY = {
     **dict.fromkeys(
         ("Derivation", "bound_expr", "lambdify_bound", "derivations", "leading_exponents"), "symbolic"
     ),
-    **dict.fromkeys(
-        (
-            "TableCell",
-            "Claim",
-            "paper_tables",
-            "audit",
-            "register_evidence",
-            "parse_printed",
-            "printed_verdict",
-        ),
-        "paper",
-    ),
+    **dict.fromkeys(("TableCell", "paper_tables"), "audit.tables"),
+    **dict.fromkeys(("parse_printed", "printed_verdict"), "audit.printed"),
+    **dict.fromkeys(("Claim", "register_evidence"), "audit.claim"),
+    "audit": "audit",  # the package itself, callable like the function (trm_bounds.audit)
 }
 
 
 def __getattr__(name):
+    if name == "audit":
+        return importlib.import_module(".audit", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,11 +11,12 @@ What it measures, all exactly with the finite-state DP engine (`trm_bounds.chain
    and |Error| / unified bound.
 3. Ratio distributions: |Error| / bound over many random automata, mechanisms, levels and T.
 
-    python experiments/error_vs_horizon.py [--quick] [--out paper_figures]
+    python experiments/error_vs_horizon.py [--quick] [--out paper_figures]   (`main`)
 
 Writes error_vs_horizon.{png,pdf,csv}, error_vs_horizon_map.{png,pdf,csv},
 error_vs_horizon_ratios.{png,pdf,csv} and error_vs_horizon.json (every plotted number,
-slopes, vacuous horizons, worst ratios). `trm-bounds figures` runs it (figures_job).
+slopes, vacuous horizons, worst ratios). `trm-bounds figures` runs it (`figures_job`, job
+``experiments/error_vs_horizon``).
 Default: about 2-3 minutes on 2 CPU cores; --quick: a few seconds.
 """
 
@@ -26,16 +27,12 @@ import csv
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from trm_bounds._json import dumps  # noqa: E402
-from trm_bounds.bounds import PUBLISHED_BOUNDS  # noqa: E402
-from trm_bounds.chain import (  # noqa: E402
+from .._json import dumps
+from ..bounds import PUBLISHED_BOUNDS
+from ..chain import (
     MISMATCHES,
     ChainPair,
     chain_quantities_batch,
@@ -44,7 +41,11 @@ from trm_bounds.chain import (  # noqa: E402
     random_automaton_transition,
     random_chain_pair,
 )
+from . import pyplot
 
+__all__ = ["run_study", "figures_job", "main", "RESULTS_JSON"]
+
+RESULTS_JSON = "error_vs_horizon.json"  # read back by trm_bounds.audit.evidence.chain
 MECHANISMS = {  # name -> (mismatch kind, level, label)
     "dense": ("dense", 0.02, "dense logit noise, sigma = 0.02 (backend numerics)"),
     "sparse": ("sparse", 0.05, "top-2 flips in 5% of states (MoE routing)"),
@@ -259,6 +260,7 @@ _STYLE = {
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[str]:
+    plt = pyplot()
     fig.savefig(out_dir / f"{stem}.png", dpi=130, bbox_inches="tight")
     fig.savefig(out_dir / f"{stem}.pdf", bbox_inches="tight")
     plt.close(fig)
@@ -266,6 +268,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[str]:
 
 
 def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
+    plt = pyplot()
     fams = list(FAMILIES)
     fig, axes = plt.subplots(len(fams), len(MECHANISMS), figsize=(5.2 * len(MECHANISMS), 4.4 * len(fams)))
     for row, fam in enumerate(fams):
@@ -310,6 +313,7 @@ def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
 
 
 def plot_map(m: dict, out_dir: Path) -> list[str]:
+    plt = pyplot()
     names = sorted({x for x in m["tightest"].ravel()})
     code = np.vectorize(names.index)(m["tightest"])
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -333,6 +337,7 @@ def plot_map(m: dict, out_dir: Path) -> list[str]:
 
 
 def plot_ratios(rr: dict, out_dir: Path) -> list[str]:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.4))
     bins = np.logspace(-12, 0.5, 60)
     for b in ("classical_kl", "pm_kl", "mix_kl", "mix_tv", "coupling", "adaptive_star", "unified"):
@@ -416,7 +421,7 @@ def write_tables(sweep, m, rr, cfg, out_dir: Path, seconds: float) -> list[str]:
         },
         "random_pairs": {"instances": len(rr["rows"]), "worst_ratio": rr["worst"]},
     }
-    (out_dir / "error_vs_horizon.json").write_text(dumps(summary, indent=1) + "\n")
+    (out_dir / RESULTS_JSON).write_text(dumps(summary, indent=1) + "\n")
     return [
         "error_vs_horizon.csv",
         "error_vs_horizon_map.csv",
@@ -483,7 +488,3 @@ def main(argv=None) -> int:
     for rec in run_study(args.out, args.quick):
         print(args.out / rec["path"])
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

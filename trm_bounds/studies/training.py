@@ -15,10 +15,10 @@ What it measures, on the exact environment (MoE policy, P = 3 prompts, V = 4 wit
 Every step's certificate (L' > B*) and violation (certified but J_new <= J_roll) are counted; the
 totals go to train_figures.json (they feed the audit, claims C13, C18, C24).
 
-Command: ``python experiments/train_figures.py [--quick] [--out paper_figures]`` (also run by
-``trm-bounds figures``). Writes into OUT/training/: fig1_token_is_vs_ppo, fig2_trm_vs_ppo,
-fig3_single_vs_combined, length_bias, certified_mode (.png + .pdf each), curves.csv (every step of
-every run), length_bias.csv, train_figures.json (per-run summaries and totals).
+Run by ``trm-bounds figures`` (job ``experiments/train_figures``) and by the script
+``python experiments/train_figures.py [--quick] [--out paper_figures]`` (`main`).
+Writes into OUT/training/: fig1_token_is_vs_ppo, fig2_trm_vs_ppo, fig3_single_vs_combined,
+length_bias, certified_mode (.png + .pdf each), curves.csv (every step of every run), length_bias.csv, train_figures.json (per-run summaries and totals).
 """
 
 from __future__ import annotations
@@ -29,20 +29,18 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from .. import masks
+from ..mismatch import RolloutEngine
+from ..pair import sample_trajectories, token_kl_along, token_logprobs
+from ..policies import MoEConfig, MoEPolicy
+from ..trainer import TrainConfig, _response_mask, train
+from . import pyplot
 
-from trm_bounds import masks  # noqa: E402
-from trm_bounds.mismatch import RolloutEngine  # noqa: E402
-from trm_bounds.pair import sample_trajectories, token_kl_along, token_logprobs  # noqa: E402
-from trm_bounds.policies import MoEConfig, MoEPolicy  # noqa: E402
-from trm_bounds.trainer import TrainConfig, _response_mask, train  # noqa: E402
-from trm_bounds.trainer_evidence import tally_by_threshold  # noqa: E402
+__all__ = ["SUBDIR", "run_training", "length_bias", "totals", "tally_by_threshold", "figures_job", "main"]
 
 SUBDIR = "training"
 SEEDS = (0, 1, 2)
@@ -170,6 +168,7 @@ def _band(ax, runs: list[dict], key: str, label: str, color, ls="-", smooth: int
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
+    plt = pyplot()
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.tight_layout()
     for p in paths:
@@ -179,6 +178,7 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
 
 
 def plot_training_figure(results: list[dict], stem: str, out: Path) -> list[Path]:
+    plt = pyplot()
     title, labels = FIGURES[stem]
     fig, axes = plt.subplots(len(REGIMES), 2, figsize=(10, 3.2 * len(REGIMES)), squeeze=False)
     colors = plt.cm.tab10.colors
@@ -201,6 +201,7 @@ def plot_training_figure(results: list[dict], stem: str, out: Path) -> list[Path
 
 
 def plot_certified(results: list[dict], out: Path) -> list[Path]:
+    plt = pyplot()
     n = len(CERTIFIED_REGIMES)
     fig, axes = plt.subplots(n, 2, figsize=(10, 3.1 * n), squeeze=False)
     for i, reg in enumerate(CERTIFIED_REGIMES):
@@ -224,6 +225,7 @@ def plot_certified(results: list[dict], out: Path) -> list[Path]:
 
 
 def plot_length_bias(rows: list[dict], out: Path) -> list[Path]:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for j, label in enumerate(LENGTH_METHODS):
         sub = [r for r in rows if r["method"] == label]
@@ -295,6 +297,28 @@ def totals(results: list[dict]) -> dict:
     )
     tot["trm_max_by_threshold"] = by_thr
     return tot
+
+
+def tally_by_threshold(runs) -> dict[str, dict]:
+    """Per TRM-Max threshold: steps, steps with acceptance >= 70%, those of them whose exact global
+    max token KL (`delta_mismatch`, pi_roll vs pi_theta_old) exceeded the threshold, steps with
+    B* < 1, and certified steps (C18, C24 evidence).
+
+    runs: iterable of (threshold, list of step-log dicts with keys certified, bound_unified,
+    acceptance, delta_mismatch).
+    """
+    by_thr: dict[str, dict] = {}
+    for thr, steps in runs:
+        keys = ("steps", "acc_ge_0.7", "acc_ge_0.7_but_delta_above", "bound_below_1", "certified")
+        d = by_thr.setdefault(str(thr), dict.fromkeys(keys, 0))
+        for s in steps:
+            d["steps"] += 1
+            d["certified"] += bool(s["certified"])
+            d["bound_below_1"] += s["bound_unified"] < 1
+            if s["acceptance"] >= 0.7:
+                d["acc_ge_0.7"] += 1
+                d["acc_ge_0.7_but_delta_above"] += s["delta_mismatch"] > thr
+    return by_thr
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -405,7 +429,3 @@ def main(argv: list[str] | None = None) -> int:
     tot = json.loads((args.out / SUBDIR / "train_figures.json").read_text())["totals"]
     print(json.dumps(tot, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

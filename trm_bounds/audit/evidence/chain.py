@@ -1,7 +1,7 @@
-"""Audit evidence from the chain DP engine (claims C01 and C11; hooked by trm_bounds.paper).
+"""Audit evidence from the chain DP engine (claims C01 and C11 of `trm_bounds.audit.claims`).
 
 Reads the study's results `paper_figures/error_vs_horizon.json` when present (written by
-`experiments/error_vs_horizon.py` / `trm-bounds figures`); otherwise computes a small version
+`trm_bounds.studies.error_vs_horizon`, run by `trm-bounds figures`); otherwise computes a small version
 of the same measurements (a few seconds). Every number is a measurement on exact DP values,
 not a proof.
 """
@@ -14,15 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ._outputs import find_output, output_dirs
-from .bounds import PUBLISHED_BOUNDS
-from .chain import chain_quantities_batch, last_k_transition, random_automaton_transition, random_chain_pair
+from ...bounds import PUBLISHED_BOUNDS
+from ...chain import chain_quantities_batch, last_k_transition, random_automaton_transition, random_chain_pair
+from ...studies.error_vs_horizon import RESULTS_JSON as RESULTS
+from ..outputs import find_output, output_dirs
 
-RESULTS = "error_vs_horizon.json"  # looked up by trm_bounds._outputs.find_output
+__all__ = ["c01_evidence", "c11_evidence", "RESULTS", "C11_FAMILIES"]
 
 
 def _search_dirs() -> tuple[Path, ...]:
-    """Where the study's JSON is looked for (`trm_bounds._outputs`); tests replace this."""
+    """Where the study's JSON is looked for (`trm_bounds.audit.outputs`); tests replace this."""
     return output_dirs()
 
 
@@ -71,7 +72,7 @@ def _study() -> dict:
         "sweep": sweep,
         "random_pairs": {"instances": n, "worst_ratio": worst},
         "source": (
-            f"small recomputation ({n} random pairs; experiments/error_vs_horizon.py runs the full study)"
+            f"small recomputation ({n} random pairs; trm_bounds.studies.error_vs_horizon runs the full study)"
         ),
     }
 
