@@ -18,7 +18,8 @@ totals go to train_figures.json (they feed the audit, claims C13, C18, C24).
 Run by ``trm-bounds figures`` (job ``experiments/train_figures``) and by the script
 ``python experiments/train_figures.py [--quick] [--out paper_figures]`` (`main`).
 Writes into OUT/training/: fig1_token_is_vs_ppo, fig2_trm_vs_ppo, fig3_single_vs_combined,
-length_bias, certified_mode (.png + .pdf each), curves.csv (every step of every run), length_bias.csv, train_figures.json (per-run summaries and totals).
+length_bias, certified_mode (.png + .pdf each), curves.csv (every step of every run),
+length_bias.csv, train_figures.json (per-run summaries and totals).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 `trm_bounds.audit.claims` imports the ``cNN_evidence`` functions. Each returns
 ``{"evidence": str, ...numbers}`` measured in exact training runs: read from the JSON
 that the training study (`trm_bounds.studies.training`) wrote
-(``paper_figures/training/train_figures.json``) when it exists, otherwise from a tiny training run made here (a few seconds). The text says which.
+(``paper_figures/training/train_figures.json``) when it exists, otherwise from a tiny
+training run made here (a few seconds). The text says which.
 """
 
 from __future__ import annotations
