@@ -22,8 +22,9 @@ Kinds (`ADVERSARIAL_KINDS`), each stressing one step of the proofs:
   a check with an absolute slack would be vacuous;
 - ``near_tied``: `tight_pair` itself embedded in a random pair (levels 1 and 2 of
   pi_roll uniform, of pi_theta tilted by a <= b, parity reward; V = 2 and T = 2 whatever is
-  asked), where |Error| = 2 a b is exactly half of adaptive_tv and of coupling: a check
-  with the halved bounds of `trm_bounds.refined` is tied to rounding.
+  asked), where |Error| = 2 a b is exactly half of adaptive_tv (and of coupling when a = b,
+  drawn in half of the pairs): a check against the halved bounds of `trm_bounds.refined` is
+  tied to rounding.
 
 `adversarial_pair(rng, kind, P, V, T)` draws one pair; `adversarial_pairs(n, seed, ...)` yields
 n of them with the kinds in turn. The first seven kinds consume the generator exactly as
@@ -183,14 +184,16 @@ def _shrink_to_delta(lr: list, lt: list, delta_max: float) -> list:
 
 
 def _near_tied(rng: np.random.Generator, P: int, V: int, T: int) -> Pair:
-    """`refined.tight_pair(a, b)` on prompt 0 (T = 2, V = 2 forced), random a <= b in (0, 1/2).
+    """`refined.tight_pair(a, b)` (T = 2, V = 2 forced), random a <= b in (0, 1/2), a = b half the time.
 
-    The other prompts (if P > 1) copy it; P(x) is uniform. |Error| = 2 a b exactly.
+    Every prompt (P of them) gets the same pair; P(x) is uniform. |Error| = 2 a b exactly.
     """
     del V, T  # the tightness example has V = 2, T = 2
     from .refined import tight_pair
 
     a, b = np.sort(rng.uniform(0.01, 0.49, 2))
+    if rng.random() < 0.5:
+        a = b
     tp = tight_pair(float(a), float(b))
     lr = [np.log(np.repeat(np.asarray(x, dtype=np.float64), P, axis=0)) for x in tp["roll"]]
     lt = [np.log(np.repeat(np.asarray(x, dtype=np.float64), P, axis=0)) for x in tp["theta"]]
