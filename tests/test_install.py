@@ -28,18 +28,12 @@ def test_wheel_install_runs_an_experiment_job(tmp_path):
         assert res.returncode == 0, f"{cmd}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
         return res
 
-    run(
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(wheels),
-        ".",
-    )
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(REPO / "trm_bounds", src / "trm_bounds", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    pip_wheel = ("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), ".")
+    run(sys.executable, *pip_wheel, cwd=src)
     (wheel,) = wheels.glob("trm_bounds-*.whl")
     run(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
     py = venv / "bin" / "python"
