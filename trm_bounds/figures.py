@@ -21,17 +21,26 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from .audit.outputs import FIGURES_DIR_ENV
-from .jobs import JOBS, Job
 
-__all__ = ["make_figures", "all_jobs", "JOBS"]
+if TYPE_CHECKING:
+    from .jobs import Job
+
+__all__ = ["make_figures", "all_jobs"]
 
 
 def all_jobs() -> dict[str, Job]:
-    """Every job `trm-bounds figures` runs, in order (`trm_bounds.jobs.JOBS`, a copy)."""
+    """Every job `trm-bounds figures` runs, in order (`trm_bounds.jobs.JOBS`, a copy).
+
+    Imported here, not at the top: the jobs pull in torch, sympy and matplotlib, which
+    `import trm_bounds.figures` alone should not.
+    """
+    from .jobs import JOBS
+
     return dict(JOBS)
 
 
