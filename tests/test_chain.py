@@ -595,7 +595,7 @@ def test_matches_exact_engine(seed, T, P, time_dep, zeros):
 
 # --------------------------------------------------------------------------- audit evidence
 def test_chain_evidence_small_recomputation(monkeypatch, tmp_path):
-    from trm_bounds import chain_evidence as ev
+    from trm_bounds.audit.evidence import chain as ev
 
     monkeypatch.setattr(ev, "_search_dirs", lambda: (tmp_path,))  # no study JSON there
     ev._study.cache_clear()

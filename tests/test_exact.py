@@ -404,7 +404,7 @@ def test_torch_inputs_with_grad_are_accepted():
 
 
 def test_c01_evidence_covers_every_published_bound_and_holds():
-    from trm_bounds.exact_evidence import c01_evidence
+    from trm_bounds.audit.evidence.exact import c01_evidence
 
     ev = c01_evidence()
     assert set(ev) == set(PUBLISHED_BOUNDS)

@@ -1,4 +1,4 @@
-"""Tests for trm_bounds/refined.py (halved-constant bounds) and trm_bounds/refined_evidence.py.
+"""Tests for trm_bounds/refined.py (halved-constant bounds) and trm_bounds/audit/evidence/refined.py.
 
 The proof is written in refined.py's docstring; these tests try hard to break it numerically:
 hypothesis searches adversarial exact pairs (with target() on |Error| / bound), a tight family
@@ -25,16 +25,11 @@ from trm_bounds.bounds import BOUNDS, PUBLISHED_BOUNDS, UNIFIED_OF, BoundInputs,
 from trm_bounds.divergences import log_softmax
 from trm_bounds.exact import exact_quantities
 from trm_bounds.refined import REFINED_OF, tight_pair
-from trm_bounds.refined_evidence import (
-    ADVERSARIAL_KINDS,
-    ROUNDING_ABS,
-    ROUNDING_REL,
-    _published_mp,
-    adversarial_pair,
-    exact_mp,
-    halved_constants_evidence,
-    refined_ratios,
-)
+from trm_bounds.adversarial import ADVERSARIAL_KINDS, adversarial_pair
+from trm_bounds.audit.evidence import ROUNDING_ABS, ROUNDING_REL
+from trm_bounds.audit.evidence.refined import halved_constants_evidence, refined_ratios
+from trm_bounds.exact_mp import exact_mp
+from trm_bounds.exact_mp import published_mp as _published_mp
 
 
 def run(lr, lt, R, pp):

@@ -341,7 +341,7 @@ def test_cli_train_errors_exit_2_with_one_line(tmp_path, capsys, extra, match):
 
 # --------------------------------------------------------------------------- audit evidence, the experiment
 def test_evidence_from_a_tiny_run_when_no_figures_exist(tmp_path, monkeypatch):
-    from trm_bounds import trainer_evidence as te
+    from trm_bounds.audit.evidence import trainer as te
 
     monkeypatch.setattr(te, "_search_dirs", lambda: (tmp_path,))
     te.training_evidence.cache_clear()
@@ -355,7 +355,7 @@ def test_evidence_from_a_tiny_run_when_no_figures_exist(tmp_path, monkeypatch):
 
 
 def test_evidence_reads_the_experiment_json(tmp_path, monkeypatch):
-    from trm_bounds import trainer_evidence as te
+    from trm_bounds.audit.evidence import trainer as te
 
     tot = {"runs": 2, "steps": 10, "certified_steps": 3, "violations": 0, "certified_mode": {"steps": 5},
            "trm_max_by_threshold": {"0.05": {"steps": 4, "acc_ge_0.7": 2, "acc_ge_0.7_but_delta_above": 1,
@@ -374,12 +374,8 @@ def test_evidence_reads_the_experiment_json(tmp_path, monkeypatch):
 def test_quick_experiment_has_zero_violations_and_certified_mode_holds(tmp_path):
     """The CI variant of experiments/train_figures.py: every output written, zero violations, and in
     certified mode no applied update leaves exact J below J(roll)."""
-    import importlib.util
+    from trm_bounds.studies import training as mod
 
-    path = __import__("pathlib").Path(__file__).resolve().parent.parent / "experiments" / "train_figures.py"
-    spec = importlib.util.spec_from_file_location("train_figures_under_test", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     records = mod.figures_job(tmp_path, quick=True)
     for rec in records:
         assert (tmp_path / rec["path"]).is_file() and rec["shows"]

@@ -1,13 +1,22 @@
 """trm_bounds: verify, measure and apply the error bounds of Trust Region Masking (TRM).
 
-Layers (data flows one way): policies -> pair -> exact quantities (exact, chain) -> bounds ->
-reports (report, paper, figures, cli); beside them: divergences, symbolic, masks, certify,
-mismatch, trainer.
+Layers (data flows one way, down this list; a module imports only from its own layer or above):
+
+1. maths: divergences, bounds (+ refined: halved constants), symbolic (sympy), confidence;
+2. policies and pairs: policies, pair, mismatch, adversarial (random pairs for tests/evidence);
+3. exact quantities: exact (general engine), exact_batch (many tiny pairs), exact_mp (mpmath),
+   chain (finite-state chains);
+4. applications: masks/, certify, trainer;
+5. reports: report (scaling figure), studies/ (error_vs_horizon, training), audit/ (printed,
+   tables, search, evidence/, outputs, claim, claims_bounds, claims_practice, claims);
+6. jobs (the figure jobs, listed once), figures (`trm-bounds figures`), cli + commands/.
 
 Only the numpy-only bound layer loads with the package: `bounds`, and `refined`, which
 registers the ``*_refined`` bounds in ``BOUNDS`` (so ``BOUNDS`` is the same whichever module a
 user imports first). Every other public name loads on first use (PEP 562) from the module
 named in ``_LAZY``, so ``import trm_bounds.bounds`` pulls in neither torch nor sympy.
+``trm_bounds.audit`` is the audit package, callable like the function ``audit(quick=False)``;
+``trm_bounds.paper`` is a deprecated alias of the audit wing.
 """
 
 import importlib as _importlib
@@ -78,24 +87,18 @@ _LAZY = {
     **dict.fromkeys(
         ("Derivation", "bound_expr", "lambdify_bound", "derivations", "leading_exponents"), "symbolic"
     ),
-    **dict.fromkeys(
-        (
-            "TableCell",
-            "Claim",
-            "paper_tables",
-            "audit",
-            "register_evidence",
-            "parse_printed",
-            "printed_verdict",
-        ),
-        "paper",
-    ),
+    **dict.fromkeys(("TableCell", "paper_tables"), "audit.tables"),
+    **dict.fromkeys(("parse_printed", "printed_verdict"), "audit.printed"),
+    **dict.fromkeys(("Claim", "register_evidence"), "audit.claim"),
+    "audit": "audit",  # the package itself, callable like the function (trm_bounds.audit)
 }
 # deprecated public name -> (module, current name); kept for one release with a warning
 _DEPRECATED = {"log_softmax_log1p": ("divergences", "log_softmax")}
 
 
 def __getattr__(name):
+    if name == "audit":  # the package (callable), not the function inside it
+        return _importlib.import_module(".audit", __name__)
     if name in _LAZY:
         value = getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value  # later lookups skip this function

@@ -803,10 +803,6 @@ def counter_transition(S: int, V: int, token: int = 0) -> np.ndarray:
     return trans.astype(np.int64)
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    return log_softmax(np.asarray(z, dtype=np.float64))  # log1p form: rows sum to 1 even at huge logits
-
-
 MISMATCHES = MechanismView("chain", lambda m: m.chain)  # {name: (logits, S, rng) -> logits}, mismatch.py
 
 
@@ -842,8 +838,8 @@ def random_chain_pair(
         transition=transition,
         init_state=np.zeros(1, dtype=np.int64),
         prompt_probs=np.ones(1),
-        logp_roll=_log_softmax(logits),
-        logp_theta=_log_softmax(logits_theta),
+        logp_roll=log_softmax(np.asarray(logits, dtype=np.float64)),
+        logp_theta=log_softmax(np.asarray(logits_theta, dtype=np.float64)),
         reward_final=scale_f * rf,
         reward_step=scale_s * rs,
     )

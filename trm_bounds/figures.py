@@ -1,16 +1,8 @@
 """`trm-bounds figures`: regenerate every figure and table the project makes, with a manifest.
 
-A *job* makes some outputs in a directory and returns one record per output::
-
-    def job(out_dir: pathlib.Path, quick: bool) -> list[dict]:
-        # each dict: {"path": <relative to out_dir>, "shows": "what it shows",
-        #             "inputs": {...parameters...}}
-        ...
-
-Jobs come from two places:
-- library jobs registered in `JOBS` below (the scaling figure, the paper tables, ...);
-- every `experiments/*.py` (beside the package, in a source checkout) that defines
-  ``figures_job(out_dir, quick)``. Its `main(argv)` stays the stand-alone entry point.
+The jobs and their order are listed once, in `trm_bounds.jobs.JOBS` (a job makes some
+outputs in a directory and returns one record per output; see there). All of them live in
+the package, so an installed wheel runs the same jobs as a source checkout.
 
 All outputs are first written to a staging directory and moved into `out` only when every
 job succeeded, so a failure never leaves a half-written set. `manifest.json` lists each
@@ -21,7 +13,6 @@ version and the seconds its job took.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -29,72 +20,33 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from ._outputs import FIGURES_DIR_ENV
+from .audit.outputs import FIGURES_DIR_ENV
 
-Job = Callable[[Path, bool], list[dict]]
+if TYPE_CHECKING:
+    from .jobs import Job
 
-JOBS: dict[str, Job] = {}
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
-
-
-def register_job(name: str) -> Callable[[Job], Job]:
-    """Decorator: add a library job to `trm-bounds figures` under `name`."""
-
-    def deco(fn: Job) -> Job:
-        if name in JOBS:
-            raise ValueError(f"figure job {name!r} is already registered")
-        JOBS[name] = fn
-        return fn
-
-    return deco
-
-
-def _library_jobs() -> dict[str, Job]:
-    # importing the report layers registers their jobs
-    from . import report  # noqa: F401
-
-    try:
-        from . import paper  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - paper module not present yet
-        if "paper" not in str(exc):
-            raise
-    return dict(JOBS)
-
-
-def _experiment_jobs(experiments_dir: Path = EXPERIMENTS_DIR) -> dict[str, Job]:
-    jobs: dict[str, Job] = {}
-    if not experiments_dir.is_dir():
-        return jobs
-    for path in sorted(experiments_dir.glob("*.py")):
-        if path.name.startswith(("_", "bench_")):
-            continue
-        text = path.read_text()
-        if "def figures_job(" not in text:
-            continue
-        spec = importlib.util.spec_from_file_location(f"trm_bounds_experiments_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        jobs[f"experiments/{path.stem}"] = module.figures_job
-    return jobs
+__all__ = ["make_figures", "all_jobs"]
 
 
 def all_jobs() -> dict[str, Job]:
-    """Every job `trm-bounds figures` runs, in order: library jobs, experiments, and the paper
-    tables and audit last (the audit reads the measurements the experiments just wrote)."""
-    lib = _library_jobs()
-    last = {name: lib.pop(name) for name in ("paper_tables",) if name in lib}
-    return {**lib, **_experiment_jobs(), **last}
+    """Every job `trm-bounds figures` runs, in order (`trm_bounds.jobs.JOBS`, a copy).
+
+    Imported here, not at the top: the jobs pull in torch, sympy and matplotlib, which
+    `import trm_bounds.figures` alone should not.
+    """
+    from .jobs import JOBS
+
+    return dict(JOBS)
 
 
 @contextlib.contextmanager
 def _figures_dir_env(stage: str):
-    """Point `trm_bounds._outputs` at the staging directory while the jobs run."""
+    """Point `trm_bounds.audit.outputs` at the staging directory while the jobs run."""
     old = os.environ.get(FIGURES_DIR_ENV)
     os.environ[FIGURES_DIR_ENV] = stage
     try:

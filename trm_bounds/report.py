@@ -19,9 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from .bounds import PUBLISHED_BOUNDS, BoundInputs, evaluate_bounds
-from .figures import register_job
 
-__all__ = ["ScalingSetting", "SCALING_SETTINGS", "scaling_table", "plot_scaling", "write_scaling"]
+__all__ = [
+    "ScalingSetting",
+    "SCALING_SETTINGS",
+    "scaling_table",
+    "plot_scaling",
+    "write_scaling",
+    "figures_job",
+]
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,6 @@ def write_scaling(out_dir: Path, T_max: int = 10**6, points: int = 61) -> list[d
     ]
 
 
-@register_job("scaling")
-def _scaling_job(out_dir: Path, quick: bool) -> list[dict]:
+def figures_job(out_dir: Path, quick: bool) -> list[dict]:
+    """`trm-bounds figures` job "scaling": the scaling figure and its numbers."""
     return write_scaling(out_dir, T_max=10**5 if quick else 10**6, points=31 if quick else 61)

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .._json import dumps
-from ..paper import audit, claims_to_markdown, write_audit
+from ..audit.claims import audit, claims_to_markdown, write_audit
 
 HELP = "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now"
 

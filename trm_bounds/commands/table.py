@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .._json import dumps
-from ..paper import cells_to_markdown, paper_tables, write_tables
+from ..audit.tables import cells_to_markdown, paper_tables, write_tables
 
 HELP = "regenerate the paper's tables and worked numbers with match/rounding/mismatch verdicts"
 

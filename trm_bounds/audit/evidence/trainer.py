@@ -1,9 +1,10 @@
 """Audit evidence from the trainer (claims C13, C18, C24 of THEORY.md section 10).
 
-`trm_bounds.paper` imports this module lazily and registers every ``cNN_evidence`` function.
-Each returns ``{"evidence": str, ...numbers}`` measured in exact training runs: read from the JSON
-that ``experiments/train_figures.py`` wrote (``paper_figures/training/train_figures.json``) when it
-exists, otherwise from a tiny training run made here (a few seconds). The text says which.
+`trm_bounds.audit.claims` imports the ``cNN_evidence`` functions. Each returns
+``{"evidence": str, ...numbers}`` measured in exact training runs: read from the JSON
+that the training study (`trm_bounds.studies.training`) wrote
+(``paper_figures/training/train_figures.json``) when it exists, otherwise from a tiny
+training run made here (a few seconds). The text says which.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import functools
 import json
 from pathlib import Path
 
-from ._outputs import find_output, output_dirs
+from ...studies.training import tally_by_threshold
+from ..outputs import find_output, output_dirs
 
 __all__ = ["training_evidence", "c13_evidence", "c18_evidence", "c24_evidence", "EVIDENCE_JSON"]
 
@@ -20,27 +22,27 @@ EVIDENCE_JSON = Path("training") / "train_figures.json"  # relative to a figures
 
 
 def _search_dirs() -> tuple[Path, ...]:
-    """Where the experiment's JSON is looked for (`trm_bounds._outputs`); tests replace this."""
+    """Where the experiment's JSON is looked for (`trm_bounds.audit.outputs`); tests replace this."""
     return output_dirs()
 
 
 @functools.lru_cache(maxsize=1)
 def training_evidence() -> dict:
-    """{"source": str, "totals": {...}} with totals as `experiments/train_figures.py` computes them."""
+    """{"source": str, "totals": {...}} with totals as `trm_bounds.studies.training.totals` computes them."""
     path = find_output(EVIDENCE_JSON, _search_dirs())
     if path is not None:
         data = json.loads(path.read_text())
         kind = "quick" if data.get("quick") else "default"
         return {
-            "source": f"{EVIDENCE_JSON.as_posix()} ({kind} run of experiments/train_figures.py)",
+            "source": f"{EVIDENCE_JSON.as_posix()} ({kind} run of the training study)",
             "totals": data["totals"],
         }
-    return {"source": "tiny training run made by trm_bounds.trainer_evidence", "totals": _tiny_totals()}
+    return {"source": "tiny training run made by trm_bounds.audit.evidence.trainer", "totals": _tiny_totals()}
 
 
 def _tiny_totals() -> dict:
     """A few short runs (TRM-Max under MoE flips, and certified mode under fp16 rollouts)."""
-    from .trainer import TrainConfig, train
+    from ...trainer import TrainConfig, train
 
     small = dict(P=2, V=3, T=4, n_groups=4, group_size=4, steps=6)
     runs = []
@@ -66,28 +68,6 @@ def _tiny_totals() -> dict:
     by_thr = tally_by_threshold((thr, r.steps) for kind, thr, r in runs if kind == "plain")
     tot["trm_max_by_threshold"] = by_thr
     return tot
-
-
-def tally_by_threshold(runs) -> dict[str, dict]:
-    """Per TRM-Max threshold: steps, steps with acceptance >= 70%, those of them whose exact global
-    max token KL (`delta_mismatch`, pi_roll vs pi_theta_old) exceeded the threshold, steps with
-    B* < 1, and certified steps (C18, C24 evidence).
-
-    runs: iterable of (threshold, list of step-log dicts with keys certified, bound_unified,
-    acceptance, delta_mismatch).
-    """
-    by_thr: dict[str, dict] = {}
-    for thr, steps in runs:
-        keys = ("steps", "acc_ge_0.7", "acc_ge_0.7_but_delta_above", "bound_below_1", "certified")
-        d = by_thr.setdefault(str(thr), dict.fromkeys(keys, 0))
-        for s in steps:
-            d["steps"] += 1
-            d["certified"] += bool(s["certified"])
-            d["bound_below_1"] += s["bound_unified"] < 1
-            if s["acceptance"] >= 0.7:
-                d["acc_ge_0.7"] += 1
-                d["acc_ge_0.7_but_delta_above"] += s["delta_mismatch"] > thr
-    return by_thr
 
 
 def c13_evidence() -> dict:

@@ -1,7 +1,7 @@
-"""Audit evidence from the chain DP engine (claims C01 and C11; hooked by trm_bounds.paper).
+"""Audit evidence from the chain DP engine (claims C01 and C11 of `trm_bounds.audit.claims`).
 
 Reads the study's results `paper_figures/error_vs_horizon.json` when present (written by
-`experiments/error_vs_horizon.py` / `trm-bounds figures`); otherwise computes a small version
+`trm_bounds.studies.error_vs_horizon`, run by `trm-bounds figures`); otherwise computes a small version
 of the same measurements (a few seconds). Every number is a measurement on exact DP values,
 not a proof.
 """
@@ -14,15 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._outputs import find_output, output_dirs
-from .bounds import PUBLISHED_BOUNDS
-from .chain import chain_quantities_batch, last_k_transition, random_automaton_transition, random_chain_pair
+from ...bounds import PUBLISHED_BOUNDS
+from ...chain import chain_quantities_batch, last_k_transition, random_automaton_transition, random_chain_pair
+from ...studies.error_vs_horizon import CHAIN_MECHANISM
+from ...studies.error_vs_horizon import RESULTS_JSON as RESULTS
+from ..outputs import find_output, output_dirs
 
-RESULTS = "error_vs_horizon.json"  # looked up by trm_bounds._outputs.find_output
+__all__ = ["c01_evidence", "c11_evidence", "RESULTS", "C11_FAMILIES"]
 
 
 def _search_dirs() -> tuple[Path, ...]:
-    """Where the study's JSON is looked for (`trm_bounds._outputs`); tests replace this."""
+    """Where the study's JSON is looked for (`trm_bounds.audit.outputs`); tests replace this."""
     return output_dirs()
 
 
@@ -45,7 +47,7 @@ def _study() -> dict:
     for kind, level in (("dense", 0.02), ("sparse", 0.2), ("stale", 0.02)):
         err, bnd = [], {b: [] for b in PUBLISHED_BOUNDS}
         for T in grid:
-            d = chain_quantities_batch([random_chain_pair(tr, kind, level, T, seed=100)])[0]
+            d = chain_quantities_batch([random_chain_pair(tr, CHAIN_MECHANISM[kind], level, T, seed=100)])[0]
             err.append(abs(d["error_second_order"]))
             for b in PUBLISHED_BOUNDS:
                 bnd[b].append(d["bounds"][b])
@@ -59,7 +61,7 @@ def _study() -> dict:
     kinds = ("dense", "sparse", "stale")
     for T in (8, 64):
         pairs = [
-            random_chain_pair(random_automaton_transition(8, 3, rng), kinds[i % 3], 0.1, T, i)
+            random_chain_pair(random_automaton_transition(8, 3, rng), CHAIN_MECHANISM[kinds[i % 3]], 0.1, T, i)
             for i in range(12)
         ]
         for d in chain_quantities_batch(pairs):
@@ -71,7 +73,7 @@ def _study() -> dict:
         "sweep": sweep,
         "random_pairs": {"instances": n, "worst_ratio": worst},
         "source": (
-            f"small recomputation ({n} random pairs; experiments/error_vs_horizon.py runs the full study)"
+            f"small recomputation ({n} random pairs; trm_bounds.studies.error_vs_horizon runs the full study)"
         ),
     }
 

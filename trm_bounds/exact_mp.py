@@ -1,124 +1,25 @@
-"""Evidence for THEORY.md section 9 (halved constants): an adversarial search and a 60+ digit re-check.
+"""Every quantity of one tiny pair at arbitrary precision, trajectory by trajectory (mpmath).
 
-`trm_bounds.refined` holds the written proof and registers the halved bounds. This module
-measures them, which is evidence, never a proof:
-
-- `adversarial_pairs(n, seed)`: seeded exact pairs of the kinds that stress each proof step
-  (dense noise, sparse flips, near-deterministic, zeros of pi_roll or of pi_theta, logits of
-  1e3, and "tilted" pairs built like the tightness example with a parity reward), T 1..4,
-  P 1..3, V 2..3, written with `log_softmax_log1p` so each row is a distribution to rounding.
-- `exact_mp(...)`: every ingredient and every published and refined bound of one pair,
-  trajectory by trajectory in mpmath (arbitrary exponent range, `dps` digits, raised until
-  |Error| is stable), from the stored float64 log-probs, renormalised at that precision
-  (`renormalize=True`, the distributions the rows stand for) or taken literally.
-- `halved_constants_evidence()`: the search through the float64 engine, the worst ratio
-  |Error| / refined bound per key, and the high-precision re-check of the worst instance.
-
-Imports the exact engine, so it sits beside the reports, above `bounds` and `refined`.
+The reference engine for near-tight pairs, where float64 cannot tell |Error| / bound from 1:
+`exact_mp(...)` recomputes the ingredients, every published bound and each halved bound of
+`trm_bounds.refined` from the stored float64 log-probs, renormalised at the working precision
+(`renormalize=True`, the distributions the rows stand for) or taken literally. It shares no
+code with `trm_bounds.exact` (loops over trajectories, O(P T V**T) mpmath operations), so the
+two check each other; use it for T <= 4, V <= 3.
 """
 
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
 
 import mpmath as mp
 import numpy as np
 
 from .bounds import UNIFIED_OF
-from .divergences import log_softmax as log_softmax_log1p  # the one log-softmax (log1p form)
-from .exact import exact_quantities
-from .refined import REFINED_OF
 
-__all__ = [
-    "ADVERSARIAL_KINDS",
-    "ROUNDING_REL",
-    "ROUNDING_ABS",
-    "adversarial_pair",
-    "adversarial_pairs",
-    "exact_mp",
-    "refined_ratios",
-    "halved_constants_evidence",
-]
-
-ADVERSARIAL_KINDS = ("dense", "sparse", "near_det", "zeros_roll", "zeros_theta", "extreme", "tilted")
-# Allowance for float64 rounding when comparing the engine's |Error| with a bound B:
-# |Error| <= B (1 + ROUNDING_REL) + ROUNDING_ABS. The engine's Error carries a relative
-# rounding of a few ulps of sum_t sum_c |d_t^theta - d_t^roll| |g_t| <= the bound; ROUNDING_ABS
-# covers products of probabilities that fall into float64's subnormal range (< 2.2e-308).
-ROUNDING_REL = 1e-12
-ROUNDING_ABS = 1e-300
+__all__ = ["exact_mp", "published_mp"]
 
 
-# --------------------------------------------------------------------------- adversarial pairs
-def adversarial_pair(rng: np.random.Generator, kind: str, P: int, V: int, T: int):
-    """One random exact pair of the given kind: (logp_roll, logp_theta, reward, prompt_probs).
-
-    logp_*: T float64 arrays (P, V**(t-1), V) (INTERFACES.md layout), rows normalised with
-    `log_softmax_log1p`; reward (P, V**T) in [0, 1]; prompt_probs (P,) (one prompt may get 0).
-    """
-    if kind not in ADVERSARIAL_KINDS:
-        raise ValueError(f"kind must be one of {ADVERSARIAL_KINDS}, got {kind!r}")
-    scale = {"near_det": 12.0, "extreme": 1e3, "tilted": 0.05}.get(kind, 1.5)
-    zr = [scale * rng.standard_normal((P, V**k, V)) for k in range(T)]
-    zt = []
-    for k, z in enumerate(zr):
-        if kind == "sparse":
-            flip = rng.random(z.shape[:-1]) < 0.2
-            zt.append(np.where(flip[..., None], 3.0 * z[..., ::-1], z))
-        elif kind == "extreme":
-            zt.append(z + rng.choice([1e-6, 1.0, 1e3], size=z.shape) * rng.standard_normal(z.shape))
-        elif kind == "tilted":  # theta tilts toward token 1 at level 1 by a, later levels by b >= a
-            tilt = rng.uniform(0.0, 0.6) * (1.0 if k == 0 else rng.uniform(1.0, 4.0))
-            zt.append(z + tilt * np.arange(V) * rng.choice([-1.0, 1.0]))
-        else:
-            zt.append(z + 10 ** rng.uniform(-3, 0.3) * rng.standard_normal(z.shape))
-    if kind in ("zeros_roll", "zeros_theta"):
-        target = zr if kind == "zeros_roll" else zt
-        for k, z in enumerate(target):
-            kill = rng.random(z.shape) < 0.3
-            kill[..., 0] = False  # every row keeps token 0
-            target[k] = np.where(kill, -np.inf, z)
-    if kind == "tilted":  # the tightness example's reward: parity of the tokens
-        digits = np.arange(V**T)[:, None] // V ** np.arange(T)[None, ::-1] % V
-        R = np.broadcast_to((digits.sum(-1) % 2).astype(np.float64), (P, V**T)).copy()
-    elif rng.random() < 0.5:
-        R = (rng.random((P, V**T)) < 0.5).astype(np.float64)
-    else:
-        R = rng.random((P, V**T))
-    pp = rng.dirichlet(np.ones(P))
-    if P > 1 and rng.random() < 0.3:
-        pp[0] = 0.0
-        pp /= pp.sum()
-    return [log_softmax_log1p(z) for z in zr], [log_softmax_log1p(z) for z in zt], R, pp
-
-
-def adversarial_pairs(n: int, seed: int = 0):
-    """Yield (kind, logp_roll, logp_theta, reward, prompt_probs) for n seeded pairs, kinds in turn;
-    P 1..3, V 2..3, T 1..4 (every third pair has T = 1 or P > 1 by chance)."""
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        kind = ADVERSARIAL_KINDS[i % len(ADVERSARIAL_KINDS)]
-        P, V, T = int(rng.integers(1, 4)), int(rng.integers(2, 4)), int(rng.integers(1, 5))
-        yield (kind, *adversarial_pair(rng, kind, P, V, T))
-
-
-def refined_ratios(out: dict) -> dict[str, float]:
-    """{published key: max(|Error| - allowance, 0) / refined bound} from an `exact_quantities` dict.
-
-    allowance = ROUNDING_REL * refined + ROUNDING_ABS, so a ratio above 1 is a violation
-    beyond float64 rounding. A zero refined bound gives 0 (no excess error) or inf.
-    """
-    err = abs(out["error"])
-    ratios = {}
-    for key, rkey in REFINED_OF.items():
-        b = out["bounds"][rkey]
-        excess = max(err - ROUNDING_REL * b - ROUNDING_ABS, 0.0)
-        ratios[key] = excess / b if b > 0 else (0.0 if excess == 0 else float("inf"))
-    return ratios
-
-
-# --------------------------------------------------------------------------- high precision
 def exact_mp(logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, renormalize: bool = True) -> dict:
     """Every quantity of one tiny pair at `dps`+ digits, trajectory by trajectory (mpmath).
 
@@ -248,7 +149,7 @@ def _exact_mp_at(lr, lt, R, pp, dps, renormalize) -> dict:
         error = Jdiff - Lp  # = J(theta) - J(roll) - L', the P^theta - P^roll differences taken per y
         error_tol = scale * mp.mpf(10) ** (8 - dps)  # rounding of sums of relative-10^-dps terms
         eps = min(one, eps)
-        bounds = _published_mp(T, eps, delta, dkl_seq, min(one, dtv), dbar)
+        bounds = published_mp(T, eps, delta, dkl_seq, min(one, dtv), dbar)
         refined = {k: v * half for k, v in bounds.items()}
         ratios = {
             k: (abs(error) / v if v > 0 else (zero if error == 0 else mp.inf)) for k, v in refined.items()
@@ -292,7 +193,7 @@ def _leaf(y, V) -> int:
     return k
 
 
-def _published_mp(T, eps, delta, dkl_seq, dtv_seq, dbar) -> dict:
+def published_mp(T, eps, delta, dkl_seq, dtv_seq, dbar) -> dict:
     """Every published bound of THEORY.md section 5 by its formula, one term per t (mpmath)."""
     one, zero = mp.mpf(1), mp.mpf(0)
 
@@ -319,44 +220,3 @@ def _published_mp(T, eps, delta, dkl_seq, dtv_seq, dbar) -> dict:
     }
     out["unified"] = min(out[n] for n in UNIFIED_OF)
     return out
-
-
-# --------------------------------------------------------------------------- audit evidence
-@lru_cache(maxsize=2)
-def halved_constants_evidence(n: int = 420, seed: int = 9) -> dict:
-    """The adversarial search and the high-precision re-check behind audit claim S9.halved_constants.
-
-    Runs the float64 engine on `n` seeded `adversarial_pairs`, keeps per published key the
-    worst |Error| / refined bound (beyond the ROUNDING allowance), and recomputes the pair
-    that is worst for `unified` with `exact_mp` (60+ digits). About a second for n = 420.
-    Returns {"instances", "worst" {key: ratio}, "worst_kind", "worst_shape" (P, V, T),
-    "worst_float64", "worst_mp" (float of the mpmath ratio), "mp_dps", "violations"
-    (pairs with some ratio > 1), "description"}.
-    """
-    worst = dict.fromkeys(REFINED_OF, 0.0)
-    best = (-1.0, None)
-    violations = 0
-    for kind, lr, lt, R, pp in adversarial_pairs(n, seed):
-        out = exact_quantities(lr, lt, R, pp, validate=False)
-        ratios = refined_ratios(out)
-        violations += any(r > 1.0 for r in ratios.values())
-        for k, r in ratios.items():
-            worst[k] = max(worst[k], r)
-        if ratios["unified"] > best[0]:
-            best = (ratios["unified"], (kind, lr, lt, R, pp))
-    kind, lr, lt, R, pp = best[1]
-    hp = exact_mp(lr, lt, R, pp)
-    return {
-        "instances": n,
-        "worst": worst,
-        "worst_kind": kind,
-        "worst_shape": (int(pp.shape[0]), int(lr[0].shape[-1]), len(lr)),
-        "worst_float64": best[0],
-        "worst_mp": float(hp["ratios"]["unified"]),
-        "mp_dps": int(hp["dps"]),
-        "violations": violations,
-        "description": (
-            f"{n} seeded exact pairs (seed {seed}; {', '.join(ADVERSARIAL_KINDS)}; P 1..3, V 2..3, T 1..4) "
-            f"through trm_bounds.exact, |Error| beyond {ROUNDING_REL:g} B + {ROUNDING_ABS:g}"
-        ),
-    }

@@ -1,9 +1,9 @@
-"""Where the report layers look for outputs that experiments wrote (study and training JSON).
+"""Where the audit looks for measurements the studies wrote (study and training JSON on disk).
 
 Search order: the directory `trm-bounds figures` is filling right now (environment variable
 TRM_BOUNDS_FIGURES_DIR, set by `trm_bounds.figures.make_figures` for the length of its run, so
 the audit that runs last reads the measurements made in the same run), then ./paper_figures,
-then the paper_figures/ of the source checkout.
+then the paper_figures/ beside the package (a source checkout; absent in an installed wheel).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 FIGURES_DIR_ENV = "TRM_BOUNDS_FIGURES_DIR"
-_REPO_FIGURES = Path(__file__).resolve().parent.parent / "paper_figures"
+_REPO_FIGURES = Path(__file__).resolve().parents[2] / "paper_figures"  # a source checkout's, if any
 
 
 def output_dirs() -> tuple[Path, ...]:

@@ -1,0 +1,34 @@
+"""The jobs of `trm-bounds figures`, in the order they run: the one list.
+
+A job makes some outputs in a directory and returns one record per output::
+
+    def job(out_dir: pathlib.Path, quick: bool) -> list[dict]:
+        # each dict: {"path": <relative to out_dir>, "shows": "what it shows",
+        #             "inputs": {...parameters...}}
+
+To add a figure, write its job beside its computation (a module of `trm_bounds.studies`, say)
+and add one line below. The names are what `trm-bounds figures --only` and the manifest's
+"job" field use ("experiments/..." for the studies also runnable as experiments/*.py).
+"paper_tables" (tables and audit) runs last: the audit reads the measurements that the
+studies wrote earlier in the same run (`trm_bounds.audit.outputs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from . import report
+from .audit import claims
+from .studies import error_vs_horizon, training
+
+__all__ = ["Job", "JOBS"]
+
+Job = Callable[[Path, bool], list[dict]]
+
+JOBS: dict[str, Job] = {
+    "scaling": report.figures_job,
+    "experiments/error_vs_horizon": error_vs_horizon.figures_job,
+    "experiments/train_figures": training.figures_job,
+    "paper_tables": claims.figures_job,
+}

@@ -1,0 +1,23 @@
+"""Studies: measurements that make figures (run by `trm-bounds figures`, or by experiments/*.py).
+
+- `error_vs_horizon`: exact |Error| next to every bound on finite-state chains, T up to 16384;
+- `training`: toy analogues of the paper's training figures with exact J every step.
+
+Each has ``figures_job(out_dir, quick) -> list[dict]`` (listed in `trm_bounds.jobs`) and
+``main(argv)`` (the scripts in experiments/ call it). Plots use matplotlib's Agg backend,
+selected when the first figure is drawn (`pyplot`), never at import.
+"""
+
+from __future__ import annotations
+
+__all__ = ["pyplot"]
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
