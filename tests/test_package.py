@@ -46,7 +46,10 @@ def test_dir_is_exactly_all_and_every_public_name_resolves():
             continue  # deprecated: tested below
         value = getattr(trm_bounds, name)
         module = trm_bounds._LAZY.get(name)
-        if module is not None:  # the lazy table points at the module that defines the name
+        if name == "audit":  # the audit package itself, callable like its function audit()
+            assert value is sys.modules["trm_bounds.audit"] and callable(value)
+            assert callable(value.audit) and value.audit.__module__ == "trm_bounds.audit.claims"
+        elif module is not None:  # the lazy table points at the module that defines the name
             assert value is getattr(sys.modules[f"trm_bounds.{module}"], name), name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         trm_bounds.nope  # noqa: B018
