@@ -99,7 +99,9 @@ def test_router_noise_flips_routing_and_margin_shapes():
     pol = MoEPolicy(MoEConfig(P=1, V=2, T=5, top_k=1, router_scale=0.3, seed=0))
     margins = pol.router_margin()
     assert [tuple(m.shape) for m in margins] == [(1, 2**k) for k in range(5)]
-    assert all((m >= 0).all() for m in margins)
+    for m, r in zip(margins, pol.router_logits()):  # top_k = 1: best minus second-best router logit
+        top2 = torch.topk(r.detach(), 2, dim=-1).values
+        assert torch.equal(m, top2[..., 0] - top2[..., 1]) and bool((m > 0).all())
     clean = pol.log_prob_tree()
     same = pol.log_prob_tree(router_noise_std=0.0)
     assert all(torch.equal(a, b) for a, b in zip(clean, same))
