@@ -31,11 +31,6 @@ def _holds(value, bound, rel: float, atol: float) -> np.ndarray:
         return value <= bound * (1 + rel) + (atol + TINY)
 
 
-def bound_holds(value, bound, rel: float = REL, atol: float = 0.0) -> bool:
-    """True when value <= bound * (1 + rel) + atol + 1e-300 everywhere."""
-    return bool(np.all(_holds(value, bound, rel, atol)))
-
-
 def assert_bound_holds(value, bound, what: str = "", rel: float = REL, atol: float = 0.0) -> None:
     """Assert value <= bound * (1 + rel) + atol + 1e-300; the message gives both numbers and their ratio.
 

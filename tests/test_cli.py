@@ -138,6 +138,30 @@ def test_json_output_is_strict_with_infinite_divergences(capsys):
     assert res["bounds"]["pm_kl"] == 12.0  # every cap binds: 4 * 1 * (T - 1)
 
 
+def _python(*args: str) -> subprocess.CompletedProcess:
+    """`python *args` in a fresh interpreter on this checkout (not an installed copy elsewhere)."""
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_python_m_trm_bounds_is_the_same_cli(capsys):
+    argv = ["bounds", "--T", "16", "--delta", "0.02", "--json"]
+    proc = _python("-m", "trm_bounds", *argv)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert main(argv) == 0
+    assert proc.stdout == capsys.readouterr().out
+    bad = _python("-m", "trm_bounds", "bounds", "--T", "0", "--delta", "0.1")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "trm-bounds bounds: T must be >= 1, got min 0\n"
+
+
 def _modules_loaded_by(code: str) -> set[str]:
     """Top-level and trm_bounds modules in sys.modules after running `code` in a fresh interpreter
     on this checkout (the code's own stdout is swallowed; the last line printed is the list)."""
@@ -147,13 +171,7 @@ def _modules_loaded_by(code: str) -> set[str]:
         + "".join(f"    {line}\n" for line in code.splitlines())
         + "print(json.dumps(sorted(sys.modules)))\n"
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = _python("-c", probe)
     assert proc.returncode == 0, proc.stderr
     return set(json.loads(proc.stdout.splitlines()[-1]))
 
