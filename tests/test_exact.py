@@ -225,7 +225,9 @@ def test_section2_identities(pair):
     # L_b = L' + T (J(roll) - b)
     assert abs(out["surrogate_b"] - (out["surrogate"] + out["T"] * (out["J_roll"] - 0.37))) <= 1e-10
     # martingale E_roll[A_t | c] = 0; |g_t| <= TV(c) (THEORY section 9, R in [0, 1])
-    assert ref["martingale"] <= 1e-12 and ref["g_over_tv"] <= 1 + 1e-8
+    assert ref["martingale"] <= 1e-12
+    # g_over_tv is taken where TV > 1e-6 only: absolute rounding 1e-16 of g is 1e-10 of TV there
+    assert_bound_holds(ref["g_over_tv"], 1.0, "|g_t(c)| <= TV(c)", rel=1e-8)
     # KL chain rule: sum_t E_{d_t^roll}[KL(c_t)] = KL of the joint laws
     assert _close(out["dkl_seq"], ref["dkl_joint"], rel=1e-9, abs_=1e-12)
     if ref["ratio_ok"]:  # the literal ratio form is representable in float64
