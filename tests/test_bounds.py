@@ -276,8 +276,14 @@ def test_registry_contract():
     with pytest.raises(ValueError, match="published"):
         B.register_bound("pm_kl", lambda b: 0.0)
     B.register_bound("_test_half_pm_kl", lambda b: 0.5 * float(B.pm_kl(b.T, b.delta)), replace=True)
-    out = evaluate_bounds(BoundInputs.from_partial(10, 0.01))
-    assert out["_test_half_pm_kl"] == pytest.approx(out["pm_kl"] / 2)
+    try:
+        out = evaluate_bounds(BoundInputs.from_partial(10, 0.01))
+        assert out["_test_half_pm_kl"] == out["pm_kl"] / 2  # a halving is exact in float64
+        with pytest.raises(ValueError, match="already registered"):
+            B.register_bound("_test_half_pm_kl", lambda b: 0.0)
+    finally:  # the registry is process-wide: later tests (and CLI outputs) must not see this bound
+        B._BOUNDS.pop("_test_half_pm_kl")
+    assert "_test_half_pm_kl" not in B.BOUNDS
 
 
 def test_inputs_record_provenance_and_immutability():
