@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -162,7 +163,8 @@ def test_python_m_trm_bounds_is_the_same_cli(capsys):
     assert bad.stderr == "trm-bounds bounds: T must be >= 1, got min 0\n"
 
 
-def _modules_loaded_by(code: str) -> set[str]:
+@functools.lru_cache  # one fresh interpreter per probe, shared by the tests below
+def _modules_loaded_by(code: str) -> frozenset[str]:
     """Top-level and trm_bounds modules in sys.modules after running `code` in a fresh interpreter
     on this checkout (the code's own stdout is swallowed; the last line printed is the list)."""
     probe = (
@@ -173,7 +175,7 @@ def _modules_loaded_by(code: str) -> set[str]:
     )
     proc = _python("-c", probe)
     assert proc.returncode == 0, proc.stderr
-    return set(json.loads(proc.stdout.splitlines()[-1]))
+    return frozenset(json.loads(proc.stdout.splitlines()[-1]))
 
 
 BOUNDS_MAIN = (
