@@ -165,7 +165,7 @@ def test_python_m_trm_bounds_is_the_same_cli(capsys):
 
 @functools.lru_cache  # one fresh interpreter per probe, shared by the tests below
 def _modules_loaded_by(code: str) -> frozenset[str]:
-    """Top-level and trm_bounds modules in sys.modules after running `code` in a fresh interpreter
+    """Every module name in sys.modules after running `code` in a fresh interpreter
     on this checkout (the code's own stdout is swallowed; the last line printed is the list)."""
     probe = (
         "import contextlib, io, json, sys\n"
