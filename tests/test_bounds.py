@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from _checks import assert_bound_holds
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 
@@ -146,7 +147,7 @@ def test_adaptive_match_loop(dbar, eps, delta):
     )
     star = float(B.adaptive_star(d, eps, delta))
     assert star == pytest.approx(ref_adaptive(dbar, eps, delta, "star"), rel=1e-12, abs=1e-300)
-    assert star <= min(float(B.adaptive_kl(d, delta)), float(B.adaptive_tv(d, eps))) + 1e-15
+    assert_bound_holds(star, min(float(B.adaptive_kl(d, delta)), float(B.adaptive_tv(d, eps))), "star <= min")
 
 
 def test_broadcasting_and_large_T():
@@ -156,9 +157,9 @@ def test_broadcasting_and_large_T():
     assert out.shape == (2, 4)
     assert out[0, 2] == pytest.approx(ref_pm_kl(100, 1e-4), rel=1e-12)
     assert out[1, 1] == pytest.approx(ref_pm_kl(10, 1e-2), rel=1e-12)
-    # T = 1e6: prefix sums, against the integral estimate (sum_{k<T} sqrt k ~ 2/3 T^1.5)
+    # T = 1e6, every cap inactive: pm_kl = 4 (delta/2) sum_{k<T} sqrt k, against the exactly rounded sum
     big = float(B.pm_kl(10**6, 1e-12))
-    assert big == pytest.approx(4 * math.sqrt(0.5e-12) ** 2 * (2 / 3) * 1e9, rel=1e-5)
+    assert big == pytest.approx(2e-12 * math.fsum(math.sqrt(k) for k in range(10**6)), rel=1e-15)
     assert B.coupling(np.arange(1, 5), 0.5).shape == (4,)
     # T = 1e12 costs O(1) memory (no table over t): uncapped, pm_kl = 2 delta sum_{k<T} sqrt(k)
     huge = float(B.pm_kl(10**12, 1e-30))
@@ -171,11 +172,11 @@ def test_monotone_in_delta_and_eps(T, d1, d2, e1, e2):
     dlo, dhi = sorted((d1, d2))
     elo, ehi = sorted((e1, e2))
     for f in (B.pm_kl, B.classical_kl):
-        assert float(f(T, dlo)) <= float(f(T, dhi)) * (1 + 1e-12)
+        assert_bound_holds(f(T, dlo), f(T, dhi), f"{f.__name__} monotone in delta")
     for f in (B.coupling, B.classical_tv, B.linear):
-        assert float(f(T, elo)) <= float(f(T, ehi)) * (1 + 1e-12)
-    assert float(B.pm_tv(T, elo, dlo)) <= float(B.pm_tv(T, ehi, dhi)) * (1 + 1e-12)
-    assert float(B.mix_tv(T, elo, dlo / 4)) <= float(B.mix_tv(T, ehi, dhi / 4)) * (1 + 1e-12)
+        assert_bound_holds(f(T, elo), f(T, ehi), f"{f.__name__} monotone in eps")
+    assert_bound_holds(B.pm_tv(T, elo, dlo), B.pm_tv(T, ehi, dhi), "pm_tv monotone")
+    assert_bound_holds(B.mix_tv(T, elo, dlo / 4), B.mix_tv(T, ehi, dhi / 4), "mix_tv monotone")
 
 
 @given(T1=st.integers(1, 3000), T2=st.integers(1, 3000), delta=st.floats(0, 3), eps=st.floats(0, 1))
@@ -185,14 +186,14 @@ def test_monotone_in_T(T1, T2, delta, eps):
     b_hi = evaluate_bounds(BoundInputs.from_partial(hi, delta, eps, dkl_seq=0.01))
     for key in B.PUBLISHED_BOUNDS:
         note(f"{key}: {b_lo[key]!r} -> {b_hi[key]!r}")
-        assert b_lo[key] <= b_hi[key] * (1 + 1e-12) + 1e-300
+        assert_bound_holds(b_lo[key], b_hi[key], f"{key} monotone in T")
 
 
 @given(T=st.integers(1, 2000), delta=st.floats(0, 4), frac=st.floats(0, 1))
 @example(T=1, delta=0.0, frac=1.0)
 def test_classical_tv_below_classical_kl_under_pinsker(T, delta, frac):
     eps = frac * min(1.0, math.sqrt(delta / 2))  # the regime eps <= sqrt(delta/2), by construction
-    assert float(B.classical_tv(T, eps)) <= float(B.classical_kl(T, delta)) * (1 + 1e-12) + 1e-300
+    assert_bound_holds(B.classical_tv(T, eps), B.classical_kl(T, delta), "classical_tv <= classical_kl")
 
 
 @given(T=st.integers(1, 10_000), frac=st.floats(0.0, 1.0))
@@ -201,8 +202,8 @@ def test_classical_tv_below_classical_kl_under_pinsker(T, delta, frac):
 def test_pm_below_closed_forms_when_delta_small(T, frac):
     delta = frac * 2.0 / T  # delta <= 2/T by construction
     eps = math.sqrt(delta / 2) * frac
-    assert float(B.pm_kl(T, delta)) <= float(B.pm_kl_closed_form(T, delta)) * (1 + 1e-12)
-    assert float(B.pm_tv(T, eps, delta)) <= float(B.pm_tv_closed_form(T, eps, delta)) * (1 + 1e-12) + 1e-300
+    assert_bound_holds(B.pm_kl(T, delta), B.pm_kl_closed_form(T, delta), "pm_kl <= closed form")
+    assert_bound_holds(B.pm_tv(T, eps, delta), B.pm_tv_closed_form(T, eps, delta), "pm_tv <= closed form")
 
 
 @given(
@@ -224,7 +225,7 @@ def test_coupling_regimes(T, x):
     eps = x / T  # T eps <= 1: exact quadratic form
     assert float(B.coupling(T, eps)) == pytest.approx(2 * T * (T - 1) * eps**2, rel=1e-12, abs=1e-300)
     eps_big = min(1.0, (1 + x * 50) / T)  # T eps >= 1
-    assert float(B.coupling(T, eps_big)) <= 4 * T * eps_big + 2 + 1e-9
+    assert_bound_holds(B.coupling(T, eps_big), 4 * T * eps_big + 2, "coupling <= 4 T eps + 2")
 
 
 @given(T=st.integers(1, 500), delta=st.floats(0, 4), eps=st.floats(0, 1))
@@ -275,8 +276,14 @@ def test_registry_contract():
     with pytest.raises(ValueError, match="published"):
         B.register_bound("pm_kl", lambda b: 0.0)
     B.register_bound("_test_half_pm_kl", lambda b: 0.5 * float(B.pm_kl(b.T, b.delta)), replace=True)
-    out = evaluate_bounds(BoundInputs.from_partial(10, 0.01))
-    assert out["_test_half_pm_kl"] == pytest.approx(out["pm_kl"] / 2)
+    try:
+        out = evaluate_bounds(BoundInputs.from_partial(10, 0.01))
+        assert out["_test_half_pm_kl"] == out["pm_kl"] / 2  # a halving is exact in float64
+        with pytest.raises(ValueError, match="already registered"):
+            B.register_bound("_test_half_pm_kl", lambda b: 0.0)
+    finally:  # the registry is process-wide: later tests (and CLI outputs) must not see this bound
+        B._BOUNDS.pop("_test_half_pm_kl")
+    assert "_test_half_pm_kl" not in B.BOUNDS
 
 
 def test_inputs_record_provenance_and_immutability():
@@ -325,9 +332,11 @@ def test_bad_input_names_the_argument(call, name):
 @example(n=256)
 @example(n=10**6)
 def test_sum_of_square_roots_to_rounding(n):
-    # the table / Euler-Maclaurin switch behind every PM bound, against an exactly rounded sum
+    # the table / Euler-Maclaurin switch behind every PM bound, against an exactly rounded sum;
+    # the expansion is six float64 operations: within 4 ulp (3.4 ulp seen at worst for n <= 2e5;
+    # rel=4e-16 failed at n = 538, 2 ulp)
     want = math.fsum(math.sqrt(k) for k in range(n))
-    assert float(B._sum_sqrt(n)) == pytest.approx(want, rel=4e-16, abs=0)
+    assert float(B._sum_sqrt(n)) == pytest.approx(want, rel=4 * 2.0**-52, abs=0)
 
 
 def test_from_partial_labels_given_and_derived_values():

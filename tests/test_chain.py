@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from _checks import assert_bound_holds, sum_rounding
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -179,6 +180,7 @@ def _enumerate(pair: ChainPair) -> dict:
         g_inf=g_inf,
         dtv_seq=ctx_tv[T],
         context_tv=ctx_tv[:T],
+        n_paths=len(paths),  # the whole-context TVs add this many path probabilities
     )
 
 
@@ -219,10 +221,11 @@ def _assert_matches(dp: dict, ref: dict):
         assert abs(dp["error_ratio_identity"] - ref["error_ratio_identity"]) <= TOL
     # proven brackets of the whole-context TVs, never below / above the value
     _note(f"dtv: lower={dp['dtv_seq_lower']!r} exact={ref['dtv_seq']!r} upper={dp['dtv_seq_upper']!r}")
-    assert dp["dtv_seq_lower"] <= ref["dtv_seq"] + TOL
-    assert dp["dtv_seq_upper"] >= ref["dtv_seq"] - TOL
-    assert np.all(np.array(dp["context_tv_upper"]) >= ref["context_tv"] - TOL)
-    assert np.all(np.array(dp["context_tv_lower"]) <= ref["context_tv"] + TOL)
+    r = sum_rounding(ref["n_paths"])  # the enumeration's TVs are sums over every path: absolute rounding
+    assert_bound_holds(dp["dtv_seq_lower"], ref["dtv_seq"], "dtv_seq_lower <= D_TV^seq", atol=r)
+    assert_bound_holds(ref["dtv_seq"], dp["dtv_seq_upper"], "D_TV^seq <= dtv_seq_upper", atol=r)
+    assert_bound_holds(ref["context_tv"], dp["context_tv_upper"], "context TV <= context_tv_upper", atol=r)
+    assert_bound_holds(dp["context_tv_lower"], ref["context_tv"], "context_tv_lower <= context TV", atol=r)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -237,9 +240,9 @@ def test_fixture_values(fixtures_dir, expected, name):
         assert abs(d[k] - e[k]) <= 1e-12 + 1e-9 * abs(e[k])
     for k in LIST_KEYS:
         np.testing.assert_allclose(d[k], e[k], rtol=1e-9, atol=1e-12)
-    assert d["dtv_seq_upper"] >= e["dtv_seq_exact_for_reference"]
-    assert np.all(np.array(d["context_tv_upper"]) >= np.array(e["context_tv_exact_for_reference"]) - 1e-15)
-    assert d["dtv_seq_lower"] <= e["dtv_seq_exact_for_reference"]
+    assert_bound_holds(e["dtv_seq_exact_for_reference"], d["dtv_seq_upper"], "D_TV^seq <= upper")
+    assert_bound_holds(e["context_tv_exact_for_reference"], d["context_tv_upper"], "context TV <= upper")
+    assert_bound_holds(d["dtv_seq_lower"], e["dtv_seq_exact_for_reference"], "lower <= D_TV^seq")
     assert abs(d["error_ratio_identity"] - e["error"]) <= 1e-12
     assert set(d["bounds"]) >= {"classical_tv", "pm_kl", "mix_tv", "adaptive_star", "unified"}
     assert d["bound_inputs"]["dtv_seq"].startswith("upper_bound")
@@ -387,9 +390,10 @@ def test_long_horizon_identities():
     assert len(d["dbar"]) == 16384
     assert d["error_second_order"] == pytest.approx(d["error"], rel=1e-7, abs=1e-14)
     assert d["error_ratio_identity"] == d["error_second_order"]
-    assert abs(d["error"]) <= d["bounds"]["unified"]
+    assert_bound_holds(abs(d["error"]), d["bounds"]["unified"], "|Error| <= unified")
     assert d["dtv_seq_lower"] <= d["dtv_seq_upper"] <= 1.0
-    assert np.all(np.diff(d["context_tv_upper"]) >= -1e-15)  # prefix TV bounds grow with t
+    up = np.array(d["context_tv_upper"])
+    assert_bound_holds(up[:-1], up[1:], "prefix TV bounds grow with t")
 
 
 def test_horizon_override_and_time_dependent_prefix(tmp_path):
@@ -407,9 +411,9 @@ def test_horizon_override_and_time_dependent_prefix(tmp_path):
 def test_upper_bound_sources_and_relations():
     tr = last_k_transition(3, 2)
     d = chain_quantities(random_chain_pair(tr, "swap", 0.3, 200, seed=2))
-    assert d["dtv_seq_upper"] <= min(1.0, sum(d["dbar"])) + 1e-12  # coupling <= hybrid bound
-    assert d["dtv_seq_upper"] <= math.sqrt(d["dkl_seq"] / 2) + 1e-12  # Pinsker
-    assert d["dtv_seq_max_prompt_upper"] >= d["dtv_seq_upper"] - 1e-15
+    assert_bound_holds(d["dtv_seq_upper"], min(1.0, sum(d["dbar"])), "coupling <= hybrid bound")
+    assert_bound_holds(d["dtv_seq_upper"], math.sqrt(d["dkl_seq"] / 2), "Pinsker")
+    assert_bound_holds(d["dtv_seq_upper"], d["dtv_seq_max_prompt_upper"], "mean over prompts <= max")
     assert d["context_tv_upper"][0] == 0.0
 
 
@@ -582,13 +586,14 @@ def test_matches_exact_engine(seed, T, P, time_dep, zeros):
         assert dp["error_ratio_identity"] is None
     else:
         assert abs(dp["error_ratio_identity"] - ex["error_ratio_identity"]) <= TOL
-    assert dp["dtv_seq_lower"] - TOL <= ex["dtv_seq"] <= dp["dtv_seq_upper"] + TOL
-    assert dp["dtv_seq_max_prompt_upper"] >= ex["dtv_seq_max_prompt"] - TOL
-    assert np.all(np.array(dp["context_tv_upper"]) >= np.array(ex["context_tv"]) - TOL)
-    assert np.all(np.array(dp["context_tv_lower"]) <= np.array(ex["context_tv"]) + TOL)
+    assert_bound_holds(dp["dtv_seq_lower"], ex["dtv_seq"], "dtv_seq_lower <= D_TV^seq")
+    assert_bound_holds(ex["dtv_seq"], dp["dtv_seq_upper"], "D_TV^seq <= dtv_seq_upper")
+    assert_bound_holds(ex["dtv_seq_max_prompt"], dp["dtv_seq_max_prompt_upper"], "max-prompt TV <= upper")
+    assert_bound_holds(ex["context_tv"], dp["context_tv_upper"], "context TV <= context_tv_upper")
+    assert_bound_holds(dp["context_tv_lower"], ex["context_tv"], "context_tv_lower <= context TV")
     for name, value in ex["bounds"].items():
         if name in _READS_DTV_SEQ:  # these read D_TV^seq: the chain's is an upper bound
-            assert dp["bounds"][name] >= value * (1 - 1e-9) - TOL
+            assert_bound_holds(value, dp["bounds"][name], f"{name} (tree) <= {name} (chain)")
         elif math.isfinite(value):
             assert dp["bounds"][name] == pytest.approx(value, rel=1e-9, abs=1e-7)
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from trm_bounds.cli import main
+from trm_bounds.cli import COMMANDS, main
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(capsys, *argv):
@@ -129,3 +137,97 @@ def test_json_output_is_strict_with_infinite_divergences(capsys):
     res = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert res["bounds"]["classical_kl"] == "inf" and float(res["bounds"]["classical_kl"]) == float("inf")
     assert res["bounds"]["pm_kl"] == 12.0  # every cap binds: 4 * 1 * (T - 1)
+
+
+def _python(*args: str) -> subprocess.CompletedProcess:
+    """`python *args` in a fresh interpreter on this checkout (not an installed copy elsewhere)."""
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_python_m_trm_bounds_is_the_same_cli(capsys):
+    argv = ["bounds", "--T", "16", "--delta", "0.02", "--json"]
+    proc = _python("-m", "trm_bounds", *argv)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert main(argv) == 0
+    assert proc.stdout == capsys.readouterr().out
+    bad = _python("-m", "trm_bounds", "bounds", "--T", "0", "--delta", "0.1")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "trm-bounds bounds: T must be >= 1, got min 0\n"
+
+
+@functools.lru_cache  # one fresh interpreter per probe, shared by the tests below
+def _modules_loaded_by(code: str) -> frozenset[str]:
+    """Every module name in sys.modules after running `code` in a fresh interpreter
+    on this checkout (the code's own stdout is swallowed; the last line printed is the list)."""
+    probe = (
+        "import contextlib, io, json, sys\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        + "".join(f"    {line}\n" for line in code.splitlines())
+        + "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = _python("-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    return frozenset(json.loads(proc.stdout.splitlines()[-1]))
+
+
+BOUNDS_MAIN = (
+    "from trm_bounds.cli import main\n"
+    "assert main(['bounds', '--T', '4096', '--delta', '1e-4', '--json']) == 0"
+)
+
+
+def test_bounds_loads_only_its_own_command_and_no_sympy_or_matplotlib():
+    loaded = _modules_loaded_by(BOUNDS_MAIN)
+    commands = {m for m in loaded if m.startswith("trm_bounds.commands.")}
+    assert commands == {"trm_bounds.commands.bounds"}
+    assert not {"sympy", "matplotlib", "trm_bounds.paper", "trm_bounds.figures"} & loaded
+
+
+def test_bounds_imports_no_heavy_library():
+    loaded = _modules_loaded_by(BOUNDS_MAIN)
+    assert not {"torch", "sympy", "matplotlib", "scipy"} & loaded, sorted(
+        {"torch", "sympy", "matplotlib", "scipy"} & loaded
+    )
+
+
+def test_help_lists_every_command_without_importing_any(capsys):
+    loaded = _modules_loaded_by("from trm_bounds.cli import main\nassert main(['--help']) == 0")
+    assert not {m for m in loaded if m.startswith("trm_bounds.commands.")}
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, help_line) in COMMANDS.items():
+        assert name in out and help_line.split()[0] in out
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_its_module_and_help(name, capsys):
+    mod = importlib.import_module(f"trm_bounds.commands.{COMMANDS[name][0]}")
+    assert callable(mod.add_arguments) and callable(mod.run)
+    # one help line per command, in cli.COMMANDS; a module still carrying its own must agree
+    assert getattr(mod, "HELP", COMMANDS[name][1]) == COMMANDS[name][1]
+    assert main([name, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: trm-bounds {name}")
+
+
+def test_unknown_command_and_no_command_exit_2(capsys):
+    assert main(["nope"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and err.count("\n") == 1
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    from trm_bounds import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"trm-bounds {__version__}\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from _mask_batches import random_batch, small_lr, small_mask
-from hypothesis import example, given, note
+from hypothesis import assume, example, given, note
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -21,8 +21,7 @@ from trm_bounds.masks.trm import acceptance_metrics, fraction
 @given(lr=small_lr, m=small_mask, delta=st.floats(1e-4, 1.0))
 @example(lr=np.full((4, 7), 0.2), m=np.ones((4, 7), np.int8), delta=0.5 * 0.2**2)
 def test_trm_max_k2_equals_verl_seq_max_k2(lr, m, delta):
-    if not m.any():
-        return
+    assume(m.any())  # verl refuses a batch without a valid token (tested on its own)
     mask, keep, _ = trm_mask(lr, np.zeros_like(lr), m, mode="max", max_threshold=delta)
     want, _ = rollout_rejection_mask(lr, m, "seq_max_k2", delta)
     assert mask.dtype == m.dtype

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from _checks import assert_bound_holds
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 
@@ -65,7 +66,7 @@ def test_lambdified_paper_setting():
 def test_uncapped_pm_expression_is_the_plain_sum(T, delta):
     uncapped = symbolic.lambdify_bound("pm_kl", capped=False)(T, delta=delta)
     assert uncapped == pytest.approx(2.0 * delta * _loop_sqrt_sum(T), rel=1e-12, abs=1e-300)
-    assert float(nb.pm_kl(T, delta)) <= uncapped * (1 + 1e-12) + 1e-300
+    assert_bound_holds(nb.pm_kl(T, delta), uncapped, "capped <= uncapped")
 
 
 @given(T=st.integers(1, 4000))
@@ -74,8 +75,8 @@ def test_uncapped_pm_expression_is_the_plain_sum(T, delta):
 def test_integral_bound_squeeze_against_a_loop(T):
     s = _loop_sqrt_sum(T)
     note(f"sum={s!r}")
-    assert 2 / 3 * (T - 1) ** 1.5 <= s * (1 + 1e-12)
-    assert s <= (2 / 3 * T**1.5 - math.sqrt(T) / 2) * (1 + 1e-12)
+    assert_bound_holds(2 / 3 * (T - 1) ** 1.5, s, "integral lower bound")
+    assert_bound_holds(s, 2 / 3 * T**1.5 - math.sqrt(T) / 2, "integral upper bound")
 
 
 @given(n=st.integers(1, 400), extra=st.integers(1, 3000), frac=st.floats(0, 0.999))
@@ -90,8 +91,8 @@ def test_coupling_linear_regime_is_4Teps_minus_about_2(n, extra, frac):
     B = _loop_coupling(T, eps)
     note(f"T={T} eps={eps!r} B={B!r} 4Teps={4 * T * eps!r}")
     assert float(nb.coupling(T, eps)) == pytest.approx(B, rel=1e-11)
-    assert B <= 4 * T * eps - 2 * (1 + eps) + 1e-9 * T
-    assert B >= 4 * T * eps - 2 * (1 + eps / 2) ** 2 - 1e-9 * T
+    assert_bound_holds(B, 4 * T * eps - 2 * (1 + eps), "coupling <= 4 T eps - 2 (1 + eps)")
+    assert_bound_holds(4 * T * eps - 2 * (1 + eps / 2) ** 2, B, "4 T eps - 2 (1 + eps/2)^2 <= coupling")
 
 
 @given(T=st.integers(1, 3000), frac=st.floats(0, 1))
@@ -118,7 +119,7 @@ def test_worst_case_adaptive_sum_upper_bounds_the_loop(T, frac):
     loop = sum(min(1.0, math.sqrt((T - t) * delta / 2)) for t in range(1, T + 1))
     formula = (T - 2 / delta) + 4 / (3 * delta)
     note(f"delta={delta!r} loop={loop!r} formula={formula!r}")
-    assert loop <= formula * (1 + 1e-12)
+    assert_bound_holds(loop, formula, "adaptive worst-case sum")
     assert float(nb.adaptive_worst_case_sum(T, delta)) == pytest.approx(formula, rel=1e-12)
 
 

@@ -1,13 +1,16 @@
 """The `trm-bounds` command line: one entry point, one subcommand per module.
 
-Each module in `trm_bounds.commands` defines::
+`COMMANDS` below lists every subcommand once: its name, the module in `trm_bounds.commands`
+that runs it, and the one line shown by `trm-bounds --help`. Each module defines::
 
-    HELP = "one line shown in `trm-bounds --help`"
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
-    def run(args: argparse.Namespace) -> int: ...   # prints JSON / writes files; returns exit code
+    def run(args: argparse.Namespace) -> int:   # prints JSON / writes files; returns exit code
 
-and is found by name (module `plot_scaling` -> command `plot-scaling`). Commands parse,
-call one library function and print; logic stays in the library.
+Only the module of the command being run is imported (`trm-bounds bounds`, a numpy formula,
+never loads torch, sympy or matplotlib); `trm-bounds --help` imports none. Command modules
+import their heavy libraries inside `run` unless `add_arguments` needs them (e.g. the
+choices of `exact --policy`). Commands parse, call one library function and print; logic
+stays in the library.
 
 Errors: a `ValueError` (bad input) or an argparse error prints one line
 ``trm-bounds <command>: <message>`` on stderr and exits 2; nothing is written.
@@ -17,10 +20,38 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
+from collections.abc import Sequence
 
-from . import commands as _commands_pkg
+# name -> (module in trm_bounds.commands, one line for `trm-bounds --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": (
+        "audit",
+        "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now",
+    ),
+    "bounds": ("bounds", "evaluate every bound of the paper for T, delta, eps, ... (JSON)"),
+    "certify": (
+        "certify",
+        "certificate of a batch of log-probs: acceptance, observed divergences, B* with provenance (JSON)",
+    ),
+    "exact": ("exact", "exact J, surrogate, error, divergences and bounds of a policy pair (JSON)"),
+    "figures": (
+        "figures",
+        "regenerate every figure and table (PNG+PDF, Markdown+CSV+JSON) and manifest.json",
+    ),
+    "plot-scaling": (
+        "plot_scaling",
+        "log-log figure of every bound vs horizon T (small and large divergence) + CSV",
+    ),
+    "table": (
+        "table",
+        "regenerate the paper's tables and worked numbers with match/rounding/mismatch verdicts",
+    ),
+    "train": (
+        "train",
+        "policy-gradient training with mismatch, masks and exact per-step certificates (steps.jsonl)",
+    ),
+}
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -31,28 +62,41 @@ class _OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _command_modules() -> dict[str, object]:
-    mods = {}
-    for info in sorted(pkgutil.iter_modules(_commands_pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mods[info.name.replace("_", "-")] = importlib.import_module(f"{_commands_pkg.__name__}.{info.name}")
-    return mods
+def command_module(name: str):
+    """The module that runs command `name` (imported now, and only it)."""
+    return importlib.import_module(f"{__package__}.commands.{COMMANDS[name][0]}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `trm-bounds` parser; only `command`'s options are added (its module is imported).
+
+    Every subcommand is listed with its help line; the others accept no options here, which
+    is harmless because argparse hands the rest of argv to the chosen subcommand only.
+    """
     parser = _OneLineParser(
         prog="trm-bounds",
         description="Trust Region Masking error bounds: compute, measure exactly, apply, audit.",
     )
     parser.add_argument("--version", action="version", version=f"trm-bounds {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
-    for name, mod in _command_modules().items():
-        p = sub.add_parser(name, help=getattr(mod, "HELP", ""), description=getattr(mod, "__doc__", None))
+    for name, (_, help_line) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_line)
         p.prog = f"trm-bounds {name}"
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        if name == command:
+            mod = command_module(name)
+            p.description = mod.__doc__
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in argv: its first token that is not an option (top-level options
+    `-h`, `--help`, `--version` take no value), if it is a known command."""
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
 
 
 def _version() -> str:
@@ -62,7 +106,8 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser(_command_in(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (one line, status 2), --help and --version (0)

@@ -11,9 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .._json import dumps
-from ..audit.claims import audit, claims_to_markdown, write_audit
-
-HELP = "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..audit.claims import audit, claims_to_markdown, write_audit  # sympy: only when run
+
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ValueError(f"out: {args.out} exists and is not a directory")
     claims = audit(quick=args.quick)

@@ -13,8 +13,7 @@ import numpy as np
 
 from .._json import dumps
 from ..bounds import BoundInputs, evaluate_bounds
-
-HELP = "evaluate every bound of the paper for T, delta, eps, ... (JSON)"
+from ..refined import REFINED_OF  # noqa: F401 - importing it registers the *_refined bounds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,8 +13,6 @@ from .._json import dumps
 from ..certify import certify, load_logprobs
 from ..masks import AVG_ESTIMATORS, MAX_ESTIMATORS
 
-HELP = "certificate of a batch of log-probs: acceptance, observed divergences, B* with provenance (JSON)"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logprobs", type=Path, required=True, help=".npz with log_prob, rollout_log_prob, ...")

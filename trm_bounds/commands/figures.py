@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..figures import make_figures
-
-HELP = "regenerate every figure and table (PNG+PDF, Markdown+CSV+JSON) and manifest.json"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -20,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..figures import make_figures  # matplotlib, every job: only when run
+
     manifest = make_figures(args.out, quick=args.quick, only=args.only, progress=not args.no_progress)
     print(f"wrote {len(manifest['outputs'])} outputs and {args.out / 'manifest.json'}")
     return 0

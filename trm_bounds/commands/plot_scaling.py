@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 
 from .._validate import check_horizon
-from ..report import write_scaling
-
-HELP = "log-log figure of every bound vs horizon T (small and large divergence) + CSV"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_scaling  # matplotlib: only when run
+
     T_max = int(check_horizon(args.T_max, "T-max"))
     if args.points < 2:
         raise ValueError(f"points must be >= 2, got {args.points}")

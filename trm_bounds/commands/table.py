@@ -11,9 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .._json import dumps
-from ..audit.tables import cells_to_markdown, paper_tables, write_tables
-
-HELP = "regenerate the paper's tables and worked numbers with match/rounding/mismatch verdicts"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..audit.tables import cells_to_markdown, paper_tables, write_tables  # sympy: only when run
+
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ValueError(f"out: {args.out} exists and is not a directory")
     cells = paper_tables()
