@@ -236,7 +236,8 @@ def certify(
         d_src = (
             f"observed: max exact token KL over all {n_tok} sampled contexts of the batch, accepted or "
             "not (rejecting sequences does not make the policies closer; the smallest delta the batch "
-            "does not contradict); ASSUMED to hold at every reachable context (the batch sees only sampled ones)"
+            "does not contradict); ASSUMED to hold at every reachable context (the batch sees only "
+            "sampled ones)"
         )
     elif delta is not None:
         d_bound = float(delta)
@@ -310,7 +311,8 @@ def certify(
     if mode is None:
         guaranteed.append("No mask was applied (no delta or delta_avg): every sequence is accepted.")
     guaranteed.append(
-        f"CONDITIONAL: IF the token KL(pi_roll || pi_theta) is <= delta = {d_bound:.6g} at EVERY reachable context "
+        f"CONDITIONAL: IF the token KL(pi_roll || pi_theta) is <= delta = {d_bound:.6g} at EVERY "
+        "reachable context "
         f"and eps, dkl_seq, dtv_seq, Dbar_t are as listed, THEN |J(theta) - J(roll) - L'(theta)| <= "
         f"B* = {bounds['unified']:.6g} (unified bound, THEORY.md section 5, horizon T = {T_bound})."
     )
@@ -405,7 +407,8 @@ def _warnings(mode, acceptance, clamped, k2_clamped_max, k2_true_max, k2_used) -
         out.append(f"acceptance is {acceptance:.1%} (< 10%): the mask discards almost the whole batch")
     if clamped:
         out.append(
-            f"{clamped} sampled log-ratios exceed +-{_CLAMP:g} and were clamped (verl's safety bound) for k2/k3: "
+            f"{clamped} sampled log-ratios exceed +-{_CLAMP:g} and were clamped (verl's safety bound) "
+            "for k2/k3: "
             f"max k2 after the clamp {k2_clamped_max if k2_used else 'n/a'}, true max k2 {k2_true_max:g}"
         )
     return out
@@ -530,7 +533,8 @@ def sample_certificate(
         "assumptions": [
             "units (sequences, or prompt groups with group_id) are iid draws from pi_roll, in an order "
             "that does not depend on their values (betting permutes them with a fixed seed anyway)",
-            f"every response has at most horizon = {T_max} tokens, fixed before sampling (S_i in [0, {T_max}])",
+            f"every response has at most horizon = {T_max} tokens, fixed before sampling "
+            f"(S_i in [0, {T_max}])",
             "after a response ends both policies stay in an absorbing end state (positions outside the "
             "mask have rho = 1), so variable lengths change nothing in the identities",
             "linear_dbar_refined = 2 U needs rewards with max R - min R <= 1 (e.g. R in [0, 1]); "
@@ -541,7 +545,8 @@ def sample_certificate(
         ],
         "statement": (
             f"with probability >= {confidence:.0%} over this batch, |J(theta) - J(roll) - L'(theta)| <= "
-            f"{bounds['linear_dbar_refined']:.4g} (= 2 x the upper bound on sum_t Dbar_t; rewards of range <= 1)"
+            f"{bounds['linear_dbar_refined']:.4g} (= 2 x the upper bound on sum_t Dbar_t; "
+            "rewards of range <= 1)"
         ),
     }
 

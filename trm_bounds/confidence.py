@@ -112,7 +112,9 @@ def _betting_bets(a: np.ndarray, alpha: float, c: float) -> np.ndarray:
     return np.minimum(c, np.sqrt(2.0 * math.log(1.0 / alpha) / (n * s2_prev)))
 
 
-def betting_upper(x: ArrayLike, alpha: float, *, max_bet: float = BETTING_MAX_BET, seed: int = 0) -> np.ndarray:
+def betting_upper(
+    x: ArrayLike, alpha: float, *, max_bet: float = BETTING_MAX_BET, seed: int = 0
+) -> np.ndarray:
     """One-sided betting bound (Waudby-Smith & Ramdas 2024), see the module docstring:
 
         U = inf{m in [0, 1] : sum_i log(1 + lambda_i (m - x_i)) >= log(1/alpha)}.

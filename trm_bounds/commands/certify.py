@@ -161,7 +161,8 @@ def summary(cert: dict) -> str:
         "",
         f"Conditional bound (TRM paper's B*, {cert['mask']['mode']} mask, acceptance {acc['overall']:.1%}, "
         f"{acc['n_accepted']} of {cert['batch']['n_nonempty']} sequences):",
-        f"  CONDITIONAL: IF the token KL is <= delta = {_f(b['inputs']['delta'])} at EVERY reachable context, "
+        f"  CONDITIONAL: IF the token KL is <= delta = {_f(b['inputs']['delta'])} at EVERY reachable "
+        "context, "
         f"THEN |Error| <= B* = {_f(b['unified'])}; the batch cannot check this hypothesis",
         f"  delta: {src['delta']}",
         f"  dkl_seq = {_f(b['inputs']['dkl_seq'])}: {src['dkl_seq']}",
