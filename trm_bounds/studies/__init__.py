@@ -1,0 +1,1 @@
+"""Studies: measurements that produce figures and tables (run by `trm-bounds figures` jobs)."""
