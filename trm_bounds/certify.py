@@ -167,13 +167,7 @@ def certify(
     dkl_seq = T delta (worst case), dtv_seq = min(1, sqrt(dkl_seq/2)), Dbar_t = eps (worst case),
     unless given. ``bound.unified`` equals ``evaluate_bounds(certificate_bound_inputs(c))["unified"]``.
     """
-    lr, valid, m, _ = _prepare(log_prob, rollout_log_prob, response_mask)
-    _check_log_probs(log_prob, rollout_log_prob, valid)
-    B, width = lr.shape
-    T_bound = width if T is None else T
-    if isinstance(T_bound, bool) or not float(T_bound).is_integer() or T_bound < 1:
-        raise ValueError(f"T must be an integer >= 1, got {T_bound!r}")
-    T_bound = int(T_bound)
+    lr, valid, B, width, T_bound = _prepare_batch(log_prob, rollout_log_prob, response_mask, T, "T")
     if T_bound < width and bool(valid[:, T_bound:].any()):
         raise ValueError(f"T = {T_bound} is shorter than a response in the batch (padded width {width})")
     for name, v in (("delta", delta), ("delta_avg", delta_avg), ("dkl_seq", dkl_seq)):
@@ -383,6 +377,17 @@ def certify(
     }
 
 
+def _prepare_batch(log_prob, rollout_log_prob, response_mask, T, name: str):
+    """Validated (log_ratio (B, T), valid (B, T) bool, B, width, horizon); horizon = T or the width."""
+    lr, valid, _m, _ = _prepare(log_prob, rollout_log_prob, response_mask)
+    _check_log_probs(log_prob, rollout_log_prob, valid)
+    B, width = lr.shape
+    T = width if T is None else T
+    if isinstance(T, bool) or not float(T).is_integer() or T < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {T!r}")
+    return lr, valid, B, width, int(T)
+
+
 _CLAMP = 20.0  # verl's SAFETY_BOUND on log rho before k2/k3 (the mask contract of trm_bounds.masks)
 
 
@@ -464,13 +469,7 @@ def sample_certificate(
       "interval", "kind"}, per_token_mean (estimate of the mean (1 - rho)_+ per token),
       horizon, n_sequences, n_tokens, assumptions, statement.
     """
-    lr, valid, _m, _ = _prepare(log_prob, rollout_log_prob, response_mask)
-    _check_log_probs(log_prob, rollout_log_prob, valid)
-    B, width = lr.shape
-    T_max = width if horizon is None else horizon
-    if isinstance(T_max, bool) or not float(T_max).is_integer() or T_max < 1:
-        raise ValueError(f"horizon must be an integer >= 1, got {T_max!r}")
-    T_max = int(T_max)
+    lr, valid, B, width, T_max = _prepare_batch(log_prob, rollout_log_prob, response_mask, horizon, "horizon")
     lengths = valid.sum(-1).numpy()
     if lengths.max(initial=0) > T_max:
         raise ValueError(f"horizon = {T_max} is shorter than a response in the batch ({int(lengths.max())})")

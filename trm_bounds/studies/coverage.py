@@ -179,6 +179,18 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def _save(fig, out_dir: Path, stem: str) -> list[str]:
+    """Write stem.png and stem.pdf to out_dir, close the figure; the names written."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    for ext in ("png", "pdf"):
+        fig.savefig(out_dir / f"{stem}.{ext}", dpi=130)
+        out.append(f"{stem}.{ext}")
+    plt.close(fig)
+    return out
+
+
 def _plot_coverage(rows: list[dict], out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -217,12 +229,7 @@ def _plot_coverage(rows: list[dict], out_dir: Path) -> list[str]:
     axes[0].legend(fontsize=7)
     axes[3].legend(fontsize=6)
     fig.tight_layout()
-    out = []
-    for ext in ("png", "pdf"):
-        fig.savefig(out_dir / f"certify_coverage.{ext}", dpi=130)
-        out.append(f"certify_coverage.{ext}")
-    plt.close(fig)
-    return out
+    return _save(fig, out_dir, "certify_coverage")
 
 
 def _plot_horizon(rows: list[dict], out_dir: Path) -> list[str]:
@@ -263,12 +270,7 @@ def _plot_horizon(rows: list[dict], out_dir: Path) -> list[str]:
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = []
-    for ext in ("png", "pdf"):
-        fig.savefig(out_dir / f"certify_horizon.{ext}", dpi=130)
-        out.append(f"certify_horizon.{ext}")
-    plt.close(fig)
-    return out
+    return _save(fig, out_dir, "certify_horizon")
 
 
 def figures_job(out_dir: Path, quick: bool) -> list[dict]:
