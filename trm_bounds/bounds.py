@@ -395,7 +395,7 @@ def ln_trm_bound(expected_W: ArrayLike) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- inputs record
-SOURCES = ("given", "pinsker", "worst_case", "exact", "observed", "upper_bound", "assumed")
+SOURCES = ("given", "pinsker", "worst_case", "exact", "observed", "upper_bound", "assumed", "estimate")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ from ._validate import check_horizon
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
 from .mismatch import MechanismView, resolve_one
+from .second_order import second_order_chain
 
 __all__ = [
     "ChainPair",
@@ -660,7 +661,11 @@ def chain_quantities_batch(
     if backend not in (None, "numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     raw = _run_dp(b, dense, backend)
-    return [_finish(raw, n, b.T) for n in range(len(pairs))]
+    out = [_finish(raw, n, b.T) for n in range(len(pairs))]
+    for pair, d in zip(pairs, out):  # E_roll[Z] by its own state recursion (trm_bounds.second_order)
+        if d["error_ratio_identity"] is not None:  # defined exactly when pi_theta << pi_roll
+            d["bounds"]["second_order"] = second_order_chain(pair)
+    return out
 
 
 def chain_quantities(

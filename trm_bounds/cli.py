@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bounds": ("bounds", "evaluate every bound of the paper for T, delta, eps, ... (JSON)"),
     "certify": (
         "certify",
-        "certificate of a batch of log-probs: acceptance, observed divergences, B* with provenance (JSON)",
+        "certificate of a batch of log-probs: a sample bound on |Error|, acceptance, conditional B*",
     ),
     "exact": ("exact", "exact J, surrogate, error, divergences and bounds of a policy pair (JSON)"),
     "figures": (

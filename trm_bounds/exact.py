@@ -39,6 +39,7 @@ from .bounds import BoundInputs, evaluate_bounds, ln_trm_weights
 from .divergences import sum_last as _vsum
 from .divergences import token_kl, token_tv
 from .pair import PolicyPair, validate_pair_arrays
+from .second_order import second_order_tree
 
 __all__ = ["exact_quantities", "exact_J", "evaluate_pair_file", "MASK_RULES", "DEFAULT_CHUNK_LEAVES"]
 
@@ -193,6 +194,7 @@ def exact_quantities(
         Qr, Qt = torch.cat(Qr_s, -1), torch.cat(Qt_s, -1)  # (K, P V**s), (P V**s,)
         Vr1, Vt1 = eng.backward_levels(top, Qr, Qt)
     out = _assemble(acc, eng, pp, Vr1, Vt1, P, V, T, baseline, mask)
+    _add_second_order(out, lr, lt, pp)
     if future_tv:
         out["future_tv"] = _future_tv(lr, lt, pp, P, V, T)
         out["notes"].append(
@@ -200,6 +202,16 @@ def exact_quantities(
             "of the two laws of y_{t+1..T}"
         )
     return out
+
+
+def _add_second_order(out: dict, lr, lt, pp) -> None:
+    """bounds["second_order"] = E_roll[sum_t |rho_t - 1| sum_{s>t} (1 - rho_s)_+] when pi_theta << pi_roll
+    (`trm_bounds.second_order`; docs/certify.md proves |Error| <= it for rewards of range <= 1)."""
+    if not out["abs_continuous"]:
+        out["notes"].append("second_order is not reported: it needs pi_theta << pi_roll (rho is undefined)")
+        return
+    cpu = lambda xs: [x.detach().cpu().numpy() for x in xs]  # noqa: E731
+    out["bounds"]["second_order"] = second_order_tree(cpu(lr), cpu(lt), pp.detach().cpu().numpy())
 
 
 def _check_mask(mask: dict | None) -> dict | None:

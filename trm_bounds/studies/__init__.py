@@ -1,7 +1,8 @@
 """Studies: measurements that make figures (run by `trm-bounds figures`, or by experiments/*.py).
 
 - `error_vs_horizon`: exact |Error| next to every bound on finite-state chains, T up to 16384;
-- `training`: toy analogues of the paper's training figures with exact J every step.
+- `training`: toy analogues of the paper's training figures with exact J every step;
+- `coverage`: coverage of the sample certificate (trm_bounds.certify) on exact pairs, and its growth in T.
 
 Each has ``figures_job(out_dir, quick) -> list[dict]`` (listed in `trm_bounds.jobs`) and
 ``main(argv)`` (the scripts in experiments/ call it). Plots use matplotlib's Agg backend,
