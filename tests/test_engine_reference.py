@@ -1,0 +1,91 @@
+"""The exact tree engine and the chain engine against outputs recorded from the engine
+before its fused kernels (tests/data/engine_reference.*, made by _make_engine_reference.py at
+commit 8254563): every key, every value, within 1e-12 relative (REL below).
+
+Inputs are stored beside the outputs, so these checks do not depend on the shared fixtures
+or on the random generators of other test modules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trm_bounds.chain import ChainPair, chain_quantities
+from trm_bounds.exact import exact_quantities
+
+DATA = Path(__file__).resolve().parent / "data"
+REL = 1e-12  # the promised agreement with the recorded engine
+# values that are pure rounding noise (|x| far below the scale of the terms summed into them)
+# are compared at an absolute 1e-12 * scale * eps instead; `scale` is J-sized (rewards in [0, 1])
+ABS = 1e-15
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _load():
+    ref = json.loads((DATA / "engine_reference.json").read_text())
+    with np.load(DATA / "engine_reference.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    return ref, arrays
+
+
+REF, ARRAYS = _load()
+TREE_OPTIONS = {
+    "plain": {},
+    "chunked": {"chunk_leaves": 3},
+    "full": {"baseline": 0.3, "mask": {"rule": "max+avg", "delta": 0.05, "delta_avg": 0.02}, "future_tv": True},
+    "mask_max": {"mask": {"rule": "max", "delta": 0.1}, "chunk_leaves": 5},
+}
+
+
+def _inputs(kind: str, name: str) -> dict:
+    pre = f"{kind}/{name}/"
+    return {k[len(pre):]: v for k, v in ARRAYS.items() if k.startswith(pre)}
+
+
+def max_rel_diff(new, old, path="") -> tuple[float, str]:
+    """Largest |new - old| / max(|old|, ABS / REL) over every number of two JSON-like trees
+    (same keys, same lengths, equal strings / None / bools / infinities required)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and set(new) == set(old), f"{path}: keys {set(new) ^ set(old)}"
+        worst = (0.0, path)
+        for k in old:
+            worst = max(worst, max_rel_diff(new[k], old[k], f"{path}.{k}"))
+        return worst
+    if isinstance(old, list):
+        assert isinstance(new, list) and len(new) == len(old), path
+        return max([(0.0, path)] + [max_rel_diff(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(new, old))])
+    if old is None or isinstance(old, (str, bool)):
+        assert new == old, f"{path}: {new!r} != {old!r}"
+        return 0.0, path
+    new, old = float(new), float(old)
+    if math.isinf(old) or math.isnan(old):
+        assert new == old or (math.isnan(new) and math.isnan(old)), f"{path}: {new!r} != {old!r}"
+        return 0.0, path
+    return abs(new - old) / max(abs(old), ABS / REL), path
+
+
+@pytest.mark.parametrize("name", sorted(REF["tree"]))
+def test_tree_engine_matches_recorded_outputs(name):
+    inp = _inputs("tree", name)
+    T = sum(1 for k in inp if k.startswith("logp_roll_"))
+    lr = [inp[f"logp_roll_{t}"] for t in range(1, T + 1)]
+    lt = [inp[f"logp_theta_{t}"] for t in range(1, T + 1)]
+    for opt, kw in TREE_OPTIONS.items():
+        new = json.loads(json.dumps(exact_quantities(lr, lt, inp["reward"], inp["prompt_probs"], **kw)))
+        worst, where = max_rel_diff(new, REF["tree"][name][opt])
+        assert worst <= REL, f"{opt}{where}: relative difference {worst:.3g}"
+
+
+@pytest.mark.parametrize("name", sorted(REF["chain"]))
+def test_chain_engine_matches_recorded_outputs(name):
+    inp = _inputs("chain", name)
+    pair = ChainPair(**{k: (int(v) if k == "T" else v) for k, v in inp.items()})
+    new = json.loads(json.dumps(chain_quantities(pair)))
+    worst, where = max_rel_diff(new, REF["chain"][name])
+    assert worst <= REL, f"{where}: relative difference {worst:.3g}"
