@@ -51,9 +51,17 @@ if numba is not None:
     def _expm1_minus_x(d):
         """e^d - 1 - d to relative rounding (series below |d| = 0.1), as divergences.expm1_minus_x."""
         if abs(d) < 0.1:
-            s = _SERIES[9]
-            for j in range(8, -1, -1):
-                s = s * d + _SERIES[j]
+            c = _SERIES
+            s = c[9]
+            s = s * d + c[8]
+            s = s * d + c[7]
+            s = s * d + c[6]
+            s = s * d + c[5]
+            s = s * d + c[4]
+            s = s * d + c[3]
+            s = s * d + c[2]
+            s = s * d + c[1]
+            s = s * d + c[0]
             return s * d * d * 0.5
         return math.expm1(d) - d
 
@@ -157,41 +165,50 @@ if numba is not None:
             for j in range(T - s):  # forward over levels k = s + j
                 k = s + j
                 A, B = lr[k], lt[k]
-                o, r0 = offs[j], a * V**j
-                if j > 0:
+                o, r0, nk = offs[j], a * V**j, nrow * V**j
+                if j == 0:
+                    for n in range(nrow):
+                        LDR[o + n], LDT[o + n] = ldr_s[a + n], ldt_s[a + n]
+                        DR[o + n], DT[o + n] = math.exp(ldr_s[a + n]), math.exp(ldt_s[a + n])
+                        PMX[o + n], PSM[o + n] = pmax_s[a + n], psum_s[a + n]
+                else:  # context laws: log-sums (reachability, differences) and products (weights)
                     Ap, Bp = lr[k - 1], lt[k - 1]
                     op, rp0 = offs[j - 1], a * V ** (j - 1)
-                for n in range(nrow * V**j):
-                    if j == 0:
-                        ld_a, ld_b, pm, ps = ldr_s[a + n], ldt_s[a + n], pmax_s[a + n], psum_s[a + n]
-                        d_r, d_t = math.exp(ld_a), math.exp(ld_b)
-                    else:  # context laws: log-sums (reachability, differences) and products (weights)
-                        par = n // V
-                        v = n - par * V
-                        ld_a = LDR[op + par] + Ap[rp0 + par, v]
-                        ld_b = LDT[op + par] + Bp[rp0 + par, v]
-                        d_r = DR[op + par] * PR[op + par, v]
-                        d_t = DT[op + par] * PT[op + par, v]
-                        pm, ps = PMX[op + par], PSM[op + par]
-                    kl, tv, zmass, vl = _row_terms(A, B, r0 + n, PR, PT, DP, o + n, any_roll_zero)
+                    for par in range(nk // V):
+                        q = op + par
+                        for v in range(V):
+                            m = o + par * V + v
+                            LDR[m] = LDR[q] + Ap[rp0 + par, v]
+                            LDT[m] = LDT[q] + Bp[rp0 + par, v]
+                            DR[m] = DR[q] * PR[q, v]
+                            DT[m] = DT[q] * PT[q, v]
+                            PMX[m], PSM[m] = PMX[q], PSM[q]
+                s_dkl, s_dbar, s_ctx, s_erho = 0.0, 0.0, 0.0, 0.0
+                for n in range(nk):
+                    m = o + n
+                    ld_a, ld_b, d_r, d_t = LDR[m], LDT[m], DR[m], DT[m]
+                    kl, tv, zmass, vl = _row_terms(A, B, r0 + n, PR, PT, DP, m, any_roll_zero)
                     reach = full or (ld_a > -np.inf) or (ld_b > -np.inf)
                     if reach:
                         eps = max(eps, tv)
                         delta = max(delta, kl)
                     if d_r > 0:
-                        acc[DKL, k] += d_r * kl
-                    acc[DBAR, k] += d_r * tv
+                        s_dkl += d_r * kl
+                    s_dbar += d_r * tv
                     dd = _diff(ld_b, ld_a, d_t, d_r)
-                    acc[CTX, k] += 0.5 * abs(dd)
+                    s_ctx += 0.5 * abs(dd)
                     er = 2.0 * tv
                     if any_roll_zero:
                         er -= zmass
                         if vl and ld_a > -np.inf:
                             bad = True
-                    acc[ERHO, k] += d_r * er
-                    m = o + n
-                    LDR[m], LDT[m], DR[m], DT[m], DD[m], RCH[m] = ld_a, ld_b, d_r, d_t, dd, reach
-                    PMX[m], PSM[m] = max(pm, kl), ps + kl
+                    s_erho += d_r * er
+                    DD[m], RCH[m] = dd, reach
+                    PMX[m], PSM[m] = max(PMX[m], kl), PSM[m] + kl
+                acc[DKL, k] += s_dkl
+                acc[DBAR, k] += s_dbar
+                acc[CTX, k] += s_ctx
+                acc[ERHO, k] += s_erho
             # leaves: children of the rows of level T - 1
             j = T - 1 - s
             A, B = lr[T - 1], lt[T - 1]
@@ -200,38 +217,42 @@ if numba is not None:
             nl = nrow * per_s
             QR = np.empty((K, nl))
             QT = np.empty(nl)
-            Jr, Jt, jrow = 0.0, 0.0, 0.0
+            Jr, Jt = 0.0, 0.0
             l0 = a * per_s
-            for n in range(nl):
-                par = n // V
-                v = n - par * V
-                la = LDR[o + par] + A[rp0 + par, v]
-                lb = LDT[o + par] + B[rp0 + par, v]
-                pa = DR[o + par] * PR[o + par, v]
-                pb = DT[o + par] * PT[o + par, v]
-                rv = R[l0 + n]
-                Jr += pa * rv
-                Jt += pb * rv
-                jrow += 0.5 * abs(_diff(lb, la, pb, pa))
-                if (n + 1) % per_s == 0:
-                    joint_row[a + n // per_s] = jrow
-                    jrow = 0.0
-                QR[0, n] = rv
-                QT[n] = rv
-                if K > 1:
+            rows_per_s = per_s // V  # rows of level T - 1 below one row of level s
+            for rs in range(nrow):
+                jrow = 0.0
+                for par in range(rs * rows_per_s, (rs + 1) * rows_per_s):
+                    q = o + par
                     M = 1.0
-                    if mdelta == mdelta and not PMX[o + par] <= mdelta:
-                        M = 0.0
-                    if mdelta_avg == mdelta_avg and not PSM[o + par] / T <= mdelta_avg:
-                        M = 0.0
-                    QR[1, n] = M * rv
-                    QR[2, n] = M
+                    if K > 1:
+                        if mdelta == mdelta and not PMX[q] <= mdelta:
+                            M = 0.0
+                        if mdelta_avg == mdelta_avg and not PSM[q] / T <= mdelta_avg:
+                            M = 0.0
+                    for v in range(V):
+                        n = par * V + v
+                        la = LDR[q] + A[rp0 + par, v]
+                        lb = LDT[q] + B[rp0 + par, v]
+                        pa = DR[q] * PR[q, v]
+                        pb = DT[q] * PT[q, v]
+                        rv = R[l0 + n]
+                        Jr += pa * rv
+                        Jt += pb * rv
+                        jrow += 0.5 * abs(_diff(lb, la, pb, pa))
+                        QR[0, n] = rv
+                        QT[n] = rv
+                        if K > 1:
+                            QR[1, n] = M * rv
+                            QR[2, n] = M
+                joint_row[a + rs] = jrow
             # backward, level by level, in place: row n of level k reads QR[:, nV .. nV+V-1], writes QR[:, n]
             g = np.zeros(3)
             vr = np.zeros(3)
             for j in range(T - 1 - s, -1, -1):
                 k = s + j
                 o = offs[j]
+                s_lp, s_pdi, s_err, s_rat, s_gm, g_inf = 0.0, 0.0, 0.0, 0.0, 0.0, gm[k]
                 for n in range(nrow * V**j):
                     m = o + n
                     g[:] = 0.0
@@ -248,12 +269,12 @@ if numba is not None:
                         rt += DP[m, v] * (QT[c] - q0)
                         vt += PT[m, v] * QT[c]
                     d_r = DR[m]
-                    acc[LP, k] += d_r * g[0]
-                    acc[PDI, k] += DT[m] * g[0]
-                    acc[ERR, k] += DD[m] * g[0]
-                    acc[RATIO, k] += d_r * rt
+                    s_lp += d_r * g[0]
+                    s_pdi += DT[m] * g[0]
+                    s_err += DD[m] * g[0]
+                    s_rat += d_r * rt
                     if RCH[m]:
-                        gm[k] = max(gm[k], abs(g[0]))
+                        g_inf = max(g_inf, abs(g[0]))
                     if need_h:
                         for jj in range(K):
                             hj = 0.0
@@ -261,10 +282,16 @@ if numba is not None:
                                 hj += PT[m, v] * QR[jj, n * V + v]
                             acc[H0 + jj, k] += d_r * hj
                     if K > 1:
-                        acc[GM, k] += d_r * g[1]
+                        s_gm += d_r * g[1]
                     for jj in range(K):
                         QR[jj, n] = vr[jj]
                     QT[n] = vt
+                acc[LP, k] += s_lp
+                acc[PDI, k] += s_pdi
+                acc[ERR, k] += s_err
+                acc[RATIO, k] += s_rat
+                acc[GM, k] += s_gm
+                gm[k] = g_inf
             for n in range(nrow):
                 for jj in range(K):
                     Qr_out[jj, a + n] = QR[jj, n]
