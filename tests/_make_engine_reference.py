@@ -28,18 +28,35 @@ from trm_bounds.pair import PolicyPair  # noqa: E402
 TREE_OPTIONS = {  # name -> exact_quantities keyword arguments
     "plain": {},
     "chunked": {"chunk_leaves": 3},
-    "full": {"baseline": 0.3, "mask": {"rule": "max+avg", "delta": 0.05, "delta_avg": 0.02}, "future_tv": True},
+    "full": {
+        "baseline": 0.3,
+        "mask": {"rule": "max+avg", "delta": 0.05, "delta_avg": 0.02},
+        "future_tv": True,
+    },
     "mask_max": {"mask": {"rule": "max", "delta": 0.1}, "chunk_leaves": 5},
 }
 TREE_CASES = [  # (seed, kind, P, V, T)
-    (1, "dense", 1, 2, 6), (2, "dense", 2, 3, 4), (3, "sparse", 3, 2, 5), (4, "near_det", 1, 3, 4),
-    (5, "zeros_roll", 2, 2, 5), (6, "zeros_theta", 2, 3, 3), (7, "extreme", 2, 2, 4),
-    (8, "identical", 1, 2, 3), (9, "one_token", 3, 2, 4), (10, "dense", 1, 4, 4), (11, "dense", 2, 2, 1),
-    (12, "zeros_roll", 1, 3, 4), (13, "sparse", 1, 2, 9),
+    (1, "dense", 1, 2, 6),
+    (2, "dense", 2, 3, 4),
+    (3, "sparse", 3, 2, 5),
+    (4, "near_det", 1, 3, 4),
+    (5, "zeros_roll", 2, 2, 5),
+    (6, "zeros_theta", 2, 3, 3),
+    (7, "extreme", 2, 2, 4),
+    (8, "identical", 1, 2, 3),
+    (9, "one_token", 3, 2, 4),
+    (10, "dense", 1, 4, 4),
+    (11, "dense", 2, 2, 1),
+    (12, "zeros_roll", 1, 3, 4),
+    (13, "sparse", 1, 2, 9),
 ]
 CHAIN_CASES = [  # (seed, S, V, T, P, time_dep, zeros)
-    (1, 5, 3, 7, 2, False, False), (2, 5, 3, 7, 2, True, False), (3, 6, 2, 9, 3, False, True),
-    (4, 4, 3, 6, 1, True, True), (5, 9, 4, 20, 2, False, False), (6, 7, 3, 15, 3, True, True),
+    (1, 5, 3, 7, 2, False, False),
+    (2, 5, 3, 7, 2, True, False),
+    (3, 6, 2, 9, 3, False, True),
+    (4, 4, 3, 6, 1, True, True),
+    (5, 9, 4, 20, 2, False, False),
+    (6, 7, 3, 15, 3, True, True),
 ]
 
 
@@ -52,15 +69,22 @@ def tree_inputs(pair: PolicyPair) -> dict:
 
 def chain_inputs(p: ChainPair) -> dict:
     return {
-        "T": np.int64(p.T), "transition": p.transition, "init_state": p.init_state,
-        "prompt_probs": p.prompt_probs, "logp_roll": p.logp_roll, "logp_theta": p.logp_theta,
-        "reward_final": p.reward_final, "reward_step": p.reward_step,
+        "T": np.int64(p.T),
+        "transition": p.transition,
+        "init_state": p.init_state,
+        "prompt_probs": p.prompt_probs,
+        "logp_roll": p.logp_roll,
+        "logp_theta": p.logp_theta,
+        "reward_final": p.reward_final,
+        "reward_step": p.reward_step,
     }
 
 
 def main(fixtures: Path) -> None:
     arrays, outputs = {}, {"tree": {}, "chain": {}}
-    trees = {f"random_{s}_{k}_{P}_{V}_{T}": tree_inputs(build_pair(s, k, P, V, T)) for s, k, P, V, T in TREE_CASES}
+    trees = {
+        f"random_{s}_{k}_{P}_{V}_{T}": tree_inputs(build_pair(s, k, P, V, T)) for s, k, P, V, T in TREE_CASES
+    }
     for f in sorted(fixtures.glob("*.npz")):
         with np.load(f) as z:
             if "logp_roll_1" in z.files:
@@ -70,7 +94,8 @@ def main(fixtures: Path) -> None:
         lr = [inp[f"logp_roll_{t}"] for t in range(1, T + 1)]
         lt = [inp[f"logp_theta_{t}"] for t in range(1, T + 1)]
         outputs["tree"][name] = {
-            opt: exact_quantities(lr, lt, inp["reward"], inp["prompt_probs"], **kw) for opt, kw in TREE_OPTIONS.items()
+            opt: exact_quantities(lr, lt, inp["reward"], inp["prompt_probs"], **kw)
+            for opt, kw in TREE_OPTIONS.items()
         }
         arrays.update({f"tree/{name}/{k}": v for k, v in inp.items()})
     chains = {f"random_{'_'.join(str(x) for x in c)}": make_chain(*c) for c in CHAIN_CASES}

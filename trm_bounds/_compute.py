@@ -84,7 +84,8 @@ def check_device(device) -> torch.device:
         raise ValueError(f"device: unknown torch device {device!r} ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
-            f"device: {device!r} requested but this torch ({torch.__version__}) sees no CUDA GPU; use device='cpu'"
+            f"device: {device!r} requested but this torch ({torch.__version__}) sees no CUDA GPU; "
+            "use device='cpu'"
         )
     if dev.type not in ("cpu", "cuda"):
         avail = getattr(getattr(torch, dev.type, None), "is_available", None)

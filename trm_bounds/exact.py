@@ -241,15 +241,17 @@ def _kernel_engine(eng: _Engine, ld0, path0, n_threads: int):
     gmax, epsdel, J = np.zeros((nt, T)), np.zeros((nt, 2)), np.zeros((nt, 2))
     viol = np.zeros(nt, dtype=np.bool_)
     Qr, Qt, joint_row = np.zeros((K, n)), np.zeros(n), np.zeros(n)
-    md = eng.mask or {}
-    nan = float("nan")
+    md = {
+        k: float("nan") if v is None else v
+        for k, v in (eng.mask or {"delta": None, "delta_avg": None}).items()
+    }
     _tree_kernel.call(
         n_threads,
         _tree_kernel.levels_list([x.numpy() for x in eng.lr]),
         _tree_kernel.levels_list([x.numpy() for x in eng.lt]),
         eng.R.numpy(), s, T, K, ld_r.numpy(), ld_t.numpy(), pmax, psum, bounds,
         eng.full_support, acc.any_roll_zero, eng.need_h,
-        nan if md.get("delta") is None else md["delta"], nan if md.get("delta_avg") is None else md["delta_avg"],
+        md["delta"], md["delta_avg"],
         sums, gmax, epsdel, J, viol, Qr, Qt, joint_row,
     )  # fmt: skip
     tot = torch.from_numpy(sums.sum(0))  # (N_SUMS, T), tasks summed in order
