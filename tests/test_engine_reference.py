@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _make_engine_reference import TREE_OPTIONS  # the options the outputs were recorded with
 
 from trm_bounds.chain import ChainPair, chain_quantities
 from trm_bounds.exact import exact_quantities
@@ -35,16 +36,6 @@ def _load():
 
 
 REF, ARRAYS = _load()
-TREE_OPTIONS = {
-    "plain": {},
-    "chunked": {"chunk_leaves": 3},
-    "full": {
-        "baseline": 0.3,
-        "mask": {"rule": "max+avg", "delta": 0.05, "delta_avg": 0.02},
-        "future_tv": True,
-    },
-    "mask_max": {"mask": {"rule": "max", "delta": 0.1}, "chunk_leaves": 5},
-}
 
 
 def _inputs(kind: str, name: str) -> dict:
