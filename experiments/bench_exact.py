@@ -30,7 +30,6 @@ import contextlib
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -155,14 +154,35 @@ def _engine(tree, threads: int | None, jit: bool = True, device="cpu"):
 
 
 def _memory_child(T: int) -> None:
-    """(child process) peak RSS of building a V = 2 tree of 2**T leaves, then of the engine."""
-    tree = make_tree(1, 2, T)
+    """(child process) memory of one engine call on a 2**T-leaf tree loaded from a file:
+    RSS after imports (and the kernel's compilation), after loading, and the peak."""
+    import tempfile
+
     exact_quantities(*make_tree(1, 2, 4), validate=False)  # numba compiled / loaded
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    inputs = sum(x.numel() * 8 for part in tree[:2] for x in part) + tree[2].numel() * 8
-    exact_quantities(*tree, validate=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_rss": peak, "rss_before_engine": base, "input_bytes": inputs}))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tree.npz")
+        subprocess.run([sys.executable, __file__, "--write-tree", str(T), path], check=True)
+        rss0 = _status_kib("VmRSS") * 1024
+        with np.load(path) as z:
+            lr = [z[f"r{k}"] for k in range(T)]
+            lt = [z[f"t{k}"] for k in range(T)]
+            R, pp = z["R"], z["pp"]
+    rss1 = _status_kib("VmRSS") * 1024
+    exact_quantities(lr, lt, R, pp, validate=False)
+    peak = _status_kib("VmHWM") * 1024
+    inputs = sum(x.nbytes for x in lr + lt) + R.nbytes
+    print(json.dumps({"peak_rss": peak - rss0, "rss_before_engine": rss1 - rss0, "input_bytes": inputs}))
+
+
+def _write_tree(T: int, path: str) -> None:
+    lr, lt, R, pp = make_tree(1, 2, T)
+    arrays = {f"r{k}": x.numpy() for k, x in enumerate(lr)} | {f"t{k}": x.numpy() for k, x in enumerate(lt)}
+    np.savez(path, R=R.numpy(), pp=pp.numpy(), **arrays)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
 
 
 def memory_per_leaf(T: int) -> dict:
@@ -173,7 +193,7 @@ def memory_per_leaf(T: int) -> dict:
     leaves = 2**T
     return {
         "T": T,
-        "peak_B_per_leaf": m["peak_rss"] / leaves,
+        "peak_B_per_leaf_inputs_plus_engine": m["peak_rss"] / leaves,
         "inputs_B_per_leaf": m["input_bytes"] / leaves,
         "engine_extra_B_per_leaf": (m["peak_rss"] - m["rss_before_engine"]) / leaves,
     }
@@ -268,7 +288,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the table here (.md: Markdown, else CSV)")
     ap.add_argument("--json", default=None, help="write every measurement to this JSON file")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--write-tree", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.write_tree is not None:
+        _write_tree(int(args.write_tree[0]), args.write_tree[1])
+        return 0
     if args.memory_child is not None:
         _memory_child(args.memory_child)
         return 0
