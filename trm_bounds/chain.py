@@ -74,6 +74,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._compute import check_device, engine_threads
 from ._validate import check_horizon
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
@@ -657,10 +658,12 @@ def chain_quantities_batch(
     for p in pairs:
         if not isinstance(p, ChainPair):
             raise ValueError(f"pairs must hold ChainPair records, got {type(p).__name__}")
-    b = _make_batch(pairs, device)
     if backend not in (None, "numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
-    raw = _run_dp(b, dense, backend)
+    device = check_device(device)
+    with torch.no_grad(), engine_threads():  # torch on 1 thread: per-step ops collapse under load otherwise
+        b = _make_batch(pairs, device)
+        raw = _run_dp(b, dense, backend)
     out = [_finish(raw, n, b.T) for n in range(len(pairs))]
     for pair, d in zip(pairs, out):  # E_roll[Z] by its own state recursion (trm_bounds.second_order)
         if d["error_ratio_identity"] is not None:  # defined exactly when pi_theta << pi_roll

@@ -35,6 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _tree_kernel
+from ._compute import check_device as _check_device
+from ._compute import engine_threads
 from .bounds import BoundInputs, evaluate_bounds, ln_trm_weights
 from .divergences import sum_last as _vsum
 from .divergences import token_kl, token_tv
@@ -159,7 +162,25 @@ def exact_quantities(
         baseline = float(baseline)
         if not math.isfinite(baseline):
             raise ValueError(f"baseline must be finite, got {baseline}")
-    device = torch.device(device)
+    device = _check_device(device)
+    with torch.no_grad(), engine_threads() as n_threads:
+        out = _run_engine(logp_roll, logp_theta, reward, prompt_probs, P, V, T, baseline, mask, device,
+                          int(chunk_leaves), n_threads)  # fmt: skip
+    _add_second_order(out, logp_roll, logp_theta, prompt_probs)
+    if future_tv:
+        with torch.no_grad(), engine_threads():
+            out["future_tv"] = _future_tv_of(logp_roll, logp_theta, prompt_probs, P, V, T, device)
+        out["notes"].append(
+            "future_tv[t-1] = sup over c_{t+1} reachable under either policy of the TV "
+            "of the two laws of y_{t+1..T}"
+        )
+    return out
+
+
+def _run_engine(logp_roll, logp_theta, reward, prompt_probs, P, V, T, baseline, mask, device, chunk_leaves,
+                n_threads) -> dict:  # fmt: skip
+    """The engine proper: fused kernel below the split level on the CPU (when numba is there),
+    level-by-level torch otherwise; returns `_assemble`'s dict."""
     lr = [_t(x, device).reshape(-1, V) for x in logp_roll]  # level k: (P V**k, V)
     lt = [_t(x, device).reshape(-1, V) for x in logp_theta]
     R = _t(reward, device).reshape(-1)  # (P V**T,)
@@ -173,9 +194,12 @@ def exact_quantities(
         bool((pp > 0).all()) and not acc.any_roll_zero and not any(bool(torch.isneginf(x).any()) for x in lt)
     )
 
-    s, groups = _split(P, V, T, int(chunk_leaves))
     ld0 = torch.log(pp)  # log d_1: (P,)
     path0 = torch.zeros(P, dtype=torch.float64, device=device)
+    if device.type == "cpu" and _tree_kernel.available():
+        Vr1, Vt1 = _kernel_engine(eng, ld0, path0, n_threads)
+        return _assemble(acc, eng, pp, Vr1, Vt1, P, V, T, baseline, mask)
+    s, groups = _split(P, V, T, chunk_leaves)
     if s == 0:
         Qr_top, Qt_top = [], []
         for a, b in groups:
@@ -193,25 +217,79 @@ def exact_quantities(
             Qt_s.append(qt)
         Qr, Qt = torch.cat(Qr_s, -1), torch.cat(Qt_s, -1)  # (K, P V**s), (P V**s,)
         Vr1, Vt1 = eng.backward_levels(top, Qr, Qt)
-    out = _assemble(acc, eng, pp, Vr1, Vt1, P, V, T, baseline, mask)
-    _add_second_order(out, lr, lt, pp)
-    if future_tv:
-        out["future_tv"] = _future_tv(lr, lt, pp, P, V, T)
-        out["notes"].append(
-            "future_tv[t-1] = sup over c_{t+1} reachable under either policy of the TV "
-            "of the two laws of y_{t+1..T}"
-        )
-    return out
+    return _assemble(acc, eng, pp, Vr1, Vt1, P, V, T, baseline, mask)
 
 
-def _add_second_order(out: dict, lr, lt, pp) -> None:
+def _kernel_engine(eng: _Engine, ld0, path0, n_threads: int):
+    """Levels 0..s-1 level by level (torch), every subtree below level s in the fused kernel.
+
+    s = 0 when one prompt's tree has <= TASK_LEAVES leaves, else the first level whose rows
+    carry <= TASK_LEAVES leaves (at most T - 1). Returns V_1 as `backward_levels` does.
+    """
+    P, V, T, K, acc = eng.P, eng.V, eng.T, eng.K, eng.acc
+    L = _tree_kernel.TASK_LEAVES
+    s = 0 if V**T <= L else min(T - 1, next(j for j in range(1, T + 1) if V ** (T - j) <= L))
+    top = None
+    ld_r, ld_t = ld0, ld0
+    if s > 0:
+        top = eng.forward_levels(0, s, 0, P, ld0, ld0.clone(), path0, path0.clone())
+        ld_r, ld_t = top["next"][:2]
+    n = P * V**s
+    zeros = np.zeros(n)
+    pmax, psum = (top["next"][2].numpy(), top["next"][3].numpy()) if (top and eng.mask) else (zeros, zeros)
+    bounds = _tree_kernel.task_bounds(n, V ** (T - s))
+    nt = len(bounds) - 1
+    sums = np.zeros((nt, _tree_kernel.N_SUMS, T))
+    gmax, epsdel, J = np.zeros((nt, T)), np.zeros((nt, 2)), np.zeros((nt, 2))
+    viol = np.zeros(nt, dtype=np.bool_)
+    Qr, Qt, joint_row = np.zeros((K, n)), np.zeros(n), np.zeros(n)
+    md = {
+        k: float("nan") if v is None else v
+        for k, v in (eng.mask or {"delta": None, "delta_avg": None}).items()
+    }
+    _tree_kernel.call(
+        n_threads,
+        _tree_kernel.levels_list([x.numpy() for x in eng.lr]),
+        _tree_kernel.levels_list([x.numpy() for x in eng.lt]),
+        eng.R.numpy(), s, T, K, ld_r.numpy(), ld_t.numpy(), pmax, psum, bounds,
+        eng.full_support, acc.any_roll_zero, eng.need_h,
+        md["delta"], md["delta_avg"],
+        sums, gmax, epsdel, J, viol, Qr, Qt, joint_row,
+    )  # fmt: skip
+    tot = torch.from_numpy(sums.sum(0))  # (N_SUMS, T), tasks summed in order
+    for name, j in (("dkl_t", "DKL"), ("dbar", "DBAR"), ("ctx_tv", "CTX"), ("erho", "ERHO"), ("lprime", "LP"),
+                    ("pdi", "PDI"), ("err", "ERR"), ("ratio", "RATIO"), ("g_masked", "GM")):  # fmt: skip
+        getattr(acc, name).add_(tot[getattr(_tree_kernel, j)])
+    acc.h += tot[_tree_kernel.H0 : _tree_kernel.H0 + K]
+    acc.g_inf = torch.maximum(acc.g_inf, torch.from_numpy(gmax.max(0)))
+    acc.eps = torch.maximum(acc.eps, torch.tensor(epsdel[:, 0].max()))
+    acc.delta = torch.maximum(acc.delta, torch.tensor(epsdel[:, 1].max()))
+    acc.J_roll += float(J[:, 0].sum())
+    acc.J_theta += float(J[:, 1].sum())
+    acc.violation |= bool(viol.any())
+    acc.joint_prompt += torch.from_numpy(np.bincount(np.arange(n) // V**s, weights=joint_row, minlength=P))
+    Qr, Qt = torch.from_numpy(Qr), torch.from_numpy(Qt)
+    return eng.backward_levels(top, Qr, Qt) if top else (Qr, Qt)
+
+
+def _future_tv_of(logp_roll, logp_theta, prompt_probs, P, V, T, device) -> list[float]:
+    lr = [_t(x, device).reshape(-1, V) for x in logp_roll]
+    lt = [_t(x, device).reshape(-1, V) for x in logp_theta]
+    return _future_tv(lr, lt, _t(prompt_probs, device), P, V, T)
+
+
+def _add_second_order(out: dict, logp_roll, logp_theta, prompt_probs) -> None:
     """bounds["second_order"] = E_roll[sum_t |rho_t - 1| sum_{s>t} (1 - rho_s)_+] when pi_theta << pi_roll
     (`trm_bounds.second_order`; docs/certify.md proves |Error| <= it for rewards of range <= 1)."""
     if not out["abs_continuous"]:
         out["notes"].append("second_order is not reported: it needs pi_theta << pi_roll (rho is undefined)")
         return
-    cpu = lambda xs: [x.detach().cpu().numpy() for x in xs]  # noqa: E731
-    out["bounds"]["second_order"] = second_order_tree(cpu(lr), cpu(lt), pp.detach().cpu().numpy())
+    out["bounds"]["second_order"] = second_order_tree(_host(logp_roll), _host(logp_theta), _host([prompt_probs])[0])
+
+
+def _host(xs) -> list[np.ndarray]:
+    """Arrays or tensors (any device) -> float64 numpy arrays on the host."""
+    return [x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64) for x in xs]
 
 
 def _check_mask(mask: dict | None) -> dict | None:
