@@ -22,6 +22,7 @@ def test_job_list_is_explicit_and_ordered():
         "scaling",
         "experiments/error_vs_horizon",
         "experiments/train_figures",
+        "experiments/certify_coverage",
         "paper_tables",
     ]
     assert figures.all_jobs() == jobs.JOBS and figures.all_jobs() is not jobs.JOBS

@@ -35,11 +35,11 @@ def test_coverage_at_least_nominal_within_mc_error(monkeypatch):
 def test_figures_job_writes_every_recorded_file(tmp_path):
     recs = coverage.figures_job(tmp_path, quick=True)
     assert {r["path"] for r in recs} >= {
-        "certify_coverage.png",
-        "certify_horizon.pdf",
-        "certify_coverage.csv",
+        "certify/certify_coverage.png",
+        "certify/certify_horizon.pdf",
+        "certify/certify_coverage.csv",
     }
     for r in recs:
         assert (tmp_path / r["path"]).stat().st_size > 0 and r["shows"] and r["inputs"]["quick"] is True
-    hor = (tmp_path / "certify_horizon.csv").read_text().splitlines()
+    hor = (tmp_path / "certify" / "certify_horizon.csv").read_text().splitlines()
     assert len(hor) == 1 + 3 and hor[0].startswith("T,exact_sum_dbar")

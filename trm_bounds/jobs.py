@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import report
 from .audit import claims
-from .studies import error_vs_horizon, training
+from .studies import coverage, error_vs_horizon, training
 
 __all__ = ["Job", "JOBS"]
 
@@ -30,5 +30,6 @@ JOBS: dict[str, Job] = {
     "scaling": report.figures_job,
     "experiments/error_vs_horizon": error_vs_horizon.figures_job,
     "experiments/train_figures": training.figures_job,
+    "experiments/certify_coverage": coverage.figures_job,
     "paper_tables": claims.figures_job,
 }

@@ -40,6 +40,8 @@ CONFIDENCE = 0.95
 SIZES = (16, 64, 256, 1024)
 
 
+SUBDIR = "certify"  # the study's folder inside the figures directory
+
 def leaf_statistics(pair: PolicyPair) -> dict[str, np.ndarray]:
     """Per-leaf pi_roll probability and S, D, Z of the response at that leaf: (P V**T,) each."""
     P, V, T = pair.P, pair.V, pair.T
@@ -274,8 +276,10 @@ def _plot_horizon(rows: list[dict], out_dir: Path) -> list[str]:
 
 
 def figures_job(out_dir: Path, quick: bool) -> list[dict]:
-    """Run both studies, write figures and tables to out_dir; one record per file written."""
-    out_dir = Path(out_dir)
+    """Run both studies, write figures and tables into out_dir/certify; one record per file
+    written, its path relative to out_dir (as the manifest of `trm-bounds figures` lists it)."""
+    root = Path(out_dir)
+    out_dir = root / SUBDIR
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cov = coverage_table(quick)
@@ -310,4 +314,4 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
         ("certify_coverage.json", "both tables and the run time"),
     ):
         recs.append({"path": name, "shows": shows, "inputs": inputs})
-    return recs
+    return [{**r, "path": f"{SUBDIR}/{r['path']}"} for r in recs]
