@@ -61,3 +61,17 @@ def test_log_softmax_log1p_warns_and_is_the_divergences_log_softmax():
     with pytest.warns(DeprecationWarning, match=r"trm_bounds\.divergences\.log_softmax"):
         old = trm_bounds.log_softmax_log1p
     assert old is divergences.log_softmax
+
+
+def test_newcomer_names_are_public_and_lazy():
+    # the entry points the docs name are reachable from the package, loading their module on use
+    for name, module in {
+        "sample_certificate": "certify",
+        "make_policy": "policies",
+        "resolve_mismatch": "mismatch",
+        "mismatch_table": "mismatch",
+    }.items():
+        assert name in trm_bounds.__all__ and trm_bounds._LAZY[name] == module
+    assert {"BOUND_INFO", "BoundInfo"} <= set(trm_bounds.__all__)
+    assert trm_bounds.BOUND_INFO["pm_kl"].equation == "B_PM^KL"
+    assert not {"annotations", "importlib", "warnings"} & set(dir(trm_bounds))

@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "audit",
         "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now",
     ),
-    "bounds": ("bounds", "evaluate every bound of the paper for T, delta, eps, ... (JSON)"),
+    "bounds": (
+        "bounds",
+        "every bound for T, delta, eps, ...: source, tightest, can it certify (table; --json, --explain)",
+    ),
     "certify": (
         "certify",
         "certificate of a batch of log-probs: a sample bound on |Error|, acceptance, conditional B*",
