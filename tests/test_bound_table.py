@@ -173,3 +173,14 @@ def test_format_without_refined_keys_still_works():
     best = min(s["groups"]["published"], key=lambda n: (n in AGGREGATES, s["bounds"][n]))
     text = format_bounds_table(s)
     assert f"Tightest: {best} = " in text and "\n  pm_kl_refined" not in text
+
+
+def test_targets_skipped_for_json_and_beyond_the_search_limit():
+    b = BoundInputs.from_partial(T=64, delta=1e-3)
+    s = bounds_summary(b, targets=False)
+    assert s["delta_for_target"] == {} == s["horizon_for_target"]
+    assert "To reach" not in format_bounds_table(s)
+    big = bounds_summary(BoundInputs.from_partial(T=2**20 + 1, delta=1e-4))
+    assert big["delta_for_target"] == {"unified": None, "unified_refined": None}
+    assert big["horizon_for_target"]["unified_refined"] >= 1
+    assert f"delta not searched (T > {2**20})" in format_bounds_table(big)

@@ -141,3 +141,16 @@ def test_number_check_can_fail():
     assert _matches("702.9", [702.94]) and not _matches("703.0", [702.94])
     with pytest.raises(AssertionError, match="not in output"):
         check_numbers(["value 64.75"], "value 64.74", "x")
+
+
+def test_readme_python_tour_runs(monkeypatch):
+    """The ```python block, up to the trm_mask line (whose tensors are placeholders), as a doctest."""
+    import doctest
+
+    monkeypatch.chdir(REPO)
+    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    block = block.split(">>> from trm_bounds.masks")[0]
+    test = doctest.DocTestParser().get_doctest(block, {}, "README", str(README), 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert runner.summarize().attempted >= 8 and runner.summarize().failed == 0

@@ -132,21 +132,24 @@ def _tightest(values: dict[str, float], names) -> str | None:
     return min(pool, key=lambda n: values[n]) if pool else None
 
 
-def bounds_summary(inputs: BoundInputs, target: float = 0.1) -> dict:
+def bounds_summary(inputs: BoundInputs, target: float = 0.1, *, targets: bool = True) -> dict:
     """Every registered bound at `inputs`, with its metadata, the tightest, and the certificate check.
 
     Returns {"inputs": BoundInputs, "bounds": {key: value}, "groups": {"published"|"refined"|
     "other": [keys]}, "tightest": {group: key}, "surrogate_limit": sum_t Dbar_t,
     "certifies": {key: bool (some attainable L' exceeds it)}, "target": target,
-    "delta_for_target": {key: delta}, "horizon_for_target": {key: T or None}} where the last two
-    are computed for the tightest published and refined aggregates (`unified`, `unified_refined`).
+    "delta_for_target": {key: delta or None}, "horizon_for_target": {key: T or None}} where the
+    last two are computed for the tightest published and refined aggregates (`unified`,
+    `unified_refined`) when `targets` (delta_for_target only up to T = 2**20: each of its steps
+    builds (T,) arrays; None beyond).
     """
     values = evaluate_bounds(inputs)
     groups: dict[str, list[str]] = {"published": [], "refined": [], "other": []}
     for name in values:
         groups[_group(name)].append(name)
     limit = surrogate_limit(inputs)
-    aims = [n for n in ("unified", "unified_refined") if n in values]
+    aims = [n for n in ("unified", "unified_refined") if n in values] if targets else []
+    small = inputs.T <= _T_SEARCH_MAX
     return {
         "inputs": inputs,
         "bounds": values,
@@ -155,7 +158,7 @@ def bounds_summary(inputs: BoundInputs, target: float = 0.1) -> dict:
         "surrogate_limit": limit,
         "certifies": {n: certifies_possibly(v, limit) for n, v in values.items()},
         "target": float(target),
-        "delta_for_target": {n: delta_for_target(inputs.T, target, n) for n in aims},
+        "delta_for_target": {n: delta_for_target(inputs.T, target, n) if small else None for n in aims},
         "horizon_for_target": {n: horizon_for_target(inputs.delta, target, n) for n in aims},
     }
 
@@ -239,17 +242,22 @@ def format_bounds_table(summary: dict) -> str:
 def _usefulness(summary: dict) -> list[str]:
     """What would bring the aggregate bounds down to the target (worst-case inputs from delta)."""
     inputs, target = summary["inputs"], summary["target"]
+    if not summary["horizon_for_target"]:
+        return []
     out = [f"To reach B <= {_g(target)} (--target), inputs derived from delta alone (worst case):"]
-    for name, d in summary["delta_for_target"].items():
-        T_ok = summary["horizon_for_target"][name]
-        at_T = "any delta <= 1e4" if math.isinf(d) else f"delta <= {_g(d)}"
+    for name, T_ok in summary["horizon_for_target"].items():
+        d = summary["delta_for_target"][name]
+        if d is None:
+            at_T = f"delta not searched (T > {_T_SEARCH_MAX})"
+        else:
+            at_T = "any delta <= 1e4 meets it" if math.isinf(d) else f"needs delta <= {_g(d)}"
         if T_ok is None:
             horizon = f"T >= {_T_SEARCH_MAX} (looked no further)"
         elif T_ok == 0:
             horizon = "no T (not even T = 1)"
         else:
             horizon = f"T <= {T_ok}"
-        out.append(f"  {name}: at T = {inputs.T} needs {at_T}; at delta = {_g(inputs.delta)} holds for {horizon}")
+        out.append(f"  {name}: at T = {inputs.T} {at_T}; at delta = {_g(inputs.delta)} holds for {horizon}")
     out.append(
         "  Measured inputs (--eps, --dkl-seq, --dtv-seq, --dbar; from `trm-bounds exact` or a batch) are at"
     )

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if T != int(T):
         raise ValueError(f"T must be an integer, got {T:g}")
     inputs = BoundInputs.from_partial(int(T), args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
-    summary = bounds_summary(inputs, target=args.target)
+    summary = bounds_summary(inputs, target=args.target, targets=not args.json)
     if not args.json:
         print(format_bounds_table(summary))
         return 0
