@@ -1,4 +1,4 @@
-"""Every published error bound of the TRM paper (THEORY.md section 5), vectorized.
+"""Every published error bound of the TRM paper (docs/theory.md section 5), vectorized.
 
 Each bound upper-bounds |Error| = |J(theta) - J(roll) - L'(theta)|. Names are the
 INTERFACES.md contract keys. Inputs broadcast (numpy rules) over arrays of T, delta, eps,
@@ -362,7 +362,7 @@ def adaptive_worst_case_sum(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
 
 # --------------------------------------------------------------------------- LN-TRM
 def ln_trm_weights(T: int, eps: ArrayLike | None, delta: ArrayLike, version: str = "v3") -> np.ndarray:
-    """LN-TRM position weights w_t, t = 1..T (THEORY.md section 7).
+    """LN-TRM position weights w_t, t = 1..T (docs/theory.md section 7).
 
         v3: w_t = min(1, (T-t) eps, sqrt((T-t) delta / 2))
         v2: w_t = min(1, sqrt((T-t) delta / 2))   (no eps term)
@@ -452,7 +452,7 @@ class BoundInputs:
         *,
         derived_notes: Mapping[str, str] | None = None,
     ) -> BoundInputs:
-        """Fill what is missing as INTERFACES.md says for `trm-bounds bounds`:
+        """Fill what is missing as docs/theory.md ("Inputs of `trm-bounds bounds`") says:
 
         eps = min(1, sqrt(delta/2)) (Pinsker); dkl_seq = T delta (chain rule, worst case);
         dtv_seq = min(1, sqrt(dkl_seq/2)) (Pinsker); Dbar_t = eps for every t (worst case).
