@@ -63,13 +63,27 @@ def test_log_softmax_log1p_warns_and_is_the_divergences_log_softmax():
     assert old is divergences.log_softmax
 
 
+def test_newcomer_names_are_public_and_lazy():
+    # the entry points the docs name are reachable from the package, loading their module on use
+    for name, module in {
+        "sample_certificate": "certify",
+        "make_policy": "policies",
+        "resolve_mismatch": "mismatch",
+        "mismatch_table": "mismatch",
+    }.items():
+        assert name in trm_bounds.__all__ and trm_bounds._LAZY[name] == module
+    assert {"BOUND_INFO", "BoundInfo"} <= set(trm_bounds.__all__)
+    assert trm_bounds.BOUND_INFO["pm_kl"].equation == "B_PM^KL"
+    assert not {"annotations", "importlib", "warnings"} & set(dir(trm_bounds))
+
+
 # docs/architecture.md: the layers, top to bottom; a module imports only from its own layer or above
 LAYERS = {
-    1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json"),
+    1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json", "_files"),
     2: ("policies", "rewards", "pair", "mismatch", "adversarial", "counterexamples"),
     3: ("exact", "_tree_kernel", "_compute", "exact_batch", "exact_mp", "chain", "second_order"),
     4: ("masks", "certify", "trainer", "integrations"),
-    5: ("report", "studies", "audit", "paper"),
+    5: ("report", "bound_table", "studies", "audit", "paper"),
     6: ("jobs", "figures", "cli", "commands", "__main__"),
 }
 

@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 from ._compute import check_device, engine_threads
+from ._files import wrong_kind_hint
 from ._validate import check_finite_or_inf, check_horizon
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
@@ -234,7 +235,7 @@ class ChainPair:
         )
         missing = [k for k in required if k not in data]
         if missing:
-            raise ValueError(f"chain: {path} lacks {', '.join(missing)}")
+            raise ValueError(f"chain: {path} lacks {', '.join(missing)}{wrong_kind_hint(data, 'chain')}")
         T = data["T"]
         if T.shape != () or T.dtype.kind not in "iuf":
             raise ValueError(f"T must be an integer scalar, got shape {T.shape} dtype {T.dtype}")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._files import wrong_kind_hint
 from .divergences import token_kl
 from .mismatch import MechanismView, resolve_one
 from .policies import exact_J_tensor  # noqa: F401  (kept importable here: exact.py reads it from pair)
@@ -186,7 +187,7 @@ class PolicyPair:
             files = set(z.files)
             for key in ("reward", "prompt_probs", "logp_roll_1", "logp_theta_1"):
                 if key not in files:
-                    raise ValueError(f"{key}: missing from {path.name}")
+                    raise ValueError(f"{key}: missing from {path.name}{wrong_kind_hint(files, 'pair')}")
             T = 0
             while f"logp_roll_{T + 1}" in files or f"logp_theta_{T + 1}" in files:
                 T += 1
