@@ -38,7 +38,7 @@ def random_case(rng: np.random.Generator, dtype: torch.dtype):
     return lp_t, rlp_t, torch.from_numpy(m).to(mask_dtype)
 
 
-def boundary_or_random(rng: np.random.Generator, values: torch.Tensor, valid: torch.Tensor, lo: float, hi: float):
+def boundary_or_random(rng, values: torch.Tensor, valid: torch.Tensor, lo: float, hi: float) -> float:
     """A threshold: half the time exactly a realised positive value of `values` (a boundary case),
     else log-uniform in [lo, hi]."""
     v = values[valid & (values > 0) & torch.isfinite(values)]
@@ -51,7 +51,7 @@ def same_metrics(ours: dict, theirs: dict, rel: float) -> str | None:
     """None when both have the same keys and values within `rel` (NaN == NaN), else a message."""
     theirs = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in theirs.items()}
     if set(ours) != set(theirs):
-        return f"keys differ: only ours {sorted(set(ours) - set(theirs))}, only theirs {sorted(set(theirs) - set(ours))}"
+        return f"keys differ: {sorted(set(ours) ^ set(theirs))}"
     for k, v in theirs.items():
         a = ours[k]
         if (math.isnan(a) and math.isnan(v)) or a == v:

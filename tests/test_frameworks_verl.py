@@ -57,8 +57,7 @@ def _rs_spec(rng, lr, valid):
         else:
             ths.append(repr(boundary_or_random(rng, stats[opt[-2:]], valid, 1e-4, 50.0)))
     if rng.random() < 0.2:
-        opts.append(opts[0])  # duplicates are dropped, order kept
-        ths.append(ths[0])
+        opts.append(opts[0])  # duplicates are dropped, order kept: thresholds count unique options
     if len(set(opts)) == 1 or rng.random() < 0.2:
         ths = [ths[0]] if not opts[0].endswith("k1") and all(not o.endswith("k1") for o in opts) else ths
     return ",".join(opts), ",".join(ths)
@@ -119,7 +118,7 @@ def test_is_weights_match_verl(dtype_name):
         lr = lp - rlp
         level = ["token", "sequence"][int(rng.integers(0, 2))]
         up = boundary_or_random(rng, torch.exp(torch.clamp(lr, -20, 20)), m.bool(), 0.5, 10.0)
-        th = up if rng.random() < 0.5 else f"{float(np.exp(-rng.uniform(0, 3)))!r}_{up!r}"
+        th = up if rng.random() < 0.5 else f"{min(float(np.exp(-rng.uniform(0, 3))), up)!r}_{up!r}"
         norm = bool(rng.random() < 0.3)
         try:
             want_w, want = helper.compute_rollout_correction_weights(lr, m, level, th, norm)
@@ -208,7 +207,8 @@ def test_rollout_correction_with_presets_matches_verl(dtype_name):
 
 def test_token_sum_and_loss_modes_match_verl_agg_loss():
     rng = np.random.default_rng(6)
-    modes = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+    modes = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean"]
+    modes.append("seq-mean-token-sum-norm")
     for case in range(200):
         lp, rlp, m = random_case(rng, torch.float64)
         mf = m.to(torch.float64)
@@ -220,7 +220,8 @@ def test_token_sum_and_loss_modes_match_verl_agg_loss():
         mode = modes[case % len(modes)]
         want = core_algos.agg_loss(loss, kept, mode)  # verl edits the mask: normalize="kept"
         got = masked_policy_loss(loss, m, keep, loss_agg_mode=mode, normalize="kept")
-        assert float(got) == pytest.approx(float(want), rel=1e-12, abs=1e-12), mode
+        rel = 1e-7 if mode == "seq-mean-token-mean" else 1e-12  # verl divides by n_b + 1e-8
+        assert float(got) == pytest.approx(float(want), rel=rel, abs=1e-12), mode
         if mode.startswith("seq-mean"):  # the TRM paper's 1/B: verl with global_batch_size = B
             want = core_algos.agg_loss(loss, kept, mode, global_batch_size=m.shape[0])
             got = masked_policy_loss(loss, m, keep, loss_agg_mode=mode, normalize="total")
