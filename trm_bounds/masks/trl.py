@@ -110,39 +110,48 @@ def vllm_importance_sampling_ratio(
     return to_output(ratio, was_numpy)
 
 
-def vllm_is_ratio_metrics(ratio, response_mask, prefix: str = "sampling/importance_sampling_ratio/") -> dict:
+def vllm_is_ratio_metrics(
+    ratio, response_mask, mode: str = "sequence_mask", prefix: str = "sampling/importance_sampling_ratio/"
+) -> dict:
     """TRL's ``sampling/importance_sampling_ratio/{min,mean,max}`` of a ratio from
-    ``vllm_importance_sampling_ratio`` (after truncation/masking, so masked entries count as 0).
+    ``vllm_importance_sampling_ratio(..., mode)`` (after truncation/masking: masked entries count as 0).
 
     Token modes ((B, T) ratio): over the valid tokens; sequence modes ((B, 1)): over every row,
     empty rows included (as TRL). No entry: all three are 0.0 (as TRL).
     """
-    r, _ = as_float_tensor(ratio, "ratio")
+    check_choice("mode", mode, TRL_IS_MODES)
+    r, _ = as_float_tensor(ratio, "ratio", "input")
     m, _ = as_tensor(response_mask, "response_mask")
-    if r.ndim != 2 or m.ndim != 2 or r.shape[0] != m.shape[0] or r.shape[1] not in (1, m.shape[1]):
-        raise ValueError(f"ratio must be (B, T) or (B, 1) for a (B, T) response_mask; got {tuple(r.shape)}")
-    flat = r.flatten() if r.shape[1] == 1 and m.shape[1] != 1 else r[valid_positions(m)]
+    sequence = mode.startswith("sequence")
+    want = (m.shape[0], 1) if sequence else tuple(m.shape)
+    if m.ndim != 2 or tuple(r.shape) != want:
+        raise ValueError(f"ratio must have shape {want} for mode {mode!r}, got {tuple(r.shape)}")
+    flat = r.flatten() if sequence else r[valid_positions(m)]
     if flat.numel() == 0:
         return {f"{prefix}min": 0.0, f"{prefix}mean": 0.0, f"{prefix}max": 0.0}
     stats = {"min": flat.min(), "mean": flat.mean(), "max": flat.max()}
     return {f"{prefix}{k}": v.item() for k, v in stats.items()}
 
 
-def off_policy_sequence_mask(advantages, log_prob, rollout_log_prob, response_mask, threshold: float):
+def off_policy_sequence_mask(
+    advantages, log_prob, rollout_log_prob, response_mask, threshold: float, *, compute_dtype: str = "float32"
+):
     """TRL ``get_off_policy_mask`` (DeepSeek-V3.2 Off-Policy Sequence Masking); -> (B, 1) keep.
 
         keep_i = A_i >= 0  or  (1/max(T_i,1)) sum_t (rollout_log_prob - log_prob) <= threshold
     (the mean k1, which can be negative). Returned in ``response_mask``'s dtype, as TRL
-    (1 = keep, 0 = drop; bool for a bool mask).
+    (1 = keep, 0 = drop; bool for a bool mask). ``compute_dtype="input"``: TRL's arithmetic in the
+    log-probs' dtype (bit for bit for bfloat16); the default computes half precision in float32.
     """
     check_nonneg_finite("threshold", threshold)
-    lr, valid, m, was_numpy = prepare_inputs(log_prob, rollout_log_prob, response_mask)
+    lr, valid, m, was_numpy = prepare_inputs(log_prob, rollout_log_prob, response_mask, compute_dtype)
     a, _ = as_float_tensor(advantages, "advantages")
     a = a.reshape(-1)
     if a.shape[0] != lr.shape[0]:
         raise ValueError(f"advantages has {a.shape[0]} entries but log_prob has {lr.shape[0]} rows")
     if torch.isnan(a).any():
         raise ValueError("advantages contains NaN")
-    avg_k1 = (-lr).sum(dim=-1) / valid.sum(dim=-1).clamp_min(1).to(lr.dtype)
+    # TRL's division: by the mask's own row sum clamped at 1.0 (its dtype sets the result's dtype)
+    avg_k1 = (-lr).sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0)
     keep = (a >= 0) | (avg_k1 <= threshold)
     return to_output(keep.unsqueeze(-1).to(m.dtype), was_numpy)
