@@ -21,12 +21,14 @@ One concept per module; every public name is re-exported here:
 - ``trm``: ``trm_mask``, the paper's TRM-Max / TRM-Avg / both, from k2/k3 or exact token KL.
 - ``registry``: ``sequence_mask(method, ...)`` over ``METHODS`` (TRM variants, LN-TRM, SER,
   geometric mask, token mask, IcePop, sequence TIS/MIS, token IS).
+- ``advantages``: ``group_advantages``, group baselines over the kept samples only.
 - ``loss``: ``masked_policy_loss`` with verl's four aggregation modes and ``normalize="total"|"kept"``.
 Data flows inputs -> estimators / verl -> trm -> registry; trl and loss use inputs only.
 """
 
 from __future__ import annotations
 
+from .advantages import ADVANTAGE_KINDS, group_advantages
 from .estimators import sequence_stat, token_divergence
 from .inputs import COMPUTE_DTYPES
 from .loss import LOSS_AGG_MODES, NORMALIZE_CHOICES, masked_policy_loss
@@ -77,4 +79,6 @@ __all__ = [
     "trm_mask",
     "sequence_mask",
     "masked_policy_loss",
+    "ADVANTAGE_KINDS",
+    "group_advantages",
 ]
