@@ -95,7 +95,7 @@ def test_bf16_in_float32_mode_is_verl_on_the_float32_copy():
         assert same_metrics(got, want, 2e-6) is None
         bf_mask, _ = helper.compute_rollout_rejection_mask(lr, m, rs, th)
         differ += not torch.equal(bf_mask, want_mask)
-    assert differ >= 0  # counted for the report; bf16 decisions differ only on rare boundary cases
+    assert differ > 0  # verl's own bf16 arithmetic flips some of these decisions (why "input" exists)
 
 
 def test_issue_example_bf16_k3():
