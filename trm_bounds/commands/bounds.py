@@ -13,7 +13,7 @@ import numpy as np
 
 from .._json import dumps
 from ..bounds import BoundInputs, evaluate_bounds
-from ..refined import REFINED_OF  # noqa: F401 - importing it registers the *_refined bounds
+from ..refined import REFINED_ASSUMPTION  # importing it registers the *_refined bounds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dkl-seq", type=float, default=None, help="sequence KL (default: T*delta)")
     p.add_argument("--dtv-seq", type=float, default=None, help="sequence TV (default: Pinsker from dkl-seq)")
     p.add_argument("--dbar", type=Path, default=None, help=".npy file of Dbar_t, t=1..T (default: eps)")
+    p.add_argument(
+        "--reward-range",
+        type=float,
+        default=1.0,
+        help="max R - min R of the rewards (default 1, R in [0, 1]); wider ranges scale the bounds",
+    )
     p.add_argument(
         "--json", action="store_true", help="print JSON (the only output format; kept for clarity)"
     )
@@ -39,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     if T != int(T):
         raise ValueError(f"T must be an integer, got {T:g}")
     inputs = BoundInputs.from_partial(int(T), args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
-    out = {"inputs": inputs.to_json(), "bounds": evaluate_bounds(inputs)}
+    bounds = evaluate_bounds(inputs, reward_range=args.reward_range)
+    assumptions = {
+        "reward_range": args.reward_range,
+        "refined": f"*_refined and second_order: {REFINED_ASSUMPTION}",
+        "published": "rewards with max R - min R <= 2 (|R| <= 1 after a shift); wider ranges multiply by range/2",
+    }
+    out = {"inputs": inputs.to_json(), "bounds": bounds, "assumptions": assumptions}
     print(dumps(out, indent=2))
     return 0
