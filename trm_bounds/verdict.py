@@ -132,7 +132,7 @@ def _mp_recheck(pair, bound: str) -> dict | None:
         return None
     import mpmath as mp  # noqa: PLC0415
 
-    res = exact_mp(lr, lt, R, pp)
+    res = exact_mp(lr, lt, R, pp, max_dps=240)  # an exact tie (ratio 1) stays undecided, quickly
     with mp.workdps(res["dps"]):
         value = res["refined"][base] if base != bound else res["bounds"][base]
         err = res["error"]
