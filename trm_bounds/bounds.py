@@ -65,6 +65,7 @@ __all__ = [
     "BOUND_INFO",
     "bound_info",
     "PUBLISHED_ASSUMPTION",
+    "reward_range_factor",
 ]
 
 
@@ -771,7 +772,30 @@ def get_bound(name: str) -> Callable[[BoundInputs], float]:
         raise ValueError(f"unknown bound {name!r}; known: {', '.join(BOUNDS)}") from None
 
 
-def evaluate_bounds(inputs: BoundInputs, names: tuple[str, ...] | None = None) -> dict[str, float]:
-    """{name: float} for every registered bound (or `names`), evaluated on `inputs`."""
+def reward_range_factor(name: str, reward_range: float = 1.0) -> float:
+    """What bound `name` must be multiplied by when rewards span max R - min R = reward_range.
+
+    Error is linear in R and unchanged by R -> R + c (the g-form of L' vanishes for R = 1), so
+    a bound proved for R in [0, 1] holds for range r after multiplying by r. The published
+    proofs use |Q| <= 1 (rewards in [-1, 1], range <= 2): factor max(1, r/2). Every other
+    registered bound (the halved `*_refined`, `second_order`) needs range <= 1: factor max(1, r).
+    Ranges <= 1 change nothing.
+    """
+    r = float(reward_range)
+    if not (r >= 0.0 and math.isfinite(r)):
+        raise ValueError(f"reward_range must be a finite number >= 0, got {reward_range!r}")
+    published = name in PUBLISHED_BOUNDS or name in ("linear_dbar", "pm_kl_nocap", "unified_v2")
+    return max(1.0, r / 2.0) if published else max(1.0, r)
+
+
+def evaluate_bounds(
+    inputs: BoundInputs, names: tuple[str, ...] | None = None, *, reward_range: float = 1.0
+) -> dict[str, float]:
+    """{name: float} for every registered bound (or `names`), evaluated on `inputs`.
+
+    reward_range: max R - min R of the rewards the bounds are for (default 1: R in [0, 1]);
+    a wider range scales each bound by `reward_range_factor` (the halved refined bounds and
+    `second_order` need a range <= 1, the published ones <= 2).
+    """
     names = tuple(BOUNDS) if names is None else names
-    return {n: float(get_bound(n)(inputs)) for n in names}
+    return {n: float(get_bound(n)(inputs)) * reward_range_factor(n, reward_range) for n in names}
