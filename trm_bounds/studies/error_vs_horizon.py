@@ -6,7 +6,11 @@ What it measures, all exactly with the finite-state DP engine (`trm_bounds.chain
    sparse top-2 flips in 5% of the states (MoE routing), staleness (a shared update direction).
    Several seeds per mechanism; |Error| and every bound at T = 1, 2, 4, ..., 16384; fitted
    log-log slopes of |Error| (per seed, then mean +- standard error) over T >= 64; the first
-   T at which each bound exceeds 1 (vacuous) and |Error| there.
+   T at which each bound's median over seeds exceeds 1 (JSON key `vacuous_T`) and |Error| there
+   (`error_at_vacuous`). Level 1 is the largest possible |J(theta) - J(roll)| for rewards in
+   [0, 1], not a limit on |Error| (`trm_bounds.counterexamples.large_error_pair` has Error =
+   5.958): from that T on the bound still bounds |Error|, but it certifies no step whose
+   surrogate gain L' <= 1, since a certified improvement needs L' > bound.
 2. Map over (delta, T): dense noise of growing strength; which published bound is tightest
    (every bound attaining the minimum, joined by "=", so ties show), and |Error| / unified bound
    (0 where the unified bound is 0: at T = 1, where |Error| = 0 too).
@@ -16,7 +20,7 @@ What it measures, all exactly with the finite-state DP engine (`trm_bounds.chain
 
 Writes error_vs_horizon.{png,pdf,csv}, error_vs_horizon_map.{png,pdf,csv},
 error_vs_horizon_ratios.{png,pdf,csv} and error_vs_horizon.json (every plotted number,
-slopes, vacuous horizons, worst ratios). `trm-bounds figures` runs it (`figures_job`, job
+slopes, the horizons where the bounds pass 1, worst ratios). `trm-bounds figures` runs it (`figures_job`, job
 ``experiments/error_vs_horizon``).
 Default: about 2-3 minutes on 2 CPU cores; --quick: a few seconds.
 """
@@ -122,7 +126,7 @@ def _abs_error(d: dict) -> float:
 
 # --------------------------------------------------------------------------- 1. horizon sweep
 def horizon_sweep(cfg: dict, bar) -> dict:
-    """{family/mechanism: arrays over seeds x T grid, slopes, vacuous T}."""
+    """{family/mechanism: arrays over seeds x T grid, slopes, first T with median bound > 1}."""
     tr = last_k_transition(cfg["V"], cfg["k"])
     out = {}
     for fam in FAMILIES:
@@ -316,7 +320,7 @@ def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
                 c, ls = _STYLE[b]
                 lw = 2.2 if b == "unified" else 1.3
                 # a bound that is exactly 0 (T = 1, or delta = 0 for a seed) has no place on a log axis
-                ax.plot(T, pos(y), color=c, ls=ls, lw=lw)
+                ax.plot(T, pos(y), color=c, ls=ls, lw=lw, marker=".", ms=3)
             med = pos(np.median(r["abs_error"], 0))
             lo, hi = pos(r["abs_error"].min(0)), pos(r["abs_error"].max(0))
             ax.fill_between(
@@ -352,7 +356,9 @@ def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
                 bbox=dict(facecolor="white", edgecolor="0.8", alpha=0.9, pad=2),
             )
     handles = [
-        Line2D([], [], color=_STYLE[b][0], ls=_STYLE[b][1], lw=2.2 if b == "unified" else 1.3)
+        Line2D(
+            [], [], color=_STYLE[b][0], ls=_STYLE[b][1], lw=2.2 if b == "unified" else 1.3, marker=".", ms=3
+        )
         for b in SHOWN + ("unified",)
     ]
     labels = list(SHOWN + ("unified",))
@@ -387,9 +393,10 @@ def _zero_median_note(r: dict) -> str:
     k_lo, k_hi = zero[where].min(), zero[where].max()
     k = f"{k_lo}" if k_lo == k_hi else f"{k_lo}-{k_hi}"
     return textwrap.fill(
-        f"T = {', '.join(str(t) for t in T[where])}: |Error| and the bounds are exactly 0 in {k} of the "
-        f"{n} seeds (no mismatch on the states visited), so their medians are 0: not drawn on a log "
-        "axis; the grey band shows the other seeds.",
+        f"T = {', '.join(str(t) for t in T[where])}: |Error| is exactly 0 in {k} of the {n} seeds "
+        "(no mismatch on the states visited), so its median is 0: not drawn on a log axis, nor is a "
+        "bound whose median is 0 (a lone dot: a median with no drawn neighbour). Grey band: min-max "
+        "of |Error| over the seeds.",
         _NOTE_WIDTH,
     )
 
@@ -628,7 +635,7 @@ def run_study(out_dir: Path, quick: bool, progress: bool = True) -> list[dict]:
         recs.append(
             {
                 "path": p,
-                "shows": "the numbers plotted in error_vs_horizon*.png, slopes, vacuous T",
+                "shows": "the numbers in error_vs_horizon*.png, slopes, first T with median bound > 1",
                 "inputs": inputs,
             }
         )
