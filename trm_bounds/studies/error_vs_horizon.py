@@ -294,7 +294,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[str]:
     return [f"{stem}.png", f"{stem}.pdf"]
 
 
-_NOTE_WIDTH = 84  # characters per line of a panel's note (6.5 pt on a 5.4 inch panel)
+_NOTE_WIDTH = 82  # characters per line of a panel's note (7 pt under a 5.6 inch panel)
 
 
 def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
@@ -309,7 +309,7 @@ def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
 
     plt = pyplot()
     fams = list(FAMILIES)
-    fig, axes = plt.subplots(len(fams), len(MECHANISMS), figsize=(5.4 * len(MECHANISMS), 4.6 * len(fams)))
+    fig, axes = plt.subplots(len(fams), len(MECHANISMS), figsize=(5.6 * len(MECHANISMS), 5.6 * len(fams)))
     for row, fam in enumerate(fams):
         for col, name in enumerate(MECHANISMS):
             ax, r = axes[row, col], sweep[f"{fam}/{name}"]
@@ -344,17 +344,7 @@ def plot_sweep(sweep: dict, out_dir: Path) -> list[str]:
             ax.grid(alpha=0.3, which="major")
             same = "\n".join(textwrap.fill(x, _NOTE_WIDTH) for x in overlap_summary(T, medians).splitlines())
             note = "\n".join(x for x in (same, _zero_median_note(r)) if x)
-            ax.text(
-                0.02,
-                0.98,
-                note,
-                transform=ax.transAxes,
-                va="top",
-                ha="left",
-                fontsize=6.5,
-                wrap=True,
-                bbox=dict(facecolor="white", edgecolor="0.8", alpha=0.9, pad=2),
-            )
+            ax.text(0.0, -0.2, note, transform=ax.transAxes, va="top", ha="left", fontsize=7)
     handles = [
         Line2D(
             [], [], color=_STYLE[b][0], ls=_STYLE[b][1], lw=2.2 if b == "unified" else 1.3, marker=".", ms=3
@@ -487,13 +477,14 @@ def plot_ratios(rr: dict, out_dir: Path) -> list[str]:
         ]
         text = f"worst {rr['worst'][b]:.2g}, median {np.median(ratios[b]):.2g}"
         if vals.size < n:
-            text += f"\n{n - vals.size} pairs with ratio 0 not drawn"
+            text += f"\n{n - vals.size} at ratio 0 (|Error| or\nbound = 0): not drawn"
         if same:
             text += "\nequal to " + ", ".join(same) + "\n(identical histograms)"
         ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=7)
         ax.set_title(b, fontsize=9, color=c)
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, axes[0].get_ylim()[1] * 1.45)  # room for each panel's text (shared y)
     over = sum(int(np.sum(v > 1.0)) for v in ratios.values())
     over = "no pair is" if over == 0 else f"{over} (pair, bound) cases are"
     for ax in axes[len(RATIO_SHOWN) :]:
