@@ -426,8 +426,7 @@ def plot_map(m: dict, out_dir: Path) -> list[str]:
     a1.set_title("tightest published bound (dense noise; ties shown as such)", fontsize=9)
     undefined = m["ratio_unified"] == 0  # B* = 0 (T = 1): |Error| / B* is 0/0, not a ratio
     shown = np.where(undefined, np.nan, np.log10(np.maximum(m["ratio_unified"], 1e-300)))
-    cmap2 = plt.get_cmap("viridis").copy()
-    cmap2.set_bad("white")
+    cmap2 = plt.get_cmap("viridis").with_extremes(bad="white")
     r = a2.imshow(shown, origin="lower", aspect="auto", cmap=cmap2)
     for j, i in zip(*np.nonzero(undefined)):
         a2.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, hatch="///", ec="0.6", lw=0))
