@@ -307,3 +307,20 @@ def test_no_figure_module_claims_error_at_most_one():
         text = (root / rel).read_text()
         assert "<= 1 always" not in text.replace('"|Error| <= 1 always" is false', ""), rel
         assert "vacuous above" not in text and "certifies nothing" not in text, rel
+
+
+def test_training_figure_names_runs_that_coincide(tmp_path, saved_figures):
+    stem = "fig3_single_vs_combined"
+    labels = training.FIGURES[stem][1]
+    results = []
+    for reg in training.REGIMES:
+        for j, label in enumerate(labels):
+            twin = 1 if j == 2 else j  # the third run repeats the second exactly
+            for seed in (0, 1):
+                steps = [{"J_new": 0.3 + 0.01 * k * (1 + twin), "log_ppl_gap": 0.1 + twin} for k in range(6)]
+                results.append({"regime": reg, "label": label, "seed": seed, "steps": steps})
+    training.plot_training_figure(results, stem, tmp_path)
+    notes = [t for t in _texts(saved_figures[0]) if t.startswith("identical runs")]
+    assert notes == [f"identical runs (one line hides the other): {labels[1]} = {labels[2]}"] * len(
+        training.REGIMES
+    )

@@ -188,6 +188,18 @@ def plot_training_figure(results: list[dict], stem: str, out: Path) -> list[Path
             runs = [r for r in results if r["regime"] == reg and r["label"] == label]
             _band(axes[i, 0], runs, "J_new", label, colors[j], LINESTYLES[j])
             _band(axes[i, 1], runs, "log_ppl_gap", label, colors[j], LINESTYLES[j], smooth=5)
+        same = _identical_runs(results, reg, labels)
+        if same:
+            axes[i, 0].text(
+                0.98,
+                0.04,
+                same,
+                transform=axes[i, 0].transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                bbox=dict(facecolor="white", edgecolor="0.8", alpha=0.9, pad=2),
+            )
         axes[i, 0].set_ylabel(f"{reg}: exact J(pi_theta)")
         axes[i, 1].set_ylabel("log-perplexity gap\n(5-step moving average)")
         axes[i, 1].set_yscale("log")
@@ -199,6 +211,25 @@ def plot_training_figure(results: list[dict], stem: str, out: Path) -> list[Path
     n_seeds = len({r["seed"] for r in results})
     fig.suptitle(f"{title} (toy, exact J; mean and min-max over {n_seeds} seeds)", fontsize=10)
     return _save(fig, out, stem)
+
+
+def _identical_runs(results: list[dict], regime: str, labels: list[str]) -> str:
+    """ "A = B: identical runs (one line hides the other)" for runs of a regime whose logged J and
+    log-ppl gap agree at every step of every seed (`coincident_groups`), "" when none do."""
+    from .plotting import coincident_groups
+
+    curves = {}
+    for label in labels:
+        runs = sorted(
+            (r for r in results if r["regime"] == regime and r["label"] == label), key=lambda r: r["seed"]
+        )
+        curves[label] = [s[k] for r in runs for s in r["steps"] for k in ("J_new", "log_ppl_gap")]
+    groups = [g for g in coincident_groups(curves) if len(g) > 1]
+    return (
+        "identical runs (one line hides the other):\n" + "\n".join(" = ".join(g) for g in groups)
+        if groups
+        else ""
+    )
 
 
 def plot_certified(results: list[dict], out: Path) -> list[Path]:
