@@ -301,7 +301,9 @@ def _c24() -> Claim:
         "fails",
         "B* from delta alone (eps by Pinsker, D_KL^seq = T delta, Dbar_t = eps: all TRM controls): "
         + "; ".join(parts)
-        + ". |J(theta) - J(roll)| <= 1, so B* > 1 certifies nothing at reasoning lengths. "
+        + ". With rewards in [0, 1], |J(theta) - J(roll)| <= 1 (|Error| itself can exceed 1: "
+        "counterexamples.large_error_pair, Error = 5.958 at T = 6), and a step is certified only when "
+        "L' > B*; so B* > 1 certifies no step whose surrogate gain L' <= 1 at reasoning lengths. "
         "(0.001 and 0.002 are TRM-Avg thresholds, which do not bound the max token KL at all.)"
         + measured_text("C24"),
         "v2, v3 experiments",
