@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._savefig import save_figure
 from .bounds import PUBLISHED_BOUNDS, BoundInputs, evaluate_bounds
 
 __all__ = [
@@ -125,8 +126,8 @@ def plot_scaling(rows: list[dict], png: Path, pdf: Path) -> None:
         "TRM paper error bounds vs horizon (Dbar_t = eps worst case; grey line: T = 4096)", fontsize=11
     )
     fig.tight_layout(rect=(0, 0.09, 1, 1))
-    fig.savefig(png, dpi=130)
-    fig.savefig(pdf)
+    save_figure(fig, png, dpi=130)
+    save_figure(fig, pdf)
     plt.close(fig)
 
 
