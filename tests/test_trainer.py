@@ -347,11 +347,7 @@ def test_evidence_from_a_tiny_run_when_no_figures_exist(tmp_path, monkeypatch):
     from trm_bounds.audit.evidence import trainer as te
 
     monkeypatch.setattr(te, "_search_dirs", lambda: (tmp_path,))
-    te.training_evidence.cache_clear()
-    try:
-        c13, c18, c24 = te.c13_evidence(), te.c18_evidence(), te.c24_evidence()
-    finally:
-        te.training_evidence.cache_clear()
+    c13, c18, c24 = te.c13_evidence(), te.c18_evidence(), te.c24_evidence()
     assert c13["violations"] == 0
     # "<certified> of <steps> optimizer steps": the count is one of the run's steps, and says so
     certified, steps = map(int, re.search(r"(\d+) of (\d+) optimizer steps", c13["evidence"]).groups())
@@ -369,12 +365,9 @@ def test_evidence_reads_the_experiment_json(tmp_path, monkeypatch):
     (tmp_path / "training").mkdir()
     (tmp_path / "training" / "train_figures.json").write_text(json.dumps({"quick": False, "totals": tot}))
     monkeypatch.setattr(te, "_search_dirs", lambda: (tmp_path,))
-    te.training_evidence.cache_clear()
-    try:
-        assert "3 of 10 optimizer steps" in te.c13_evidence()["evidence"]
-        assert "on 1 of those" in te.c18_evidence()["evidence"]
-    finally:
-        te.training_evidence.cache_clear()
+    assert "3 of 10 optimizer steps" in te.c13_evidence()["evidence"]
+    assert "on 1 of those" in te.c18_evidence()["evidence"]
+    assert "train_figures.json" in te.c13_evidence()["evidence"]
 
 
 def test_quick_experiment_has_zero_violations_and_certified_mode_holds(tmp_path):
