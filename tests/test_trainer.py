@@ -323,6 +323,19 @@ def test_cli_train_writes_the_training_log(tmp_path, capsys):
     assert sorted(p.name for p in (out / "pairs").iterdir()) == ["step_2.npz", "step_4.npz"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method"] == "trm-max" and cfg["seed"] == 1
+    # the same --out again: refused (nothing touched); --force replaces the whole run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    small = ["--P", "2", "--V", "3", "--T", "4", "--n-groups", "2", "--group-size", "4", "--no-progress"]
+    again = ["train", "--steps", "2", "--seed", "2", "--out", str(out), *small]
+    assert cli_main(again) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("trm-bounds train: out:") and "--force" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert cli_main([*again, "--force"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+    assert not (out / "pairs").exists()  # the old run's pairs/*.npz do not stay beside the new run
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x"]  # no staging folder left
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ goes through here, so that one rule holds everywhere:
 - `refuse_existing(...)` raises ValueError when earlier results would be overwritten and the user
   did not pass --force;
 - a run writes into a staging folder beside its target (`staging_dir`), named
-  ``.<name>.staging-<pid>-<unix time>``; `publish_dir` then swaps it in with one atomic rename
+  ``.<name>.staging-<pid>-<unix time>-<random>``; `publish_dir` then swaps it in with one atomic rename
   (Linux ``renameat2(RENAME_EXCHANGE)``, or a plain rename when the target does not exist yet),
   so an interrupt at any moment, SIGKILL included, leaves the target either as it was or
   complete. Where the exchange is not supported the target is moved aside to
@@ -91,11 +91,12 @@ def refuse_existing(existing: Iterable[Path], force: bool, name: str = "out", hi
         raise ValueError(f"{name}: would overwrite {shown}; pass --force to replace{hint}")
 
 
-_STAGE_RE = r"^\.{name}\.(staging|old)-(\d+)-(\d+)$"
+_STAGE_RE = r"^\.{name}\.(staging|old)-(\d+)-(\d+)-\w+$"
 
 
 def _sibling(out: Path, kind: str) -> Path:
-    return out.parent / f".{out.name}.{kind}-{os.getpid()}-{int(time.time())}"
+    """A new, unique folder name beside `out`: .<name>.<kind>-<pid>-<unix time>-<random>."""
+    return out.parent / f".{out.name}.{kind}-{os.getpid()}-{int(time.time())}-{os.urandom(4).hex()}"
 
 
 def staging_dir(out: Path) -> Path:

@@ -226,7 +226,10 @@ def make_figures(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    _outdir.publish_dir(stage, out)
+    try:
+        _outdir.publish_dir(stage, out)
+    finally:  # interrupted before the swap: the new run; after it: the old folder
+        shutil.rmtree(stage, ignore_errors=True)
     return manifest
 
 

@@ -5,7 +5,7 @@ Writes OUT/config.json and OUT/steps.jsonl (one JSON object per optimizer step, 
 pi_theta_new). Prints a JSON summary: certified steps, violations (certified but
 J_new <= J_roll: must be 0), skipped and shrunk steps (--certified).
 
-The run is written into a staging folder beside OUT (.<name>.staging-<pid>-<time>/, where
+The run is written into a staging folder beside OUT (.<name>.staging-<pid>-<time>-<random>/, where
 steps.jsonl grows as it trains) and moved to OUT in one rename when it finishes; an existing
 non-empty OUT is refused unless --force, which replaces it as a whole (no file of the old run
 stays beside the new one).

@@ -43,8 +43,11 @@ def _study() -> dict:
 @lru_cache(maxsize=4)
 def _read_study(path: str, mtime_ns: int, shown: str) -> dict:
     """The study's JSON at `path` (cached per file version); raises when it cannot be read."""
-    data = json.loads(Path(path).read_text())
-    data["source"] = f"{shown} ({data['random_pairs']['instances']} random pairs)"
+    try:
+        data = json.loads(Path(path).read_text())
+        data["source"] = f"{shown} ({data['random_pairs']['instances']} random pairs)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{shown} cannot be read: {type(exc).__name__}: {exc}") from exc
     return data
 
 

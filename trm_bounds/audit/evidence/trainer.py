@@ -38,9 +38,12 @@ def training_evidence() -> dict:
 @functools.lru_cache(maxsize=4)
 def _read_evidence(path: str, mtime_ns: int, shown: str) -> dict:
     """The training study's JSON at `path` (cached per file version); raises when it cannot be read."""
-    data = json.loads(Path(path).read_text())
-    kind = "quick" if data.get("quick") else "default"
-    return {"source": f"{shown} ({kind} run of the training study)", "totals": data["totals"]}
+    try:
+        data = json.loads(Path(path).read_text())
+        kind = "quick" if data.get("quick") else "default"
+        return {"source": f"{shown} ({kind} run of the training study)", "totals": data["totals"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{shown} cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=1)
