@@ -345,3 +345,23 @@ def test_interrupt_at_random_moments(scaling_states, tmp_path):
         _state_ok(out, before, done)
         _outdir.clean_stale(out)
         assert _siblings(out) == []
+
+
+def test_a_symlinked_output_folder_stays_a_link(tmp_path, fake_jobs):
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    figures.make_figures(link, progress=False)
+    figures.make_figures(link, force=True, progress=False)
+    assert link.is_symlink() and (real / figures.MANIFEST).is_file()
+    _assert_manifest_matches_folder(real)
+
+
+def test_exchange_swaps_two_folders_atomically(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "name").write_text(d.name)
+    if not _outdir._exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) not supported here: the fallback publish is used")
+    assert (a / "name").read_text() == "b" and (b / "name").read_text() == "a"

@@ -240,6 +240,7 @@ def staged_output(out: Path, names: Iterable[str] | None, force: bool, name: str
     the staging folder is removed and `out` is untouched.
     """
     out = Path(out)
+    out = out.resolve() if out.is_symlink() else out  # replace the folder, not the link to it
     check_target(out, name)
     check_target(out, name, parent_only=True)  # the staging folder sits beside `out`
     if names is None:

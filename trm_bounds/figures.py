@@ -184,6 +184,7 @@ def make_figures(
     from . import __version__
 
     out = Path(out)
+    out = out.resolve() if out.is_symlink() else out  # replace the folder, not the link to it
     jobs, old = _plan(out, _select(only), quick, only, force, resume)
     if old is not None and not jobs:  # --resume with every job complete
         return old
