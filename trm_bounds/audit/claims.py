@@ -18,10 +18,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from . import outputs
 from .claim import CLAIM_VERDICTS, EVIDENCE, Claim, UncheckedEvidence, evidence_run, mark_unchecked, measured
 from .claims_bounds import bound_claims, c09_claims, c22_claims
 from .claims_practice import practice_claims
+from .outputs import measurements_label, reading_measurements
 from .search import tiny_search
 from .tables import T_PAPER, md_escape, paper_tables, write_tables, write_texts
 
@@ -43,7 +43,7 @@ def audit(
         measurements = Path(measurements)
         if not measurements.is_dir():
             raise ValueError(f"measurements: {measurements} is not a directory")
-        with outputs.reading_measurements([measurements]):
+        with reading_measurements([measurements]):
             return audit(quick, allow_unchecked=allow_unchecked)
     cells = paper_tables()
     search = tiny_search(n_batches=6, batch=150 if quick else 400)
@@ -90,7 +90,7 @@ def write_audit(
     """Write audit.md and audit.json into out_dir (both rendered before either is written);
     `measurements` names the measurement folder in audit.md (default: the one in use)."""
     claims = audit() if claims is None else claims
-    measurements = outputs.measurements_label() if measurements is None else measurements
+    measurements = measurements_label() if measurements is None else measurements
     texts = {
         "audit.md": claims_to_markdown(claims, measurements),
         "audit.json": json.dumps([asdict(c) for c in claims], indent=2) + "\n",
