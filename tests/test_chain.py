@@ -603,9 +603,7 @@ def test_chain_evidence_small_recomputation(monkeypatch, tmp_path):
     from trm_bounds.audit.evidence import chain as ev
 
     monkeypatch.setattr(ev, "_search_dirs", lambda: (tmp_path,))  # no study JSON there
-    ev._study.cache_clear()
     c01, c11, study = ev.c01_evidence(), ev.c11_evidence(), ev._study()
-    ev._study.cache_clear()
     from trm_bounds.bounds import PUBLISHED_BOUNDS
 
     assert set(c01) == set(PUBLISHED_BOUNDS)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._savefig import save_figure
 from .bounds import PUBLISHED_BOUNDS, BoundInputs, evaluate_bounds
 
 __all__ = [
@@ -161,8 +162,8 @@ def plot_scaling(rows: list[dict], png: Path, pdf: Path) -> None:
     fig.suptitle(
         "TRM paper error bounds vs horizon (Dbar_t = eps worst case; grey line: T = 4096)", fontsize=11
     )
-    fig.savefig(png, dpi=130)
-    fig.savefig(pdf)
+    save_figure(fig, png, dpi=130)
+    save_figure(fig, pdf)
     plt.close(fig)
 
 

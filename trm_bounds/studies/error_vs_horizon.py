@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import csv
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .._json import dumps
+from .._savefig import save_figure
 from ..bounds import PUBLISHED_BOUNDS
 from ..chain import (
     MISMATCHES,
@@ -288,8 +288,8 @@ _STYLE = {
 
 def _save(fig, out_dir: Path, stem: str) -> list[str]:
     plt = pyplot()
-    fig.savefig(out_dir / f"{stem}.png", dpi=130, bbox_inches="tight")
-    fig.savefig(out_dir / f"{stem}.pdf", bbox_inches="tight")
+    save_figure(fig, out_dir / f"{stem}.png", dpi=130, bbox_inches="tight")
+    save_figure(fig, out_dir / f"{stem}.pdf", bbox_inches="tight")
     plt.close(fig)
     return [f"{stem}.png", f"{stem}.pdf"]
 
@@ -519,7 +519,7 @@ def plot_ratios(rr: dict, out_dir: Path) -> list[str]:
 # --------------------------------------------------------------------------- tables
 
 
-def write_tables(sweep, m, rr, cfg, out_dir: Path, seconds: float) -> list[str]:
+def write_tables(sweep, m, rr, cfg, out_dir: Path) -> list[str]:
     with open(out_dir / "error_vs_horizon.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
@@ -544,7 +544,6 @@ def write_tables(sweep, m, rr, cfg, out_dir: Path, seconds: float) -> list[str]:
         w.writerows(rr["rows"])
     summary = {
         "config": cfg,
-        "seconds": round(seconds, 2),
         "fit_from_T": FIT_FROM,
         "sweep": {
             name: {
@@ -591,7 +590,6 @@ def run_study(out_dir: Path, quick: bool, progress: bool = True) -> list[dict]:
     """Compute everything, write figures + tables into out_dir; return figure-job records."""
     cfg = _config(quick)
     out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     total = 3 * sum(_T_grid(cfg["T_max"])) + 3 * sum(_T_grid(cfg["T_max_counter"]))
     total += sum(_T_grid(min(cfg["T_max"], 4096)))
     total += sum(t * (cfg["random_pairs"] // len(cfg["random_T"])) // 8 for t in cfg["random_T"])
@@ -599,7 +597,6 @@ def run_study(out_dir: Path, quick: bool, progress: bool = True) -> list[dict]:
         sweep = horizon_sweep(cfg, bar)
         m = delta_T_map(cfg, bar)
         rr = random_ratios(cfg, bar)
-    seconds = time.perf_counter() - t0
     inputs = {"quick": quick, **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
     inputs["families"] = FAMILIES
     recs = []
@@ -621,7 +618,7 @@ def run_study(out_dir: Path, quick: bool, progress: bool = True) -> list[dict]:
         )
     for p in plot_ratios(rr, out_dir):
         recs.append({"path": p, "shows": "|Error|/bound over random chain pairs", "inputs": inputs})
-    for p in write_tables(sweep, m, rr, cfg, out_dir, seconds):
+    for p in write_tables(sweep, m, rr, cfg, out_dir):
         recs.append(
             {
                 "path": p,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._savefig import save_figure
 from . import pyplot
 from .plotting import LEVEL_ONE_NOTE
 
@@ -202,6 +203,6 @@ def plot_runs(runs: list[dict], prefix: str | Path, force: bool = False) -> list
     fig.suptitle(f"Training run{'s' if len(runs) > 1 else ''}: exact J, acceptance, L' vs B*, certificates")
     fig.tight_layout(rect=(0, 0.08 + 0.025 * ((len(runs) - 1) // 3), 1, 1))
     for p in paths:
-        fig.savefig(p, dpi=120)
+        save_figure(fig, p, dpi=120)
     plt.close(fig)
     return paths

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .._json import dumps
+from .._savefig import save_figure
 from . import pyplot
 
 __all__ = ["config", "make_tasks", "run_task", "run_study", "figures_job", "main", "SUBDIR", "RESULTS_JSON"]
@@ -352,7 +353,7 @@ def plot(recs: list[dict], errs: dict, out: Path) -> list[str]:
     fig.tight_layout()
     names = []
     for ext in ("png", "pdf"):
-        fig.savefig(out / f"tightness.{ext}", dpi=130)
+        save_figure(fig, out / f"tightness.{ext}", dpi=130)
         names.append(f"tightness.{ext}")
     plt.close(fig)
     return names

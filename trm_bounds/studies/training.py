@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import masks
+from .._savefig import save_figure
 from ..mismatch import RolloutEngine
 from ..pair import sample_trajectories, token_kl_along, token_logprobs
 from ..policies import MoEConfig, MoEPolicy
@@ -173,7 +173,7 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
+        save_figure(fig, p, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -397,10 +397,8 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread avoids contention on shared cores
     try:
-        t0 = time.perf_counter()
         results = run_training(quick)
         lb = length_bias(quick)
-        seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(n_threads)
     out = Path(out_dir) / SUBDIR
@@ -464,7 +462,6 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
         "totals": totals(results),
         "runs": [{k: r[k] for k in ("regime", "label", "seed", "config", "summary")} for r in results],
         "length_bias": lb,
-        "seconds": round(seconds, 2),
         "quick": quick,
     }
     (out / "train_figures.json").write_text(json.dumps(summary, indent=2) + "\n")
