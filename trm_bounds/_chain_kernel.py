@@ -23,7 +23,8 @@ level-by-level route:
   reachable states reads the forward pass's bits.
 
 Memory: the inputs, O(block S V) scratch, O(S) state vectors, O(T B) statistics and T S / 8
-bytes of reachability bits; a homogeneous chain streams any T in O(S V + T S / 8).
+bytes of reachability bits; a homogeneous chain streams any T in O(S V + T S / 8)
+(the T-long outputs dbar, g_inf, context TV bounds are O(T) anyway).
 Only summation orders differ from the level-by-level route (tests/test_engine_reference.py).
 """
 
@@ -171,10 +172,12 @@ if numba is not None:
                 st[i, s, 5] = acv
 
     @njit(cache=True)
-    def forward_steps(k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed):
+    def forward_steps(k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed):
         """Forward steps t = k0+1 .. k0+n. X, Y: (5, B, S) state (rows as chain._K), scratch.
 
-        Per step k: stat_c[k] (5, B, 2), state_tv[k], bits[k] (S,) reachable, ed = [eps, delta].
+        Per step k: stat_c[k] (5, B, 2), state_tv[k], bits[k] (S / 8 bytes: state s reachable
+        is bit s & 7 of byte s >> 3), ed = [eps, delta]. fixed[0]: the reachable sets stopped
+        changing (homogeneous chains: then they never change again and are not recomputed).
         """
         _, B, S = X.shape
         V = lr.shape[2]
@@ -208,29 +211,39 @@ if numba is not None:
                     mr += w[b] * X[0, b, s]
                     mt += w[b] * X[1, b, s]
                 tvs += abs(mt - mr)
-                bits[k, s] = reach
                 if reach:
+                    bits[k, s >> 3] |= np.uint8(1 << (s & 7))
                     ed[0] = max(ed[0], st[j, s, 0])
                     ed[1] = max(ed[1], np.inf if st[j, s, 3] > 0 else st[j, s, 1])
             state_tv[k] = 0.5 * tvs
-            Y[:] = 0.0
+            Y[:3] = 0.0
+            if not fixed[0]:
+                Y[3:] = 0.0
             for b in range(B):  # one step of the five forward operators
                 for s in range(S):
                     x0, x1, x2 = X[0, b, s], X[1, b, s], X[2, b, s]
-                    r3, r4 = X[3, b, s] > 0, X[4, b, s] > 0
                     for v in range(V):
                         s2 = trans[s, v]
                         p, q = pr[j, s, v], pth[j, s, v]
                         Y[0, b, s2] += x0 * p
                         Y[1, b, s2] += x1 * q
                         Y[2, b, s2] += x2 * min(p, q)
-                    if r3 or r4:
+                    r3, r4 = X[3, b, s] > 0, X[4, b, s] > 0
+                    if (r3 or r4) and not fixed[0]:
                         for v in range(V):
                             s2 = trans[s, v]
                             if r3 and lr[j, s, v] > -np.inf:
                                 Y[3, b, s2] = 1.0
                             if r4 and lth[j, s, v] > -np.inf:
                                 Y[4, b, s2] = 1.0
+            if homog and not fixed[0]:  # the reachable sets follow a fixed map: equal once, equal forever
+                same = True
+                for r in range(3, K_ROWS):
+                    for b in range(B):
+                        for s in range(S):
+                            if X[r, b, s] != Y[r, b, s]:
+                                same = False
+                fixed[0] = same
             X[:] = Y
 
     @njit(cache=True)
@@ -295,7 +308,7 @@ if numba is not None:
                 Zn[s, 4] = g + sAp
                 Zn[s, 5] = sE
                 Zn[s, 6] = 0.5 * tv + sW
-                if bits[k, s]:
+                if bits[k, s >> 3] & (1 << (s & 7)):
                     gm = max(gm, abs(g))
             g_inf[k] = gm
             Z[:] = Zn
@@ -341,14 +354,15 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int) -> dict:
     Y = np.empty_like(X)
     stat_c = np.empty((T, K_ROWS, B, 2))
     state_tv = np.empty(T + 1)
-    bits = np.zeros((T, S), dtype=np.bool_)
+    bits = np.zeros((T, (S + 7) // 8), dtype=np.uint8)
+    fixed = np.zeros(1, dtype=np.bool_)
     ed = np.zeros(2)
     blocks = [(0, T)] if homog else [(k0, min(T, k0 + nb)) for k0 in range(0, T, nb)]
     cache = _block_terms(lr, lth, bufs) if homog else None
     for k0, k1 in blocks:
         pr, pth, _, st = cache if homog else _block_terms(lr[k0:k1], lth[k0:k1], bufs)
         forward_steps(k0, k1 - k0, homog, lr if homog else lr[k0:k1], lth if homog else lth[k0:k1],
-                      pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed)  # fmt: skip
+                      pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed)  # fmt: skip
     state_tv[T] = final_state_tv(X, w)
 
     Z = np.zeros((S, 7))

@@ -31,7 +31,8 @@ def _read_stored(fh, info: zipfile.ZipInfo) -> np.ndarray | None:
     version = np.lib.format.read_magic(fh)
     if version not in ((1, 0), (2, 0)):
         return None
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    fmt = np.lib.format
+    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
     shape, fortran, dtype = read_header(fh)
     if dtype.hasobject:
         return None

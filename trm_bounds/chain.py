@@ -733,7 +733,7 @@ def chain_quantities_batch(
         raws = [_per_pair(raw, n) for n in range(len(pairs))]
         second = [None] * len(pairs)
     out = [_finish(r, p.T) for r, p in zip(raws, pairs)]
-    for pair, d, z in zip(pairs, out, second):  # E_roll[Z] by its own state recursion (trm_bounds.second_order)
+    for pair, d, z in zip(pairs, out, second):  # E_roll[Z]: the state recursion of trm_bounds.second_order
         if d["error_ratio_identity"] is not None:  # defined exactly when pi_theta << pi_roll
             d["bounds"]["second_order"] = second_order_chain(pair) if z is None else z
     return out
