@@ -77,7 +77,7 @@ import torch
 from . import _chain_kernel
 from ._compute import check_device, engine_threads
 from ._npz import read_npz
-from ._validate import check_horizon
+from ._validate import check_finite_or_inf, check_horizon
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
 from .mismatch import MechanismView, resolve_one
@@ -139,7 +139,7 @@ class ChainPair:
         init = _int_array("init_state", self.init_state, ndim=1)
         if init.size < 1 or init.min() < 0 or init.max() >= S:
             raise ValueError(f"init_state must be a non-empty (P,) array of states in [0, {S})")
-        probs = _float_array("prompt_probs", self.prompt_probs)
+        probs = check_finite_or_inf("prompt_probs", self.prompt_probs)
         if probs.shape != init.shape:
             raise ValueError(f"prompt_probs has shape {probs.shape} but init_state has {init.shape}")
         if (probs < 0).any() or not np.isfinite(probs).all():
@@ -150,10 +150,14 @@ class ChainPair:
         lth = _check_logp("logp_theta", self.logp_theta, T, S, V)
         if lr.shape != lth.shape:
             raise ValueError(f"logp_theta has shape {lth.shape} but logp_roll has {lr.shape}")
-        rf = _float_array("reward_final", self.reward_final)
+        rf = check_finite_or_inf("reward_final", self.reward_final)
         if rf.shape != (S,):
             raise ValueError(f"reward_final must have shape ({S},), got {rf.shape}")
-        rs = np.zeros((S, V)) if self.reward_step is None else _float_array("reward_step", self.reward_step)
+        rs = (
+            np.zeros((S, V))
+            if self.reward_step is None
+            else check_finite_or_inf("reward_step", self.reward_step)
+        )
         if rs.shape != (S, V):
             raise ValueError(f"reward_step must have shape ({S}, {V}), got {rs.shape}")
         for name, r in (("reward_final", rf), ("reward_step", rs)):
@@ -270,18 +274,6 @@ def _int_array(name: str, value, ndim: int) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def _float_array(name: str, value, nan_checked: bool = False) -> np.ndarray:
-    """float64 view/copy of `value`; ValueError naming `name` if not numeric or NaN
-    (nan_checked: the caller has proven there is no NaN)."""
-    try:
-        x = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric") from exc
-    if not nan_checked and np.isnan(x).any():
-        raise ValueError(f"{name} contains NaN")
-    return x
-
-
 def _rows_normalised(x: np.ndarray, block: int = 2**16) -> bool:
     """True when every row (last axis) has |log sum_v e^x| <= _NORM_TOL, in cache-sized blocks.
 
@@ -303,7 +295,8 @@ def _rows_normalised(x: np.ndarray, block: int = 2**16) -> bool:
 
 def _check_logp(name: str, value, T: int, S: int, V: int) -> np.ndarray:
     """Log-probabilities (S, V) or (T', S, V) with T' >= T rows: no NaN / +inf, rows normalised."""
-    x = _float_array(name, value, nan_checked=True)  # NaN: caught below (fast check, then named)
+    fast = isinstance(value, np.ndarray) and value.dtype == np.float64  # NaN: found by the row check
+    x = value if fast else check_finite_or_inf(name, value)
     if x.shape == (S, V):
         pass
     elif x.ndim == 3 and x.shape[1:] == (S, V):
@@ -313,8 +306,7 @@ def _check_logp(name: str, value, T: int, S: int, V: int) -> np.ndarray:
         raise ValueError(f"{name} must have shape ({S}, {V}) or ({T}, {S}, {V}), got {x.shape}")
     if _rows_normalised(x):
         return x
-    if np.isnan(x).any():
-        raise ValueError(f"{name} contains NaN")
+    check_finite_or_inf(name, x)  # names a NaN
     if (x == np.inf).any():
         raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
     with np.errstate(invalid="ignore"):  # all -inf rows give nan here, caught below
