@@ -65,9 +65,18 @@ def test_log_softmax_log1p_warns_and_is_the_divergences_log_softmax():
 
 # docs/architecture.md: the layers, top to bottom; a module imports only from its own layer or above
 LAYERS = {
-    1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json"),
+    1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json", "_npz"),
     2: ("policies", "rewards", "pair", "mismatch", "adversarial", "counterexamples"),
-    3: ("exact", "_tree_kernel", "_compute", "exact_batch", "exact_mp", "chain", "second_order"),
+    3: (
+        "exact",
+        "_tree_kernel",
+        "_chain_kernel",
+        "_compute",
+        "exact_batch",
+        "exact_mp",
+        "chain",
+        "second_order",
+    ),
     4: ("masks", "certify", "trainer", "integrations"),
     5: ("report", "studies", "audit", "paper"),
     6: ("jobs", "figures", "cli", "commands", "__main__"),
