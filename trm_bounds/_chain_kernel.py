@@ -45,6 +45,7 @@ from ._tree_kernel import _SERIES
 
 BLOCK_ENTRIES = 2**16  # token entries per block of time steps: scratch stays in cache
 K_ROWS = 5  # forward rows: roll, theta, agree, reach_roll, reach_theta (chain._K)
+TABLE_ENTRIES = 2**23  # T S up to this: g_t, h_t stored (T, S, 2) (<= 128 MB); above: adjoint sums
 
 
 def available() -> bool:
@@ -172,12 +173,18 @@ if numba is not None:
                 st[i, s, 5] = acv
 
     @njit(cache=True)
-    def forward_steps(k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed):
+    def forward_steps(
+        k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed, gh, stat_g,
+        g_inf,
+    ):  # fmt: skip
         """Forward steps t = k0+1 .. k0+n. X, Y: (5, B, S) state (rows as chain._K), scratch.
 
         Per step k: stat_c[k] (5, B, 2), state_tv[k], bits[k] (S / 8 bytes: state s reachable
         is bit s & 7 of byte s >> 3), ed = [eps, delta]. fixed[0]: the reachable sets stopped
         changing (homogeneous chains: then they never change again and are not recomputed).
+        Table mode (gh (T, S, 2) = g_t, h_t from a backward pass run first; else gh has no rows):
+        stat_g[k] (2, B, 2) = <mu_t^roll / mu_t^theta, g_t / h_t> and g_inf[k] = max|g_t| over
+        the reachable states.
         """
         _, B, S = X.shape
         V = lr.shape[2]
@@ -216,6 +223,21 @@ if numba is not None:
                     ed[0] = max(ed[0], st[j, s, 0])
                     ed[1] = max(ed[1], np.inf if st[j, s, 3] > 0 else st[j, s, 1])
             state_tv[k] = 0.5 * tvs
+            if gh.shape[0] > 0:
+                gm = 0.0
+                for s in range(S):
+                    if bits[k, s >> 3] & (1 << (s & 7)):
+                        gm = max(gm, abs(gh[k, s, 0]))
+                g_inf[k] = gm
+                for b in range(B):
+                    for r in range(2):
+                        a0 = 0.0
+                        a1 = 0.0
+                        for s in range(S):
+                            a0 += X[r, b, s] * gh[k, s, 0]
+                            a1 += X[r, b, s] * gh[k, s, 1]
+                        stat_g[k, r, b, 0] = a0
+                        stat_g[k, r, b, 1] = a1
             Y[:3] = 0.0
             if not fixed[0]:
                 Y[3:] = 0.0
@@ -261,13 +283,13 @@ if numba is not None:
         return 0.5 * out
 
     @njit(cache=True)
-    def backward_steps(k1, n, homog, pr, pth, D, c_roll, c_diff, trans, bits, Z, Zn, g_inf):
+    def backward_steps(k1, n, homog, pr, pth, D, c_roll, c_diff, trans, bits, Z, Zn, g_inf, gh):
         """Backward steps t = k1, k1-1, .., k1-n+1 (k = t - 1 from k1-1 down); block row j = k - (k1 - n).
 
         Z, Zn: (S, 7) = [U, Delta, A^g, A^h, A^p, E, W] at t+1 (in), scratch; on return Z holds t
         (E, W: the second-order recursion of `second_order.second_order_chain`).
-        c_roll, c_diff: (n or 1, S) = sum_v pi r_step / T, sum_v D r_step / T. g_inf[k] = max|g_t|
-        over the states with bits[k].
+        c_roll, c_diff: (n or 1, S) = sum_v pi r_step / T, sum_v D r_step / T. Table mode (gh has
+        rows): gh[k] = (g_t, h_t) per state; else g_inf[k] = max|g_t| over the states with bits[k].
         """
         S, V = trans.shape
         for i in range(n - 1, -1, -1):
@@ -308,9 +330,13 @@ if numba is not None:
                 Zn[s, 4] = g + sAp
                 Zn[s, 5] = sE
                 Zn[s, 6] = 0.5 * tv + sW
-                if bits[k, s >> 3] & (1 << (s & 7)):
+                if gh.shape[0] > 0:
+                    gh[k, s, 0] = g
+                    gh[k, s, 1] = h
+                elif bits[k, s >> 3] & (1 << (s & 7)):
                     gm = max(gm, abs(g))
-            g_inf[k] = gm
+            if gh.shape[0] == 0:
+                g_inf[k] = gm
             Z[:] = Zn
 
 
@@ -357,26 +383,44 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int) -> dict:
     bits = np.zeros((T, (S + 7) // 8), dtype=np.uint8)
     fixed = np.zeros(1, dtype=np.bool_)
     ed = np.zeros(2)
+    g_inf = np.empty(T)
+    table = T * S <= TABLE_ENTRIES  # g_t, h_t stored: the sums over t as the level-by-level route
+    gh = np.empty((T if table else 0, S, 2))
+    stat_g = np.zeros((T if table else 0, 2, B, 2))
     blocks = [(0, T)] if homog else [(k0, min(T, k0 + nb)) for k0 in range(0, T, nb)]
     cache = _block_terms(lr, lth, bufs) if homog else None
-    for k0, k1 in blocks:
-        pr, pth, _, st = cache if homog else _block_terms(lr[k0:k1], lth[k0:k1], bufs)
-        forward_steps(k0, k1 - k0, homog, lr if homog else lr[k0:k1], lth if homog else lth[k0:k1],
-                      pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed)  # fmt: skip
-    state_tv[T] = final_state_tv(X, w)
+
+    def forward():
+        for k0, k1 in blocks:
+            pr, pth, _, st = cache if homog else _block_terms(lr[k0:k1], lth[k0:k1], bufs)
+            forward_steps(k0, k1 - k0, homog, lr if homog else lr[k0:k1], lth if homog else lth[k0:k1],
+                          pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed, gh, stat_g,
+                          g_inf)  # fmt: skip
+        state_tv[T] = final_state_tv(X, w)
 
     Z = np.zeros((S, 7))
     Z[:, 0] = rf
     Zn = np.empty_like(Z)
-    g_inf = np.empty(T)
-    for k0, k1 in reversed(blocks):
-        pr, pth, D, _ = cache if homog else _block_terms(lr[k0:k1], lth[k0:k1], bufs, divergences=False)
-        c_roll = (pr * rs).sum(-1) / T  # (n, S): sum_v pi_roll r_step / T, as chain._Ops
-        c_diff = (D * rs).sum(-1) / T
-        backward_steps(k1, k1 - k0, homog, pr, pth, D, c_roll, c_diff, trans, bits, Z, Zn, g_inf)
+
+    def backward():
+        for k0, k1 in reversed(blocks):
+            pr, pth, D, _ = cache if homog else _block_terms(lr[k0:k1], lth[k0:k1], bufs, divergences=False)
+            c_roll = (pr * rs).sum(-1) / T  # (n, S): sum_v pi_roll r_step / T, as chain._Ops
+            c_diff = (D * rs).sum(-1) / T
+            backward_steps(k1, k1 - k0, homog, pr, pth, D, c_roll, c_diff, trans, bits, Z, Zn, g_inf, gh)
+
+    if table:  # g_t, h_t first, then the forward pass reads them
+        backward()
+        forward()
+    else:  # streaming: reachable states first, then the adjoint sums
+        forward()
+        backward()
     Zs = Z[start_states]  # (B, 7)
     U1 = Zs[:, :2].copy()
-    stat_g_sum = np.zeros((2, B, 2))
-    stat_g_sum[0, :, 0], stat_g_sum[0, :, 1], stat_g_sum[1, :, 0] = Zs[:, 2], Zs[:, 3], Zs[:, 4]
+    if table:  # pairwise sums over t (contiguous rows), as numpy sums the level-by-level route's
+        stat_g_sum = np.ascontiguousarray(stat_g.reshape(T, -1).T).sum(-1).reshape(2, B, 2)
+    else:
+        stat_g_sum = np.zeros((2, B, 2))
+        stat_g_sum[0, :, 0], stat_g_sum[0, :, 1], stat_g_sum[1, :, 0] = Zs[:, 2], Zs[:, 3], Zs[:, 4]
     return dict(U1=U1, stat_c=stat_c, stat_g_sum=stat_g_sum, state_tv=state_tv, g_inf=g_inf,
                 eps=float(ed[0]), delta=float(ed[1]), w=w, second_order=float(w @ Zs[:, 5]))  # fmt: skip
