@@ -92,29 +92,3 @@ def check_device(device) -> torch.device:
         if avail is None or not avail():
             raise ValueError(f"device: {device!r} is not available in this torch ({torch.__version__})")
     return dev
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-
-
-def map_processes(fn, items: list, workers: int | None = None):
-    """Yield fn(item) for each item, in order; with workers > 1, computed in that many processes.
-
-    For independent, deterministic jobs (each seeds its own generators): the results are the
-    same as the serial loop's, bit for bit. workers=None: `kernel_threads()` (the free cores;
-    1 on a busy machine, where the serial loop runs and no process is started). Workers are
-    spawned (a fresh interpreter: no state forked from the caller) and run torch on one
-    thread; `fn` must be a module-level function and items picklable.
-    """
-    workers = kernel_threads() if workers is None else int(workers)
-    workers = max(1, min(workers, len(items)))
-    if workers == 1:
-        yield from map(fn, items)
-        return
-    import concurrent.futures
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        yield from pool.map(fn, items)

@@ -35,7 +35,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import masks
-from .._compute import map_processes
 from ..mismatch import RolloutEngine
 from ..pair import sample_trajectories, token_kl_along, token_logprobs
 from ..policies import MoEConfig, MoEPolicy
@@ -93,40 +92,33 @@ def _steps(quick: bool) -> int:
     return 3 if quick else 80
 
 
-def _train_run(job: tuple) -> dict:
-    """One (regime, label, seed, steps) run of `run_training`: its record (module level: picklable)."""
-    reg, label, seed, steps = job
-    if reg in CERTIFIED_REGIMES:
-        mode = dict(certified=label == "certified")
-        cfg = TrainConfig(steps=steps, seed=seed, **mode, **CERTIFIED_REGIMES[reg])
-    else:
-        method, kw = RUNS[label]
-        cfg = TrainConfig(method=method, steps=steps, seed=seed, **REGIMES[reg], **kw)
-    res = train(cfg)
-    return {
-        "regime": reg,
-        "label": label,
-        "seed": seed,
-        "config": cfg.to_json(),
-        "summary": res.summary,
-        "steps": res.steps,
-    }
-
-
 def run_training(quick: bool, progress: bool = True) -> list[dict]:
-    """Every (regime, run, seed) of Figs. 1-3 plus the certified-mode runs; one dict per run with its log.
-
-    The runs are independent and seeded: they run on the free cores (`_compute.map_processes`),
-    with the same results as one after the other.
-    """
+    """Every (regime, run, seed) of Figs. 1-3 plus the certified-mode runs; one dict per run with its log."""
     seeds = _seeds(quick)
     jobs = [(reg, label, seed) for reg in REGIMES for label in RUNS for seed in seeds]
     jobs += [
         (reg, mode, seed) for reg in CERTIFIED_REGIMES for mode in ("plain", "certified") for seed in seeds
     ]
-    jobs = [(reg, label, seed, _steps(quick)) for reg, label, seed in jobs]
-    runs = map_processes(_train_run, jobs)
-    return list(tqdm(runs, total=len(jobs), desc="train_figures", unit="run", disable=not progress))
+    out = []
+    for reg, label, seed in tqdm(jobs, desc="train_figures", unit="run", disable=not progress):
+        if reg in CERTIFIED_REGIMES:
+            mode = dict(certified=label == "certified")
+            cfg = TrainConfig(steps=_steps(quick), seed=seed, **mode, **CERTIFIED_REGIMES[reg])
+        else:
+            method, kw = RUNS[label]
+            cfg = TrainConfig(method=method, steps=_steps(quick), seed=seed, **REGIMES[reg], **kw)
+        res = train(cfg)
+        out.append(
+            {
+                "regime": reg,
+                "label": label,
+                "seed": seed,
+                "config": cfg.to_json(),
+                "summary": res.summary,
+                "steps": res.steps,
+            }
+        )
+    return out
 
 
 def length_bias(quick: bool) -> list[dict]:
