@@ -54,24 +54,12 @@ def available() -> bool:
 
 
 if numba is not None:
+    from ._tree_kernel import _expm1_minus_x
 
     @njit(cache=True, inline="always")
     def _emx(d, em):
         """e^d - 1 - d from d and em = expm1(d) (divergences.expm1_minus_x: series below 0.1)."""
-        if abs(d) < 0.1:
-            c = _SERIES
-            s = c[9]
-            s = s * d + c[8]
-            s = s * d + c[7]
-            s = s * d + c[6]
-            s = s * d + c[5]
-            s = s * d + c[4]
-            s = s * d + c[3]
-            s = s * d + c[2]
-            s = s * d + c[1]
-            s = s * d + c[0]
-            return s * d * d * 0.5
-        return em - d
+        return _expm1_minus_x(d) if abs(d) < 0.1 else em - d
 
     @njit(cache=True, inline="always")
     def _series_even_odd(d):
