@@ -87,6 +87,7 @@ def _interleaved(routes: dict, repeats: int) -> tuple[dict, dict]:
             outs[name] = fn()
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
+    CPU.clear()
     CPU.update({k: round(statistics.median(v), 4) for k, v in cpu.items()})
     return {k: statistics.median(v) for k, v in times.items()}, outs
 
