@@ -134,18 +134,30 @@ def coverage_table(quick: bool, reps: int | None = None, seed: int = 0) -> list[
 
 
 def _simulate_chain(pair, n: int, reps: int, rng: np.random.Generator) -> np.ndarray:
-    """S of reps x n responses sampled from the chain's pi_roll: (reps, n)."""
+    """S of reps x n responses sampled from the chain's pi_roll: (reps, n).
+
+    Per step, one uniform u per response; the token is the number of cumulative probabilities
+    below u (capped at V - 1), and S gains (1 - rho)_+ = -expm1(min(log rho, 0)). The per-(state,
+    token) tables are formed once per distinct step (once for a homogeneous chain) and gathered:
+    the same numbers as forming them per response.
+    """
     lr_all = np.asarray(pair.logp_roll)
     lt_all = np.asarray(pair.logp_theta)
     m = reps * n
+    V = lr_all.shape[-1]
     state = np.full(m, int(pair.init_state[0]))
     S = np.zeros(m)
+    tables = None
     for k in range(pair.T):
-        lr = lr_all[k] if lr_all.ndim == 3 else lr_all
-        lt = lt_all[k] if lt_all.ndim == 3 else lt_all
-        cdf = np.cumsum(np.exp(lr), -1)[state]  # (m, V)
-        tok = np.minimum((rng.random(m)[:, None] > cdf).sum(-1), lr.shape[1] - 1)
-        S += -np.expm1(np.minimum(lt[state, tok] - lr[state, tok], 0.0))
+        if tables is None or lr_all.ndim == 3:
+            lr = lr_all[k] if lr_all.ndim == 3 else lr_all
+            lt = lt_all[k] if lt_all.ndim == 3 else lt_all
+            cdf = np.cumsum(np.exp(lr), -1)  # (S, V)
+            inc = -np.expm1(np.minimum(lt - lr, 0.0))  # (S, V): (1 - rho)_+ of each (state, token)
+            tables = (cdf, inc.ravel())
+        below = (rng.random(m)[:, None] > tables[0][state]).sum(-1)
+        tok = np.minimum(below, V - 1)
+        S += tables[1][state * V + tok]
         state = pair.transition[state, tok]
     return S.reshape(reps, n)
 
