@@ -61,7 +61,7 @@ def _pipe(output: str, stage: str) -> str:
 def run_line(command: str, cwd: Path) -> str:
     """The output of one README command line (a trm-bounds command with pipes, or `tail -N FILE`)."""
     first, *stages = [s.strip() for s in command.split("|")]
-    argv = shlex.split(first)
+    argv = shlex.split(first, comments=True)  # a trailing "# ..." is a comment, as in a shell
     if argv[0] == "tail":
         return _pipe((cwd / argv[2]).read_text(), f"tail {argv[1]}")
     assert argv[0] == "trm-bounds", f"README example runs something other than trm-bounds: {command}"
