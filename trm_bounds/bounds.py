@@ -11,6 +11,10 @@ formulas: k = t - 1 in arrays.
 
 This module knows nothing of torch or the exact engine: the glue from exact quantities
 to `BoundInputs` lives downstream.
+
+One concept, kept in one module although it is long: the bound formulas, their inputs
+(`BoundInputs`), the one registry every command iterates over (`BOUNDS`) and its metadata
+(`BOUND_INFO`) - splitting them would separate each formula from its registry line.
 """
 
 from __future__ import annotations

@@ -63,6 +63,11 @@ Proven bounds used instead (`*_upper`, `*_lower`, never called the value):
    TV(mu_{T+1}^theta, mu_{T+1}^roll), |J_theta - J_roll|).
 
 Layers: chain sits beside exact.py (same level); it imports divergences and bounds only.
+
+One concept, kept in one module although it is long: the finite-state chain - its file
+(`ChainPair`), its exact engine (`chain_quantities`, with the optional fused kernel in
+`_chain_kernel`), its conversions to and from enumerable trees, and the random chains the
+studies and tests draw from.
 """
 
 from __future__ import annotations
