@@ -417,7 +417,7 @@ def certificate_bound_inputs(cert: dict[str, Any]) -> BoundInputs:
         delta=i["delta"],
         dkl_seq=i["dkl_seq"],
         dtv_seq=i["dtv_seq"],
-        dbar=np.full(int(i["T"]), float(i["dbar"])),
+        dbar=float(i["dbar"]),  # Dbar_t = this for every t (a uniform view, as certify built it)
         sources=i["sources"],
     )
 

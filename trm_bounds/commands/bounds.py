@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from .._json import dumps
+from .._validate import read_npy
 from ..bounds import BoundInputs, evaluate_bounds
 from ..refined import REFINED_OF  # noqa: F401 - importing it registers the *_refined bounds
 
@@ -29,16 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    dbar = None
-    if args.dbar is not None:
-        try:
-            dbar = np.load(args.dbar, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"dbar: cannot read {args.dbar}: {exc}") from exc
-    T = args.T
-    if T != int(T):
-        raise ValueError(f"T must be an integer, got {T:g}")
-    inputs = BoundInputs.from_partial(int(T), args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
+    dbar = None if args.dbar is None else read_npy(args.dbar, "dbar")
+    inputs = BoundInputs.from_partial(args.T, args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
     out = {"inputs": inputs.to_json(), "bounds": evaluate_bounds(inputs)}
     print(dumps(out, indent=2))
     return 0
