@@ -96,9 +96,9 @@ def _file(path, name: str) -> Path:
         raise ValueError(f"{name} must be a file path, got {type(path).__name__}")
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"{name}: {p} does not exist")
+        raise ValueError(f"{name}: cannot read {p}: no such file")
     if not p.is_file():
-        raise ValueError(f"{name}: {p} is not a file")
+        raise ValueError(f"{name}: cannot read {p}: not a file")
     return p
 
 

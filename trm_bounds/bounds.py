@@ -180,7 +180,8 @@ def _adaptive_sum(d: np.ndarray, eps, delta, which: str) -> np.ndarray:
         with np.errstate(invalid="ignore"):  # Dbar = 0 with an infinite sum (never: sums <= T)
             return u * s
     rows = np.broadcast_shapes(d.shape[:-1], np.shape(eps), np.shape(delta))
-    check_memory("dbar", 6 * 8 * T * max(1, int(np.prod(rows))), f"the adaptive bounds' per-t weights (T = {T})")
+    n = 6 * 8 * T * max(1, int(np.prod(rows)))
+    check_memory("dbar", n, f"the adaptive bounds' per-t weights (T = {T})")
     return np.sum(d * _future_weights(T, eps, delta, which), axis=-1)
 
 
@@ -494,7 +495,8 @@ class BoundInputs:
         object.__setattr__(self, "T", T)
         object.__setattr__(self, "eps", float(scalar("eps", check_tv("eps", self.eps))))
         object.__setattr__(self, "delta", float(scalar("delta", check_divergence("delta", self.delta))))
-        object.__setattr__(self, "dkl_seq", float(scalar("dkl_seq", check_divergence("dkl_seq", self.dkl_seq))))
+        dkl_seq = scalar("dkl_seq", check_divergence("dkl_seq", self.dkl_seq))
+        object.__setattr__(self, "dkl_seq", float(dkl_seq))
         object.__setattr__(self, "dtv_seq", float(scalar("dtv_seq", check_tv("dtv_seq", self.dtv_seq))))
         dbar = self.dbar
         if np.ndim(dbar) == 0 and not isinstance(dbar, (str, bytes)) and dbar is not None:
@@ -684,9 +686,9 @@ def get_bound(name: str) -> Callable[[BoundInputs], float]:
 
 
 def evaluate_bounds(inputs: BoundInputs, names: str | tuple[str, ...] | None = None) -> dict[str, float]:
-    """{name: float} for every registered bound (or `names`: one name, or several), evaluated on `inputs`."""
+    """{name: float} for every registered bound (or `names`: one name or several) on `inputs`."""
     if not isinstance(inputs, BoundInputs):
-        raise TypeError(f"inputs must be a BoundInputs (BoundInputs.from_partial), got {type(inputs).__name__}")
+        raise TypeError(f"inputs must be a BoundInputs (from_partial), got {type(inputs).__name__}")
     if names is None:
         names = tuple(BOUNDS)
     elif isinstance(names, str):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import check_divergence, check_tv
+from ._validate import check_divergence, check_tv, read_npz
 from .bounds import BoundInputs, evaluate_bounds
 from .confidence import DEFAULT_METHOD, METHODS, upper_confidence_bound
 from .masks import SAFETY_BOUND, trm_mask
@@ -104,11 +104,7 @@ def _to_numpy(x, name: str, floating: bool = True) -> np.ndarray:
 
 def load_logprobs(path) -> dict[str, np.ndarray]:
     """Read a batch written by `save_logprobs` (or dumped from verl/TRL with the same keys)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"logprobs: cannot read {path}: {exc}") from exc
+    data = read_npz(path, "logprobs")
     for key in LOGPROB_KEYS:
         if key not in data:
             raise ValueError(f"logprobs: {path} has no array {key!r} (has {', '.join(data) or 'none'})")

@@ -75,7 +75,7 @@ import numpy as np
 import torch
 
 from ._compute import check_device, engine_threads
-from ._validate import check_horizon
+from ._validate import check_horizon, read_npz
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
 from .mismatch import MechanismView, resolve_one
@@ -218,11 +218,7 @@ class ChainPair:
     @classmethod
     def load(cls, path: str | Path) -> ChainPair:
         """Read and validate a chain `.npz`; ValueError names the missing or bad field."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"chain: cannot read {path}: {exc}") from exc
+        data = read_npz(path, "chain")
         required = (
             "T",
             "transition",

@@ -236,8 +236,13 @@ def token_tv_from_logits(logits_roll, logits_theta, *, dtype: torch.dtype = torc
 
 
 def pinsker_tv(kl):
-    """Pinsker's upper bound on TV from a KL: min(1, sqrt(KL / 2)). inf -> 1."""
+    """Pinsker's upper bound on TV from a KL: min(1, sqrt(KL / 2)). inf -> 1.
+
+    numpy or torch (differentiable); NaN or a negative KL raises ValueError naming `kl`.
+    """
     if isinstance(kl, torch.Tensor):
+        if bool(torch.isnan(kl).any()) or bool((kl < 0).any()):
+            raise ValueError("kl must be >= 0 and not NaN")
         return torch.clamp(torch.sqrt(kl / 2), max=1.0)
     k = np.asarray(kl, dtype=np.float64)
     if np.isnan(k).any() or (k < 0).any():
@@ -248,6 +253,8 @@ def pinsker_tv(kl):
 def pinsker_kl_lower(tv):
     """Pinsker read backwards: KL >= 2 TV^2 (a lower bound on the KL)."""
     if isinstance(tv, torch.Tensor):
+        if bool(torch.isnan(tv).any()) or bool((tv < 0).any()) or bool((tv > 1).any()):
+            raise ValueError("tv must be in [0, 1]")
         return 2.0 * tv * tv
     x = np.asarray(tv, dtype=np.float64)
     if np.isnan(x).any() or (x < 0).any() or (x > 1).any():
