@@ -34,7 +34,7 @@ from ._validate import check_divergence, check_tv, read_npz
 from .bounds import BoundInputs, evaluate_bounds
 from .confidence import DEFAULT_METHOD, METHODS, upper_confidence_bound
 from .masks import SAFETY_BOUND, trm_mask
-from .masks.inputs import as_float_tensor, prepare_inputs
+from .masks.inputs import as_float_tensor, prepare_inputs, split_log_ratio
 from .second_order import sequence_statistics
 
 __all__ = [
@@ -72,8 +72,7 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
     }
     if exact_kl is not None:
         trm_mask(
-            lr,
-            torch.zeros_like(lr),
+            *split_log_ratio(lr),
             valid,
             mode="max",
             max_threshold=0.0,
@@ -187,8 +186,7 @@ def certify(
         keep = torch.ones(B, dtype=torch.bool)
     else:
         _, keep, _ = trm_mask(
-            lr,
-            torch.zeros_like(lr),
+            *split_log_ratio(lr),
             valid,
             mode=mode,
             max_threshold=delta,
