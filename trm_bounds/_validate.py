@@ -142,6 +142,65 @@ def read_npy(path, name: str) -> np.ndarray:
         raise _unreadable(name, p, exc) from None
 
 
+def _probe_dir(d: Path, name: str, target: Path) -> None:
+    """Create and remove a temporary file in existing directory `d` (catches read-only mounts)."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".trm-bounds-probe-", dir=d)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise ValueError(f"{name}: cannot write {target}: {d} is not writable ({why})") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _existing_ancestor(p: Path, name: str) -> Path:
+    """The nearest existing ancestor of `p` (never created here); it must be a directory."""
+    a = p.parent
+    while not a.exists():
+        if a == a.parent:
+            break
+        a = a.parent
+    if not a.is_dir():
+        raise ValueError(f"{name}: cannot write {p}: {a} is a file, not a directory")
+    return a
+
+
+def check_output_dir(path, name: str = "out") -> Path:
+    """An output directory that can be written, checked BEFORE any work; nothing is created.
+
+    It may exist (then it must be a writable directory) or not (then its nearest existing
+    ancestor must be a writable directory). ValueError naming `name` otherwise.
+    """
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise ValueError(f"{name} must be a directory path, got {path!r}")
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"{name}: {p} exists and is not a directory")
+        _probe_dir(p, name, p)
+    else:
+        _probe_dir(_existing_ancestor(p, name), name, p)
+    return p
+
+
+def check_output_file(path, name: str) -> Path:
+    """An output file that can be written: its directory exists and is writable (checked, not created)."""
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise ValueError(f"{name} must be a file path, got {path!r}")
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{name}: {p} is a directory, not a file")
+    d = p.parent if str(p.parent) else Path(".")
+    if not d.exists():
+        raise ValueError(f"{name}: cannot write {p}: directory {d} does not exist")
+    if not d.is_dir():
+        raise ValueError(f"{name}: cannot write {p}: {d} is a file, not a directory")
+    _probe_dir(d, name, p)
+    return p
+
+
 def _is_npy(p: Path) -> bool:
     try:
         with open(p, "rb") as fh:

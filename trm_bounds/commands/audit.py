@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .._json import dumps
+from .._validate import check_output_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..audit.claims import audit, claims_to_markdown, write_audit  # sympy: only when run
 
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"out: {args.out} exists and is not a directory")
+    if args.out is not None:
+        check_output_dir(args.out, "out")  # before any work: a file, a read-only place
     claims = audit(quick=args.quick)
     if args.out is not None:
         write_audit(args.out, claims)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._validate import check_horizon
+from .._validate import check_horizon, check_output_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +20,9 @@ def run(args: argparse.Namespace) -> int:
     T_max = int(check_horizon(args.T_max, "T-max"))
     if args.points < 2:
         raise ValueError(f"points must be >= 2, got {args.points}")
+    if args.points > 10_000:
+        raise ValueError(f"points must be <= 10000 (one figure), got {args.points}")
+    check_output_dir(args.out, "out")  # before any work
     records = write_scaling(args.out, T_max=T_max, points=args.points)
     for r in records:
         print(args.out / r["path"])

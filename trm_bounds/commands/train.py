@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .._json import dumps
+from .._validate import check_output_dir
 from ..trainer import ADVANTAGES, TRAIN_METHODS, TrainConfig, train
 from ._mismatch_args import add_mismatch_arguments, print_notes, resolve_mismatch_args
 
@@ -58,8 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"out: {args.out} exists and is not a directory")
+    check_output_dir(args.out, "out")  # before any work: a file, a read-only place
     chosen, notes = resolve_mismatch_args(args, "engine")
     spec = "+".join(f"{mech.name}={s}" for mech, s in chosen) or "none"
     cfg = TrainConfig(
