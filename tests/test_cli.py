@@ -53,7 +53,8 @@ def test_bounds_reproduces_v3_kl_tv_column(capsys):
     assert round(b["adaptive_star"], 1) == 24.7
     assert round(b["unified"], 1) == 4.1
     assert res["inputs"]["sources"]["dbar"].startswith("worst_case")
-    assert res["inputs"]["dbar"] == res["inputs"]["eps"]  # Dbar_t = eps for every t: one number, not 4096
+    assert "dbar" not in res["inputs"]  # T copies of eps only with --full
+    assert res["inputs"]["dbar_sum"] == pytest.approx(4096 * 5e-3)
 
 
 def test_bounds_defaults_are_said(capsys):
@@ -68,11 +69,12 @@ def test_bounds_with_dbar_file(tmp_path, capsys):
     dbar = np.linspace(0.0, 0.05, 8)
     np.save(tmp_path / "dbar.npy", dbar)
     code, out, _ = run_cli(
-        capsys, "bounds", "--T", 8, "--delta", 0.01, "--eps", 0.06, "--dbar", tmp_path / "dbar.npy"
+        capsys, "bounds", "--T", 8, "--delta", 0.01, "--eps", 0.06, "--dbar", tmp_path / "dbar.npy", "--json"
     )
     assert code == 0
-    b = json.loads(out)["bounds"]
-    assert b["linear_dbar"] == pytest.approx(4 * dbar.sum())
+    res = json.loads(out)
+    assert res["bounds"]["linear_dbar"] == pytest.approx(4 * dbar.sum())
+    assert res["inputs"]["dbar"] == pytest.approx(dbar)  # a given array is echoed
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ def _slow_loss(L, m, keep, mode, normalize, factor=None):
     kept = [[bool(m[b, t]) and bool(keep[b]) for t in range(T)] for b in range(B)]
     den_tok = [[bool(m[b, t]) for t in range(T)] for b in range(B)] if normalize == "total" else kept
     num = [sum(L[b, t] for t in range(T) if kept[b][t]) for b in range(B)]
+    if mode == "token-sum":
+        return sum(num)
     if mode == "token-mean":
         return sum(num) / max(1, sum(map(sum, den_tok)))
     if mode == "seq-mean-token-mean":

@@ -126,3 +126,16 @@ def test_sequence_mask_errors():
     with pytest.raises(ValueError, match="low must be <= high"):
         sequence_mask("geo-mask", lp, rlp, m, low=2.0, high=1.0)
     assert set(METHODS) >= {"trm-max", "trm-avg", "trm-max+avg", "ln-trm", "ser", "geo-mask", "seq-tis"}
+
+
+def test_rs_veto_is_slimes_one_sided_veto_row_by_row():
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        lp, rlp, m = random_batch(seed=int(rng.integers(1 << 30)), scale=3.0)
+        tau = float(np.exp(-rng.uniform(0, 6)))
+        res = sequence_mask("rs-veto", lp, rlp, m, tau=tau)
+        for b in range(m.shape[0]):
+            rho = [math.exp(lp[b, t] - rlp[b, t]) for t in range(m.shape[1]) if m[b, t]]
+            assert bool(res.seq_keep[b]) == all(r >= tau for r in rho)  # empty rows kept
+    with pytest.raises(ValueError, match="tau"):
+        sequence_mask("rs-veto", lp, rlp, m)

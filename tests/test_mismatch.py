@@ -431,7 +431,16 @@ def test_training_with_lag_equals_the_old_stale_run():
     from trm_bounds.trainer import TrainConfig, train
 
     cfg = TrainConfig(
-        method="trm-max", mismatch="lag=2", P=2, V=3, T=3, steps=3, n_groups=2, group_size=4, seed=1
+        method="trm-max",
+        mismatch="lag=2",
+        P=2,
+        V=3,
+        T=3,
+        steps=3,
+        n_groups=2,
+        group_size=4,
+        seed=1,
+        advantage_groups="all",  # the pinned run predates baselines over kept samples
     )
     last = train(cfg).steps[-1]
     got = [last[k] for k in ("J_roll", "J_new", "surrogate", "delta")]

@@ -61,3 +61,68 @@ def test_log_softmax_log1p_warns_and_is_the_divergences_log_softmax():
     with pytest.warns(DeprecationWarning, match=r"trm_bounds\.divergences\.log_softmax"):
         old = trm_bounds.log_softmax_log1p
     assert old is divergences.log_softmax
+
+
+def test_newcomer_names_are_public_and_lazy():
+    # the entry points the docs name are reachable from the package, loading their module on use
+    for name, module in {
+        "sample_certificate": "certify",
+        "make_policy": "policies",
+        "resolve_mismatch": "mismatch",
+        "mismatch_table": "mismatch",
+    }.items():
+        assert name in trm_bounds.__all__ and trm_bounds._LAZY[name] == module
+    assert {"BOUND_INFO", "BoundInfo"} <= set(trm_bounds.__all__)
+    assert trm_bounds.BOUND_INFO["pm_kl"].equation == "B_PM^KL"
+    assert not {"annotations", "importlib", "warnings"} & set(dir(trm_bounds))
+
+
+# docs/architecture.md: the layers, top to bottom; a module imports only from its own layer or above
+LAYERS = {
+    1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json", "_files"),
+    2: ("policies", "rewards", "pair", "mismatch", "adversarial", "counterexamples"),
+    3: ("exact", "_tree_kernel", "_compute", "exact_batch", "exact_mp", "chain", "second_order"),
+    4: ("masks", "certify", "trainer", "integrations"),
+    5: ("report", "bound_table", "studies", "audit", "paper"),
+    6: ("jobs", "figures", "cli", "commands", "__main__"),
+}
+
+
+def _layer_of(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else ""
+    for layer, names in LAYERS.items():
+        if top in names:
+            return layer
+    raise AssertionError(f"{module} is in no layer of docs/architecture.md")
+
+
+def test_imports_follow_the_layers_of_the_architecture_doc():
+    import ast
+    from pathlib import Path
+
+    root = Path(trm_bounds.__file__).parent
+    bad = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        if module == "trm_bounds":
+            continue  # the package __init__ re-exports lazily
+        pkg = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trm_bounds."):
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("trm_bounds.")]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[1] if name.count(".") else ""
+                if not ((root / f"{top}.py").exists() or (root / top).is_dir()):
+                    continue  # trm_bounds itself or a name defined in its __init__ (__version__)
+                if _layer_of(name) > _layer_of(module):
+                    bad.append(f"{module} (layer {_layer_of(module)}) imports {name} (layer {_layer_of(name)})")
+    assert not bad, "\n".join(sorted(set(bad)))

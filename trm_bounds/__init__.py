@@ -25,9 +25,11 @@ import warnings as _warnings
 __version__ = "0.1.0"
 
 from .bounds import (  # noqa: E402 - after __version__, which submodules may read
+    BOUND_INFO,
     BOUNDS,
     PUBLISHED_BOUNDS,
     UNIFIED_OF,
+    BoundInfo,
     BoundInputs,
     evaluate_bounds,
     get_bound,
@@ -82,7 +84,12 @@ _LAZY = {
         ),
         "masks",
     ),
-    **dict.fromkeys(("MISMATCH_MECHANISMS", "Mismatch", "RolloutEngine", "parse_mismatch"), "mismatch"),
+    **dict.fromkeys(
+        ("MISMATCH_MECHANISMS", "Mismatch", "RolloutEngine", "mismatch_table", "parse_mismatch", "resolve_mismatch"),
+        "mismatch",
+    ),
+    "make_policy": "policies",
+    "sample_certificate": "certify",  # (the name `certify` is the submodule trm_bounds.certify)
     **dict.fromkeys(("TRAIN_METHODS", "TrainConfig", "TrainResult", "train"), "trainer"),
     **dict.fromkeys(
         ("Derivation", "bound_expr", "lambdify_bound", "derivations", "leading_exponents"), "symbolic"
@@ -123,8 +130,10 @@ __all__ = [
     "__version__",
     # bounds (numpy, loaded with the package)
     "BOUNDS",
+    "BOUND_INFO",
     "PUBLISHED_BOUNDS",
     "UNIFIED_OF",
+    "BoundInfo",
     "BoundInputs",
     "evaluate_bounds",
     "get_bound",

@@ -1,4 +1,4 @@
-"""Every published error bound of the TRM paper (THEORY.md section 5), vectorized.
+"""Every published error bound of the TRM paper (docs/theory.md section 5), vectorized.
 
 Each bound upper-bounds |Error| = |J(theta) - J(roll) - L'(theta)|. Names are the
 INTERFACES.md contract keys. Inputs broadcast (numpy rules) over arrays of T, delta, eps,
@@ -63,6 +63,10 @@ __all__ = [
     "register_bound",
     "get_bound",
     "evaluate_bounds",
+    "BoundInfo",
+    "BOUND_INFO",
+    "bound_info",
+    "PUBLISHED_ASSUMPTION",
 ]
 
 
@@ -426,7 +430,7 @@ def adaptive_worst_case_sum(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
 
 # --------------------------------------------------------------------------- LN-TRM
 def ln_trm_weights(T: int, eps: ArrayLike | None, delta: ArrayLike, version: str = "v3") -> np.ndarray:
-    """LN-TRM position weights w_t, t = 1..T (THEORY.md section 7).
+    """LN-TRM position weights w_t, t = 1..T (docs/theory.md section 7).
 
         v3: w_t = min(1, (T-t) eps, sqrt((T-t) delta / 2))
         v2: w_t = min(1, sqrt((T-t) delta / 2))   (no eps term)
@@ -528,7 +532,7 @@ class BoundInputs:
         *,
         derived_notes: Mapping[str, str] | None = None,
     ) -> BoundInputs:
-        """Fill what is missing as INTERFACES.md says for `trm-bounds bounds`:
+        """Fill what is missing as docs/theory.md ("Inputs of `trm-bounds bounds`") says:
 
         eps = min(1, sqrt(delta/2)) (Pinsker); dkl_seq = T delta (chain rule, worst case);
         dtv_seq = min(1, sqrt(dkl_seq/2)) (Pinsker); Dbar_t = eps for every t (worst case).
@@ -663,10 +667,182 @@ _BOUNDS["unified_v2"] = unified_v2
 BOUNDS: Mapping[str, Callable[[BoundInputs], float]] = MappingProxyType(_BOUNDS)
 
 
-def register_bound(name: str, fn: Callable[[BoundInputs], float], *, replace: bool = False) -> None:
+# --------------------------------------------------------------------------- what each bound is
+@dataclass(frozen=True)
+class BoundInfo:
+    """What a bound key is: the paper's equation name and version, its formula, inputs and assumption.
+
+    Fields: name (registry key); equation (the paper's name, e.g. "B_PM^KL"); version (the arXiv
+    version that states it, or "refined, this package"); formula (plain text, sums over t = 1..T);
+    inputs (the `BoundInputs` fields it reads, or other quantities for keys that `BoundInputs`
+    cannot evaluate); regime (growth in T and where the closed forms hold); assumption (what
+    must be true of the rewards and policies for it to bound |Error|).
+    """
+
+    name: str
+    equation: str
+    version: str
+    formula: str
+    inputs: tuple[str, ...]
+    regime: str
+    assumption: str
+
+    @property
+    def refined(self) -> bool:
+        """True for this package's halved-constant keys (they need a reward range <= 1)."""
+        return self.version.startswith("refined")
+
+
+PUBLISHED_ASSUMPTION = (
+    "rewards R in [0, 1] as the paper states (its proofs use only |R| <= 1); eps and delta are "
+    "maxima over every context reachable under pi_roll or pi_theta"
+)
+
+
+def _published(name, equation, version, formula, inputs, regime, extra=""):
+    return BoundInfo(name, equation, version, formula, inputs, regime, PUBLISHED_ASSUMPTION + extra)
+
+
+_BOUND_INFO: dict[str, BoundInfo] = {
+    i.name: i
+    for i in (
+        _published("classical_tv", "Classical (TV)", "v1", "2 T (T-1) eps^2", ("T", "eps"), "O(T^2), no cap"),
+        _published("classical_kl", "Classical (KL)", "v1", "T (T-1) delta", ("T", "delta"), "O(T^2), no cap"),
+        _published("linear", "Linear", "v2 (dropped in v3)", "4 T eps", ("T", "eps"), "O(T)"),
+        _published(
+            "pm_kl",
+            "B_PM^KL",
+            "v1 (all versions)",
+            "4 min(1, sqrt(delta/2)) sum_t min(1, sqrt((t-1) delta/2))",
+            ("T", "delta"),
+            "O(T^1.5) while delta <= 2/T (closed form 4/3 T^1.5 delta, an upper estimate), O(T) once capped",
+        ),
+        _published(
+            "pm_tv",
+            "B_PM^TV",
+            "v3",
+            "4 min(1, eps) sum_t min(1, sqrt((t-1) delta/2))",
+            ("T", "eps", "delta"),
+            "O(T^1.5) while delta <= 2/T, O(T) once capped",
+        ),
+        _published(
+            "mix_kl",
+            "B_Mix^KL",
+            "v1",
+            "4 T min(1, sqrt(delta/2)) min(1, sqrt(D_KL^seq/2))",
+            ("T", "delta", "dkl_seq"),
+            "O(T) at fixed D_KL^seq; O(T^1.5) when D_KL^seq = T delta",
+        ),
+        _published(
+            "mix_tv",
+            "B_Mix^TV",
+            "v3",
+            "4 T min(1, eps) min(1, D_TV^seq)",
+            ("T", "eps", "dtv_seq"),
+            "O(T) at fixed D_TV^seq",
+        ),
+        _published(
+            "coupling",
+            "B_Coup",
+            "v3",
+            "4 min(1, eps) sum_t min(1, (t-1) eps)",
+            ("T", "eps"),
+            "O(T^2) while T eps <= 1 (= 2 T (T-1) eps^2), O(T) once capped",
+        ),
+        _published(
+            "adaptive_kl",
+            "B_Adap^KL",
+            "v2",
+            "4 sum_t Dbar_t min(1, sqrt((T-t) delta/2))",
+            ("dbar", "delta"),
+            "data-dependent (Dbar_t = eps everywhere recovers B_PM^KL's order)",
+        ),
+        _published(
+            "adaptive_tv",
+            "B_Adap^TV",
+            "v3",
+            "4 sum_t Dbar_t min(1, (T-t) eps)",
+            ("dbar", "eps"),
+            "data-dependent (Dbar_t = eps everywhere recovers B_Coup)",
+        ),
+        _published(
+            "adaptive_star",
+            "B_Adap^*",
+            "v3",
+            "4 sum_t Dbar_t min(1, (T-t) eps, sqrt((T-t) delta/2))",
+            ("dbar", "eps", "delta"),
+            "data-dependent; <= min(B_Adap^KL, B_Adap^TV)",
+        ),
+        _published(
+            "unified",
+            "B* (unified)",
+            "v3",
+            "min(B_PM^KL, B_PM^TV, B_Mix^KL, B_Mix^TV, B_Coup, B_Adap^*)",
+            ("T", "eps", "delta", "dkl_seq", "dtv_seq", "dbar"),
+            "the smallest of its six terms",
+        ),
+        _published(
+            "linear_dbar",
+            "Linear (Dbar form)",
+            "v2",
+            "4 sum_t Dbar_t  (<= 4 T eps)",
+            ("dbar",),
+            "O(T) at fixed Dbar_t",
+        ),
+        _published(
+            "pm_kl_nocap",
+            "B_PM^KL, caps removed",
+            "v2 (Table 1 'no cap' column)",
+            "2 delta sum_{k=0}^{T-1} sqrt(k)",
+            ("T", "delta"),
+            "O(T^1.5) for every delta; looser than pm_kl",
+        ),
+        _published(
+            "unified_v2",
+            "B* of v2",
+            "v2",
+            "min(B_PM^KL, B_Mix^KL, B_Adap^KL)",
+            ("T", "delta", "dkl_seq", "dbar"),
+            "the smallest of its three terms",
+        ),
+        BoundInfo(
+            "second_order",
+            "E_roll[Z] (second-order bound)",
+            "beyond the paper, this package",
+            "E_roll[sum_t |rho_t - 1| sum_{s>t} (1 - rho_s)_+]",
+            ("E_roll[Z] (exact engines; estimated by `trm-bounds certify`)",),
+            "second order in the mismatch; not a function of T, eps, delta, ...",
+            "reward range max R - min R <= 1 (e.g. R in [0, 1]) and pi_theta << pi_roll",
+        ),
+    )
+}
+BOUND_INFO: Mapping[str, BoundInfo] = MappingProxyType(_BOUND_INFO)
+"""Key -> BoundInfo for every registered bound that has one, plus `second_order` (reported by the
+exact engines and `certify`; `evaluate_bounds` cannot compute it from `BoundInputs`)."""
+
+
+def bound_info(name: str) -> BoundInfo | None:
+    """The `BoundInfo` of key `name` (None for a key registered without one).
+
+    Raises ValueError for a name that is neither registered nor described.
+    """
+    if name not in BOUNDS and name not in BOUND_INFO:
+        raise ValueError(f"unknown bound {name!r}; known: {', '.join(dict.fromkeys([*BOUNDS, *BOUND_INFO]))}")
+    return BOUND_INFO.get(name)
+
+
+def register_bound(
+    name: str,
+    fn: Callable[[BoundInputs], float],
+    *,
+    replace: bool = False,
+    info: BoundInfo | None = None,
+) -> None:
     """Add a bound (e.g. a refined variant `pm_kl_refined`) under a new key.
 
-    Published keys can never be replaced: a refinement gets its own name.
+    Published keys can never be replaced: a refinement gets its own name. `info` says what the
+    bound is (`BoundInfo`; `trm-bounds bounds` prints it); without it the key is listed as
+    "registered by the user, no metadata".
     """
     if not name.isidentifier():
         raise ValueError(f"name must be an identifier, got {name!r}")
@@ -674,7 +850,13 @@ def register_bound(name: str, fn: Callable[[BoundInputs], float], *, replace: bo
         raise ValueError(f"name {name!r} is a published bound and cannot be replaced")
     if name in _BOUNDS and not replace:
         raise ValueError(f"name {name!r} is already registered")
+    if info is not None and info.name != name:
+        raise ValueError(f"info.name must be {name!r}, got {info.name!r}")
     _BOUNDS[name] = fn
+    if info is not None:
+        _BOUND_INFO[name] = info
+    else:
+        _BOUND_INFO.pop(name, None)  # a replaced bound keeps no stale description
 
 
 def get_bound(name: str) -> Callable[[BoundInputs], float]:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._files import wrong_kind_hint
 from ._validate import check_divergence, check_tv, read_npz
 from .bounds import BoundInputs, evaluate_bounds
 from .confidence import DEFAULT_METHOD, METHODS, upper_confidence_bound
@@ -106,7 +107,10 @@ def load_logprobs(path) -> dict[str, np.ndarray]:
     data = read_npz(path, "logprobs")
     for key in LOGPROB_KEYS:
         if key not in data:
-            raise ValueError(f"logprobs: {path} has no array {key!r} (has {', '.join(data) or 'none'})")
+            raise ValueError(
+                f"logprobs: {path} has no array {key!r} (has {', '.join(data) or 'none'})"
+                + wrong_kind_hint(data, "log-prob batch")
+            )
     return {k: data[k] for k in (*LOGPROB_KEYS, *OPTIONAL_KEYS) if k in data}
 
 
@@ -291,13 +295,13 @@ def certify(
         f"CONDITIONAL: IF the token KL(pi_roll || pi_theta) is <= delta = {d_bound:.6g} at EVERY "
         "reachable context "
         f"and eps, dkl_seq, dtv_seq, Dbar_t are as listed, THEN |J(theta) - J(roll) - L'(theta)| <= "
-        f"B* = {bounds['unified']:.6g} (unified bound, THEORY.md section 5, horizon T = {T_bound})."
+        f"B* = {bounds['unified']:.6g} (unified bound, docs/theory.md section 5, horizon T = {T_bound})."
     )
     not_guaranteed = [
         f"Acceptance ({acceptance:.1%}) is not evidence that the token KL is <= delta at every reachable "
         "context: the mask sees only sampled contexts, and unsampled ones may violate it "
-        "(THEORY.md section 10 C18).",
-        "eps, dkl_seq, dtv_seq and Dbar_t are not controlled by TRM (THEORY.md section 9); here they are "
+        "(docs/theory.md section 10, C18).",
+        "eps, dkl_seq, dtv_seq and Dbar_t are not controlled by TRM (docs/theory.md section 9); here they are "
         "Pinsker / worst-case consequences of delta (or user assumptions), not measurements.",
         "B* is an upper bound on |Error|, not its value; it says nothing about the reward itself.",
     ]

@@ -75,8 +75,9 @@ import numpy as np
 import torch
 
 from ._compute import check_device, engine_threads
+from ._files import wrong_kind_hint
 from ._resources import check_memory, format_bytes
-from ._validate import check_horizon, read_npz, scalar
+from ._validate import check_finite_or_inf, check_horizon, read_npz, scalar
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
 from .mismatch import MechanismView, resolve_one
@@ -138,7 +139,7 @@ class ChainPair:
         init = _int_array("init_state", self.init_state, ndim=1)
         if init.size < 1 or init.min() < 0 or init.max() >= S:
             raise ValueError(f"init_state must be a non-empty (P,) array of states in [0, {S})")
-        probs = _float_array("prompt_probs", self.prompt_probs)
+        probs = check_finite_or_inf("prompt_probs", self.prompt_probs)
         if probs.shape != init.shape:
             raise ValueError(f"prompt_probs has shape {probs.shape} but init_state has {init.shape}")
         if (probs < 0).any() or not np.isfinite(probs).all():
@@ -149,10 +150,10 @@ class ChainPair:
         lth = _check_logp("logp_theta", self.logp_theta, T, S, V)
         if lr.shape != lth.shape:
             raise ValueError(f"logp_theta has shape {lth.shape} but logp_roll has {lr.shape}")
-        rf = _float_array("reward_final", self.reward_final)
+        rf = check_finite_or_inf("reward_final", self.reward_final)
         if rf.shape != (S,):
             raise ValueError(f"reward_final must have shape ({S},), got {rf.shape}")
-        rs = np.zeros((S, V)) if self.reward_step is None else _float_array("reward_step", self.reward_step)
+        rs = np.zeros((S, V)) if self.reward_step is None else check_finite_or_inf("reward_step", self.reward_step)
         if rs.shape != (S, V):
             raise ValueError(f"reward_step must have shape ({S}, {V}), got {rs.shape}")
         for name, r in (("reward_final", rf), ("reward_step", rs)):
@@ -231,7 +232,7 @@ class ChainPair:
         )
         missing = [k for k in required if k not in data]
         if missing:
-            raise ValueError(f"chain: {path} lacks {', '.join(missing)}")
+            raise ValueError(f"chain: {path} lacks {', '.join(missing)}{wrong_kind_hint(data, 'chain')}")
         T = data["T"]
         if T.shape != () or T.dtype.kind not in "iuf":
             raise ValueError(f"T must be an integer scalar, got shape {T.shape} dtype {T.dtype}")
@@ -259,19 +260,9 @@ def _int_array(name: str, value, ndim: int) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def _float_array(name: str, value) -> np.ndarray:
-    try:
-        x = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric") from exc
-    if np.isnan(x).any():
-        raise ValueError(f"{name} contains NaN")
-    return x
-
-
 def _check_logp(name: str, value, T: int, S: int, V: int) -> np.ndarray:
     """Log-probabilities (S, V) or (T', S, V) with T' >= T rows: no NaN / +inf, rows normalised."""
-    x = _float_array(name, value)
+    x = check_finite_or_inf(name, value)
     if x.shape == (S, V):
         pass
     elif x.ndim == 3 and x.shape[1:] == (S, V):

@@ -34,7 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "audit",
         "audit the paper's claims: verdict (holds/fails/caveat/imprecise) and evidence computed now",
     ),
-    "bounds": ("bounds", "evaluate every bound of the paper for T, delta, eps, ... (JSON)"),
+    "bounds": (
+        "bounds",
+        "every bound for T, delta, eps, ...: source, tightest, can it certify (table; --json, --explain)",
+    ),
     "certify": (
         "certify",
         "certificate of a batch of log-probs: a sample bound on |Error|, acceptance, conditional B*",
@@ -57,6 +60,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "policy-gradient training with mismatch, masks and exact per-step certificates (steps.jsonl)",
     ),
 }
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps each command's docstring layout and shows every option's default in `--help`
+    (unless the help text already says it, or there is none: None / False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "default" not in text
+            and default is not None
+            and default is not False  # `0 in (None, False)` is True: compare by identity
+            and default != argparse.SUPPRESS
+            and action.nargs != 0
+        ):
+            text += " (default: %(default)s)"
+        return text
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -85,7 +107,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trm-bounds {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     for name, (_, help_line) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_line)
+        p = sub.add_parser(name, help=help_line, formatter_class=_HelpFormatter)
         p.prog = f"trm-bounds {name}"
         if name == command:
             mod = command_module(name)
@@ -104,6 +126,39 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def attach_negative_numbers(argv: Sequence[str]) -> list[str]:
+    """``--delta -1e-3`` -> ``--delta=-1e-3`` (and ``-inf``, ``-2``, ...), up to a ``--`` token.
+
+    argparse reads a token that starts with '-' as an option unless it looks like a plain
+    negative decimal, so scientific notation and -inf would fail with "expected one argument"
+    instead of reaching the real validation message. Only a number right after a long option
+    without '=' is attached; everything else is passed on unchanged.
+    """
+    out: list[str] = []
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "--":
+            return out + tokens[i:]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if tok.startswith("--") and "=" not in tok and nxt is not None and nxt.startswith("-") and _is_number(nxt):
+            out.append(f"{tok}={nxt}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def _version() -> str:
     from . import __version__
 
@@ -111,7 +166,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    argv = attach_negative_numbers(sys.argv[1:] if argv is None else [str(a) for a in argv])
     parser = build_parser(_command_in(argv))
     try:
         args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._files import wrong_kind_hint
 from ._validate import read_npz
 from .divergences import token_kl
 from .mismatch import MechanismView, resolve_one
@@ -207,7 +208,7 @@ class PolicyPair:
         data = read_npz(path, "pair")
         for key in ("reward", "prompt_probs", "logp_roll_1", "logp_theta_1"):
             if key not in data:
-                raise ValueError(f"{key}: missing from {path.name}")
+                raise ValueError(f"{key}: missing from {path.name}{wrong_kind_hint(data, 'pair')}")
         T = _level_count(data, path.name)
         arrays = {}
         for key, a in data.items():

@@ -95,8 +95,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .bounds import (
+    BOUND_INFO,
     BOUNDS,
     UNIFIED_OF,
+    BoundInfo,
     BoundInputs,
     adaptive_kl,
     adaptive_star,
@@ -129,6 +131,8 @@ __all__ = [
     "unified_refined",
     "REFINED_OF",
     "REFINED_ROUTE",
+    "REFINED_FORMULA",
+    "REFINED_ASSUMPTION",
     "tight_pair",
 ]
 
@@ -257,8 +261,45 @@ _REFINED: dict[str, Callable[[BoundInputs], float]] = {
     "unified_refined": unified_refined,
     "linear_dbar_refined": lambda b: linear_dbar_refined(b.dbar),
 }
-for _name, _fn in _REFINED.items():
-    register_bound(_name, _fn, replace=True)  # replace=True: re-importing this module is harmless
+REFINED_FORMULA: Mapping[str, str] = MappingProxyType(
+    {
+        "classical_tv_refined": "T (T-1) eps^2",
+        "classical_kl_refined": "T (T-1) delta / 2",
+        "linear_refined": "2 T eps",
+        "pm_kl_refined": "2 min(1, sqrt(delta/2)) sum_t min(1, sqrt((t-1) delta/2))",
+        "pm_tv_refined": "2 min(1, eps) sum_t min(1, sqrt((t-1) delta/2))",
+        "mix_kl_refined": "2 T min(1, sqrt(delta/2)) min(1, sqrt(D_KL^seq/2))",
+        "mix_tv_refined": "2 T min(1, eps) min(1, D_TV^seq)",
+        "coupling_refined": "2 min(1, eps) sum_t min(1, (t-1) eps)",
+        "adaptive_kl_refined": "2 sum_t Dbar_t min(1, sqrt((T-t) delta/2))",
+        "adaptive_tv_refined": "2 sum_t Dbar_t min(1, (T-t) eps)",
+        "adaptive_star_refined": "2 sum_t Dbar_t min(1, (T-t) eps, sqrt((T-t) delta/2))",
+        "unified_refined": "min of the six refined terms of B* (pm_kl_refined, ..., adaptive_star_refined)",
+        "linear_dbar_refined": "2 sum_t Dbar_t",
+    }
+)  # refined key -> its formula (the published one with the leading constant halved)
+REFINED_ASSUMPTION = (
+    "reward range max R - min R <= 1 (e.g. R in [0, 1]); with R in [-1, 1] it can be exceeded 2x: "
+    "use the published key there"
+)
+
+
+def _refined_info(published: str, refined: str) -> BoundInfo:
+    """The BoundInfo of a refined key: the published one's equation and inputs, halved, and its assumption."""
+    pub = BOUND_INFO[published]
+    return BoundInfo(
+        name=refined,
+        equation=f"{pub.equation} / 2",
+        version=f"refined, this package (halves {pub.version.split(' (')[0]}; proof route {REFINED_ROUTE[published]})",
+        formula=REFINED_FORMULA[refined],
+        inputs=pub.inputs,
+        regime=pub.regime,
+        assumption=REFINED_ASSUMPTION,
+    )
+
+
+for _pub, _name in REFINED_OF.items():  # replace=True: re-importing this module is harmless
+    register_bound(_name, _REFINED[_name], replace=True, info=_refined_info(_pub, _name))
 
 
 # --------------------------------------------------------------------------- tightness example (C)

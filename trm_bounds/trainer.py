@@ -180,6 +180,7 @@ class TrainConfig:
     baseline: float = 0.5  # b for advantage "baseline"
     lr: float = 0.03  # Adam learning rate
     loss_norm: str = "total"  # "total" (paper) | "kept" (verl)
+    advantage_groups: str = "kept"  # group baselines over "kept" samples (verl PR #6375) | "all"
     max_threshold: float = 0.05  # delta of TRM-Max (and of LN-TRM's weights)
     avg_threshold: float = 0.001  # delta_avg of TRM-Avg
     ln_threshold: float = 0.05  # delta_W of LN-TRM
@@ -199,6 +200,7 @@ class TrainConfig:
         _choice("reward", self.reward, REWARDS)
         _choice("advantage", self.advantage, ADVANTAGES)
         _choice("loss_norm", self.loss_norm, masks.NORMALIZE_CHOICES)
+        _choice("advantage_groups", self.advantage_groups, ("kept", "all"))
         mm = parse_mismatch(self.mismatch)
         object.__setattr__(self, "mismatch", mm.spec)
         if mm.router_noise_std > 0 and self.policy != "moe":
@@ -289,25 +291,21 @@ def build_policy(cfg: TrainConfig) -> torch.nn.Module:
 
 
 def group_advantages(
-    R: torch.Tensor, group_size: int, kind: str = "grpo", baseline: float = 0.5
+    R: torch.Tensor, group_size: int, kind: str = "grpo", baseline: float = 0.5, keep=None
 ) -> torch.Tensor:
     """Per-sequence advantages A_i from rewards R (B,), B = n_groups * G, groups contiguous.
 
     grpo:     A_i = (R_i - mean_g R) / (std_g R + 1e-6)   (unbiased std, as verl/DeepSeek GRPO)
     drgrpo:   A_i = R_i - mean_g R
     baseline: A_i = R_i - b
+    With ``keep`` (B,) the group statistics use the kept samples only and rejected samples get
+    A = 0 (`trm_bounds.masks.group_advantages`; verl PR #6375).
     """
     _choice("advantage", kind, ADVANTAGES)
-    if kind == "baseline":
-        return R - baseline
-    if R.ndim != 1 or R.shape[0] % group_size:
+    if kind != "baseline" and (R.ndim != 1 or R.shape[0] % group_size):
         raise ValueError(f"R must be (n_groups * {group_size},), got {tuple(R.shape)}")
-    g = R.reshape(-1, group_size)
-    centred = g - g.mean(dim=1, keepdim=True)
-    if kind == "drgrpo":
-        return centred.reshape(-1)
-    std = g.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(g[:, :1])
-    return (centred / (std + 1e-6)).reshape(-1)  # GRPO's 1e-6 (verl compute_grpo_outcome_advantage)
+    group_id = torch.arange(R.shape[0]) // group_size
+    return masks.group_advantages(R, group_id, keep, kind, baseline=baseline)  # GRPO's eps 1e-6 (verl)
 
 
 def ppo_clip_loss(
@@ -521,7 +519,6 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
     prompt, tokens = batch["prompt"], batch["tokens"]  # (B,), (B, T)
     response_mask, L = _response_mask(tokens, cfg.eos)
     R = reward_flat[prompt * cfg.V**cfg.T + batch["index"]]  # (B,) rewards of the sampled leaves
-    A = group_advantages(R, cfg.group_size, cfg.advantage, cfg.baseline)
 
     levels = policy.log_prob_tree()  # pi_theta_old, differentiable
     old = [x.detach() for x in levels]
@@ -531,6 +528,9 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
     exact_kl = token_kl_along(roll, old, prompt, tokens) if spec.exact_kl else None
     res = masks.sequence_mask(spec.mask, logp_old, logp_roll, response_mask, exact_kl=exact_kl, **mask_params)
     keep_tok = res.mask  # (B, T) in response_mask's dtype: tokens that enter the loss
+    # group baselines over the samples still in the loss (a row with any kept token)
+    kept_rows = (keep_tok > 0).any(dim=1) if cfg.advantage_groups == "kept" else None
+    A = group_advantages(R, cfg.group_size, cfg.advantage, cfg.baseline, keep=kept_rows)
     loss = method_loss(spec.loss, logp, logp_roll, A, response_mask, keep_tok, res.weights, cfg.loss_norm)
     opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -1,6 +1,6 @@
-"""Audit every claim of the TRM paper (THEORY.md section 10): id, verdict, computed evidence, source.
+"""Audit every claim of the TRM paper (docs/theory.md section 10): id, verdict, computed evidence, source.
 
-Markdown on stdout by default, a JSON list with --json (INTERFACES.md format); --out DIR
+Markdown on stdout by default, a JSON list with --json (docs/formats.md, "Table and audit JSON"); --out DIR
 also writes audit.md and audit.json there.
 """
 

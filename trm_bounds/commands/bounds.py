@@ -1,7 +1,12 @@
-"""Evaluate every registered bound for one setting and print JSON.
+"""Evaluate every registered bound for one setting: a readable table by default, JSON with --json.
 
-Omitted inputs are filled as INTERFACES.md says (eps by Pinsker, dkl_seq = T delta,
-dtv_seq by Pinsker, Dbar_t = eps), and `inputs.sources` says so.
+Omitted inputs are filled as docs/theory.md ("Inputs of `trm-bounds bounds`") says: eps by
+Pinsker from delta, dkl_seq = T delta, dtv_seq by Pinsker from dkl_seq, Dbar_t = eps for every t
+(the worst case); the table and `inputs.sources` say which. The table gives each bound's paper
+equation and version (or "refined, this package"), its assumption, the tightest, and whether
+any attainable surrogate gain L' can exceed it (a certified improvement needs L' > B).
+`--explain [NAME]` prints each key's formula, inputs and source. In the JSON the per-t array
+`inputs.dbar` appears only when --dbar is given or with --full.
 """
 
 from __future__ import annotations
@@ -11,25 +16,64 @@ from pathlib import Path
 
 from .._json import dumps
 from .._validate import read_npy
-from ..bounds import BoundInputs, evaluate_bounds
-from ..refined import REFINED_OF  # noqa: F401 - importing it registers the *_refined bounds
+from ..bound_table import bounds_summary, explain_bounds, format_bounds_table
+from ..bounds import BoundInputs
+
+
+class _Explain(argparse.Action):
+    """Print the formulas and exit 0, before the required --T/--delta are checked."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            print(explain_bounds(values))
+        except ValueError as exc:
+            parser.error(str(exc))
+        parser.exit(0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--T", type=float, required=True, help="horizon T >= 1")
+    p.add_argument("--T", type=float, required=True, help="horizon T >= 1 (an integer)")
     p.add_argument("--delta", type=float, required=True, help="max token KL D_KL^{tok,max} >= 0")
     p.add_argument("--eps", type=float, default=None, help="max token TV (default: Pinsker from delta)")
     p.add_argument("--dkl-seq", type=float, default=None, help="sequence KL (default: T*delta)")
     p.add_argument("--dtv-seq", type=float, default=None, help="sequence TV (default: Pinsker from dkl-seq)")
     p.add_argument("--dbar", type=Path, default=None, help=".npy file of Dbar_t, t=1..T (default: eps)")
     p.add_argument(
-        "--json", action="store_true", help="print JSON (the only output format; kept for clarity)"
+        "--target",
+        type=float,
+        default=0.1,
+        help="bound you would like to reach: the table says which delta / T get there (default 0.1)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--full", action="store_true", help="with --json: include the per-t array inputs.dbar")
+    p.add_argument(
+        "--explain",
+        action=_Explain,
+        metavar="NAME",
+        help="print each bound's formula, inputs, regime, assumption and source (or NAME's) and exit",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    dbar = None if args.dbar is None else read_npy(args.dbar, "dbar")
+    dbar = None if args.dbar is None else read_npy(args.dbar, "dbar")  # the library checks every input
     inputs = BoundInputs.from_partial(args.T, args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
-    out = {"inputs": inputs.to_json(), "bounds": evaluate_bounds(inputs)}
+    summary = bounds_summary(inputs, target=args.target, targets=not args.json)
+    if not args.json:
+        print(format_bounds_table(summary))
+        return 0
+    out_inputs = inputs.to_json(full=args.full)
+    if dbar is None and not args.full:
+        del out_inputs["dbar"]  # T copies of eps; sources["dbar"] says so
+    out_inputs["dbar_sum"] = summary["surrogate_limit"]
+    out = {
+        "inputs": out_inputs,
+        "bounds": summary["bounds"],
+        "tightest": summary["tightest"],
+        "max_abs_surrogate": summary["surrogate_limit"],
+        "never_certify": [n for n, ok in summary["certifies"].items() if not ok],
+    }
     print(dumps(out, indent=2))
     return 0

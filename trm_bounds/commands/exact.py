@@ -1,13 +1,13 @@
 """Exact quantities of a policy pair: J, L', Error, every divergence and every bound.
 
 Three sources (exactly one):
-  --pair FILE.npz    a tabular pair in the INTERFACES.md layout;
+  --pair FILE.npz    a tabular pair (docs/formats.md, "Policy pair");
   --chain FILE.npz   a finite-state pair (trm_bounds.chain; --T overrides its horizon);
   --policy NAME      build one: a policy (tabular / transformer / moe, the trainer's
                      builder) of --P, --V, --T, a reward family, and a --mismatch mechanism
                      of --strength (--list-mismatch lists them), seeded by --seed;
                      --save-pair OUT.npz writes the generated pair in the tabular layout.
-Prints one JSON object (INTERFACES.md keys). Bad input: one line on stderr, exit 2.
+Prints one JSON object (its keys: docs/formats.md, "exact JSON"). Bad input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..rewards import REWARDS
 
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pair", type=Path, help="tabular pair file (.npz)")
-    src.add_argument("--chain", type=Path, help="finite-state chain pair file (.npz)")
+    src.add_argument("--pair", type=Path, help="tabular pair file (.npz; docs/formats.md; e.g. docs/examples/pair.npz)")
+    src.add_argument("--chain", type=Path, help="finite-state chain pair file (.npz; docs/formats.md; e.g. docs/examples/chain.npz)")
     src.add_argument("--policy", choices=sorted(POLICIES), help="build a pair from this policy")
     p.add_argument("--P", type=int, default=1, help="prompts (with --policy)")
     p.add_argument("--V", type=int, default=2, help="vocabulary size (with --policy)")

@@ -1,6 +1,6 @@
-"""Regenerate every table and worked number of the TRM paper (THEORY.md section 6) with verdicts.
+"""Regenerate every table and worked number of the TRM paper (docs/theory.md section 6) with verdicts.
 
-Markdown on stdout by default, a JSON list of cells with --json (INTERFACES.md format);
+Markdown on stdout by default, a JSON list of cells with --json (docs/formats.md, "Table and audit JSON");
 --out DIR also writes table.md, table.csv and table.json there.
 """
 

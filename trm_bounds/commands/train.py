@@ -1,7 +1,7 @@
 """Train a tiny policy on the exact environment with exact monotonic-improvement checks every step.
 
-Writes OUT/config.json and OUT/steps.jsonl (one JSON object per optimizer step, INTERFACES.md
-"Training log") and, with --save-pair-every K, OUT/pairs/step_<step>.npz (pi_roll against
+Writes OUT/config.json and OUT/steps.jsonl (one JSON object per optimizer step; every field is
+described in docs/formats.md, "Training log") and, with --save-pair-every K, OUT/pairs/step_<step>.npz (pi_roll against
 pi_theta_new). Prints a JSON summary: certified steps, violations (certified but
 J_new <= J_roll: must be 0), skipped and shrunk steps (--certified).
 """
@@ -28,10 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_mismatch_arguments(
         p,
         default=mismatch_default,
-        target_help="the rollout engine's: 'none', or several joined by '+', e.g. moe+lag",
+        target_help=f"the rollout engine's: 'none', or several joined by '+', e.g. moe+lag; "
+        f"default {d.mismatch.replace('=', ' at strength ')}",
     )
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds the policy, reward, rollouts and mismatch")
     p.add_argument("--out", type=Path, required=True, help="run directory (config.json, steps.jsonl)")
     p.add_argument(
         "--save-pair-every", type=int, default=0, metavar="K", help="write pairs/step_<k>.npz every K steps"
@@ -39,17 +40,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--certified", action="store_true", help="backtrack / skip until L' > B* (J never below J_roll)"
     )
-    p.add_argument("--max-backtracks", type=int, default=d.max_backtracks)
+    p.add_argument(
+        "--max-backtracks", type=int, default=d.max_backtracks, help="with --certified: step halvings before a skip"
+    )
     p.add_argument("--policy", default=d.policy, help="tabular | transformer | moe")
     p.add_argument("--reward", default=d.reward, help="reward family (trm_bounds.rewards.REWARDS)")
-    p.add_argument("--P", type=int, default=d.P)
-    p.add_argument("--V", type=int, default=d.V)
-    p.add_argument("--T", type=int, default=d.T)
+    p.add_argument("--P", type=int, default=d.P, help="prompts of the exact environment")
+    p.add_argument("--V", type=int, default=d.V, help="vocabulary size")
+    p.add_argument("--T", type=int, default=d.T, help="horizon (maximum response length)")
     p.add_argument("--eos", type=int, default=d.eos, help="EOS token id (-1: no EOS, fixed length)")
     p.add_argument("--n-groups", type=int, default=d.n_groups, help="prompts per step")
     p.add_argument("--group-size", type=int, default=d.group_size, help="G responses per prompt")
     p.add_argument("--advantage", default=d.advantage, help=", ".join(ADVANTAGES))
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--loss-norm", default=d.loss_norm, help="total (paper) | kept (verl)")
     p.add_argument("--max-threshold", type=float, default=d.max_threshold, help="TRM-Max delta")
     p.add_argument("--avg-threshold", type=float, default=d.avg_threshold, help="TRM-Avg delta")

@@ -3,8 +3,12 @@
 One set of rules for every function of `trm_bounds.masks` (and for `trm_bounds.certify`):
 - numpy or torch in; ``to_output`` gives numpy back when numpy came in. Inputs are detached
   (masks are not differentiable).
-- float16/bfloat16 are computed in float32 (never in half precision); float32 stays float32
-  (what trainers have) and float64 stays float64.
+- ``compute_dtype`` (``COMPUTE_DTYPES``): "float32" (the default) computes float16/bfloat16 inputs
+  in float32, float32 stays float32 (what trainers have) and float64 stays float64: accurate
+  decisions. "input" computes in the inputs' own dtype with the framework's own arithmetic, as verl
+  and TRL do: bfloat16 in, bfloat16 arithmetic, bit for bit with the framework (its k3 can even be
+  negative in bf16), weights returned in the framework's dtype. Use it to reproduce a framework's
+  logged numbers; use the default to decide which samples to keep.
 - ``response_mask`` holds only 0/1 (any dtype, bool included).
 - NaN or +inf at a valid position (``response_mask = 1``) raises ``ValueError`` naming the argument;
   values at padding are ignored (padding may hold anything). ``-inf`` in ``rollout_log_prob`` at a
@@ -38,6 +42,8 @@ __all__ = [
     "split_log_ratio",
     "check_choice",
     "check_threshold",
+    "COMPUTE_DTYPES",
+    "check_compute_dtype",
     "compute_dtype",
     "to_output",
     "prepare_inputs",
@@ -55,12 +61,24 @@ def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
         raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
 
 
-def as_float_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
-    """(floating tensor, was_numpy); float16/bfloat16 promoted to float32, other floats kept."""
+COMPUTE_DTYPES: dict[str, str] = {
+    "float32": "half precision computed in float32, float32/float64 kept (accurate; the default)",
+    "input": "the inputs' own dtype and the framework's arithmetic (bit for bit with verl/TRL in bf16)",
+}
+
+
+def check_compute_dtype(compute_dtype: Any) -> str:
+    """`compute_dtype` is one of COMPUTE_DTYPES (ValueError naming it otherwise)."""
+    check_choice("compute_dtype", compute_dtype, tuple(COMPUTE_DTYPES))
+    return compute_dtype
+
+
+def as_float_tensor(x: Any, name: str, compute_dtype: str = "float32") -> tuple[torch.Tensor, bool]:
+    """(floating tensor, was_numpy); float16/bfloat16 promoted to float32 unless compute_dtype="input"."""
     t, was_numpy = as_tensor(x, name)
     if not t.is_floating_point():
         raise ValueError(f"{name} must be a floating-point array, got dtype {t.dtype}")
-    if t.dtype in (torch.float16, torch.bfloat16):
+    if compute_dtype != "input" and t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
     return t, was_numpy
 
@@ -153,16 +171,17 @@ def to_output(t: torch.Tensor, was_numpy: bool):
     return t.cpu().numpy() if was_numpy else t
 
 
-def prepare_inputs(log_prob, rollout_log_prob, response_mask):
+def prepare_inputs(log_prob, rollout_log_prob, response_mask, compute_dtype: str = "float32"):
     """Validate a (log_prob, rollout_log_prob, response_mask) triple, each (B, T).
 
         log_ratio = log_prob - rollout_log_prob = log rho  at valid positions, 0 at padding
 
-    Returns (log_ratio (B, T) in the promoted float dtype, valid (B, T) bool,
-    response_mask as a tensor in its own dtype, was_numpy of log_prob).
+    Returns (log_ratio (B, T) in the promoted float dtype (see ``compute_dtype``), valid (B, T)
+    bool, response_mask as a tensor in its own dtype, was_numpy of log_prob).
     """
-    lp, was_numpy = as_float_tensor(log_prob, "log_prob")
-    rlp, _ = as_float_tensor(rollout_log_prob, "rollout_log_prob")
+    check_compute_dtype(compute_dtype)
+    lp, was_numpy = as_float_tensor(log_prob, "log_prob", compute_dtype)
+    rlp, _ = as_float_tensor(rollout_log_prob, "rollout_log_prob", compute_dtype)
     m, _ = as_tensor(response_mask, "response_mask")
     check_same_shape_2d(lp, "log_prob", rollout_log_prob=rlp, response_mask=m)
     valid = valid_positions(m)

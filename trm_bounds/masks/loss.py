@@ -18,6 +18,7 @@ __all__ = ["LOSS_AGG_MODES", "NORMALIZE_CHOICES", "masked_policy_loss"]
 
 LOSS_AGG_MODES: tuple[str, ...] = (
     "token-mean",
+    "token-sum",
     "seq-mean-token-sum",
     "seq-mean-token-mean",
     "seq-mean-token-sum-norm",
@@ -41,6 +42,7 @@ def masked_policy_loss(
 
     kept = response_mask * keep, keep = seq_keep (B,) broadcast over T, or a (B, T) token keep.
         token-mean:              sum_{b,t} loss*kept / N_tok
+        token-sum:               sum_{b,t} loss*kept  (verl 0.9.1; no denominator, normalize is moot)
         seq-mean-token-sum:      sum_b (sum_t loss*kept) / N_seq
         seq-mean-token-mean:     sum_b (sum_t loss*kept / n_b) / N_seq
         seq-mean-token-sum-norm: sum_b (sum_t loss*kept) / N_seq / loss_scale_factor (default T)
@@ -88,7 +90,9 @@ def masked_policy_loss(
     x = torch.where(kept, loss.to(dtype), torch.zeros((), dtype=dtype))
     den_mask = valid if normalize == "total" else kept
     B, T = loss.shape
-    if loss_agg_mode == "token-mean":
+    if loss_agg_mode == "token-sum":
+        out = x.sum()
+    elif loss_agg_mode == "token-mean":
         out = x.sum() / den_mask.sum().clamp_min(1).to(dtype)
     else:
         row = x.sum(dim=-1)

@@ -141,6 +141,17 @@ def _m_seq_mis(c: _Ctx, *, high, low=None):
     return keep, None, _rho(s).unsqueeze(-1).expand_as(c.lr), {}
 
 
+def _m_rs_veto(c: _Ctx, *, tau):
+    """slime's rs_veto_threshold: drop the sequence iff some valid token has rho_t < tau (one-sided)."""
+    log_tau = _log_bound("tau", tau)
+    min_lr = (
+        c.lr.masked_fill(~c.valid, math.inf).amin(dim=-1)
+        if c.lr.shape[-1]
+        else torch.full(c.n.shape, math.inf, dtype=c.lr.dtype)
+    )
+    return min_lr >= log_tau, None, None, {}
+
+
 def _trm(c: _Ctx, mode: str, **kw):
     lp, rlp = split_log_ratio(c.lr)  # c.lr already is log rho: as two log-probs <= 0 with that difference
     _, keep, metrics = trm_mask(lp, rlp, c.m, mode=mode, exact_kl=c.exact_kl, **kw)
@@ -187,6 +198,7 @@ METHODS: dict[str, tuple[Callable, tuple[str, ...], str]] = {
     "token-tis": (_m_token_tis, ("clip",), "weight min(rho_t, clip)"),
     "seq-tis": (_m_seq_tis, ("clip",), "weight min(prod_t rho_t, clip) (verl sequence TIS)"),
     "seq-mis": (_m_seq_mis, ("high", "low"), "keep iff prod_t rho_t in [low, high], weight prod rho (TRL)"),
+    "rs-veto": (_m_rs_veto, ("tau",), "drop a sequence iff some rho_t < tau (slime rs_veto_threshold)"),
 }
 
 

@@ -16,12 +16,12 @@ from .inputs import (
     check_choice,
     check_same_shape_2d,
     check_threshold,
-    compute_dtype,
     first_index,
     prepare_inputs,
     to_output,
 )
-from .verl import clamp_log_ratio, rollout_rejection_mask
+from .inputs import compute_dtype as promoted_dtype
+from .verl import clamp_log_ratio, rollout_rejection_mask, verl_token_estimators
 
 __all__ = ["TRM_MODES", "MAX_ESTIMATORS", "AVG_ESTIMATORS", "trm_mask", "acceptance_metrics", "fraction"]
 
@@ -51,6 +51,7 @@ def trm_mask(
     exact_kl=None,
     return_metrics: bool = True,
     verl_aliases: bool = True,
+    compute_dtype: str = "float32",
 ):
     """Trust Region Masking (THEORY.md section 7): keep whole sequences whose divergence is small.
 
@@ -73,6 +74,9 @@ def trm_mask(
       exact_kl: optional (B, T) exact token KL (>= 0, +inf allowed) at each sampled context.
       return_metrics: if False, metrics is {} (no host syncs).
       verl_aliases: add verl's ``rollout_rs_*`` keys for the equivalent option (sample-based only).
+      compute_dtype: "float32" (default: half precision computed in float32, k3 accurate) or
+        "input" (the inputs' dtype and verl's arithmetic ``0.5*lr**2``, ``exp(lr)-1-lr``: the max
+        rule then equals verl's ``seq_max_k2`` bit for bit for bfloat16 inputs too).
 
     Returns:
       (mask (B, T) = response_mask * seq_keep in response_mask's dtype, seq_keep (B,) bool, metrics).
@@ -83,8 +87,8 @@ def trm_mask(
     d_avg = check_threshold("avg_threshold", avg_threshold) if use_avg else None
     check_choice("max_estimator", max_estimator, tuple(MAX_ESTIMATORS))
     check_choice("avg_estimator", avg_estimator, tuple(AVG_ESTIMATORS))
-    lr, valid, m, was_numpy = prepare_inputs(log_prob, rollout_log_prob, response_mask)
-    dtype = compute_dtype(lr)
+    lr, valid, m, was_numpy = prepare_inputs(log_prob, rollout_log_prob, response_mask, compute_dtype)
+    dtype = lr.dtype if compute_dtype == "input" else promoted_dtype(lr)
     lr = lr.to(dtype)
     if exact_kl is not None:
         kl, _ = as_float_tensor(exact_kl, "exact_kl")
@@ -100,8 +104,9 @@ def trm_mask(
         name_max = name_avg = "exact_kl"
     else:
         lr_safe = clamp_log_ratio(lr)
-        tok_max = token_divergence(lr_safe, max_estimator) if use_max else None
-        tok_avg = token_divergence(lr_safe, avg_estimator) if use_avg else None
+        est = _verl_estimator if compute_dtype == "input" else token_divergence
+        tok_max = est(lr_safe, max_estimator) if use_max else None
+        tok_avg = est(lr_safe, avg_estimator) if use_avg else None
         name_max, name_avg = max_estimator, avg_estimator
     keep = torch.ones(lr.shape[0], dtype=torch.bool, device=lr.device)
     seq_max = seq_avg = None
@@ -136,9 +141,16 @@ def trm_mask(
                 opts.append(f"seq_mean_{avg_estimator}")
                 ths.append(repr(d_avg))
             if opts:
-                _, rs = rollout_rejection_mask(lr, m, ",".join(opts), ",".join(ths))
+                _, rs = rollout_rejection_mask(
+                    lr, m, ",".join(opts), ",".join(ths), compute_dtype=compute_dtype
+                )
                 metrics.update(rs)
     return to_output(mask, was_numpy), to_output(keep, was_numpy), metrics
+
+
+def _verl_estimator(lr_safe: torch.Tensor, estimator: str) -> torch.Tensor:
+    """The estimator as verl computes it, in lr_safe's dtype ("input" mode); abs_log = |lr|."""
+    return lr_safe.abs() if estimator == "abs_log" else verl_token_estimators(lr_safe)[estimator]
 
 
 def fraction(num: torch.Tensor, den: torch.Tensor) -> float:

@@ -8,6 +8,13 @@ Conventions (verl's; INTERFACES.md "Sequence masks"):
 - verl clamps log rho to [-SAFETY_BOUND, SAFETY_BOUND] before k1/k2/k3 and exp; its masked means
   divide by ``mask.sum() + 1e-8``. Both are part of the compatibility contract and kept on purpose,
   so that masks match bit for bit and metrics to float rounding.
+- ``compute_dtype="float32"`` (default) computes half-precision inputs in float32 (accurate);
+  ``compute_dtype="input"`` keeps verl's own dtype, so bfloat16 inputs give verl's bf16 masks,
+  weights (bf16 when the mask is bf16/integer/bool, as verl) and metrics bit for bit.
+- ``metrics_prefix``: verl's trainer logs these keys under ``"rollout_corr/"``
+  (``rollout_correction`` uses that prefix by default, the single functions none, as verl).
+- ``VERL_PRESETS`` / ``verl_preset``: the ``RolloutCorrectionConfig`` presets of verl 0.9.1 as the
+  equivalent options; ``rollout_correction(..., preset=...)`` runs one end to end.
 Input rules: `trm_bounds.masks.inputs`.
 """
 
@@ -23,6 +30,7 @@ from .inputs import (
     as_float_tensor,
     as_tensor,
     check_choice,
+    check_compute_dtype,
     check_same_shape_2d,
     check_values,
     first_index,
@@ -33,10 +41,14 @@ from .inputs import (
 __all__ = [
     "SAFETY_BOUND",
     "VERL_RS_OPTIONS",
+    "VERL_PRESETS",
     "clamp_log_ratio",
+    "verl_token_estimators",
     "rollout_rejection_mask",
     "rollout_is_weights",
     "offpolicy_metrics",
+    "verl_preset",
+    "rollout_correction",
 ]
 
 SAFETY_BOUND: float = 20.0  # verl clamps log rho to [-20, 20] before k1/k2/k3 and exp
@@ -60,9 +72,24 @@ def clamp_log_ratio(log_ratio: torch.Tensor) -> torch.Tensor:
     return torch.clamp(log_ratio, min=-SAFETY_BOUND, max=SAFETY_BOUND)
 
 
-def _log_ratio_input(log_ratio, response_mask):
+def verl_token_estimators(lr_safe: torch.Tensor) -> dict[str, torch.Tensor]:
+    """verl's per-token k1/k2/k3 of the clamped log rho, in its dtype (compatibility contract):
+
+    k1 = -lr,  k2 = 0.5 * lr**2,  k3 = exp(lr) - 1 - lr      (B, T) each
+    """
+    return {"k1": -lr_safe, "k2": 0.5 * lr_safe**2, "k3": torch.exp(lr_safe) - 1.0 - lr_safe}
+
+
+def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    if not isinstance(prefix, str):
+        raise ValueError(f"metrics_prefix must be a string, got {prefix!r}")
+    return {f"{prefix}{k}": v for k, v in metrics.items()} if prefix else metrics
+
+
+def _log_ratio_input(log_ratio, response_mask, compute_dtype="float32"):
     """Validated (log_ratio (B, T), response_mask tensor, valid (B, T) bool, was_numpy); NaN refused."""
-    lr, was_numpy = as_float_tensor(log_ratio, "log_ratio")
+    check_compute_dtype(compute_dtype)
+    lr, was_numpy = as_float_tensor(log_ratio, "log_ratio", compute_dtype)
     m, _ = as_tensor(response_mask, "response_mask")
     check_same_shape_2d(lr, "log_ratio", response_mask=m)
     valid = valid_positions(m)
@@ -157,7 +184,15 @@ def _parse_rs_thresholds(options: list[str], spec: Any) -> dict[str, tuple[float
     return out
 
 
-def rollout_rejection_mask(log_ratio, response_mask, rollout_rs: str = "token_k1", rollout_rs_threshold=None):
+def rollout_rejection_mask(
+    log_ratio,
+    response_mask,
+    rollout_rs: str = "token_k1",
+    rollout_rs_threshold=None,
+    *,
+    compute_dtype: str = "float32",
+    metrics_prefix: str = "",
+):
     """verl's ``compute_rollout_rejection_mask``: hard trust-region mask from divergence estimators.
 
     For each option (comma-separated; ALL must pass), with lr = clamp(log rho, -20, 20):
@@ -173,6 +208,9 @@ def rollout_rejection_mask(log_ratio, response_mask, rollout_rs: str = "token_k1
       response_mask: (B, T) 0/1 of any dtype; needs at least one 1 (verl raises otherwise).
       rollout_rs: e.g. "seq_max_k2" (TRM-Max), "seq_mean_k3" (TRM-Avg), "token_k1,seq_max_k2".
       rollout_rs_threshold: float, or string "u", "lo_up" (k1 only), or comma list, one per option.
+      compute_dtype: "float32" (half precision computed in float32) or "input" (verl's own dtype:
+        bit for bit with verl for bfloat16 inputs too).
+      metrics_prefix: prepended to every key ("rollout_corr/" as verl's trainer logs them).
 
     Returns:
       (modified_response_mask (B, T) in response_mask's dtype, metrics) with verl's keys
@@ -182,13 +220,12 @@ def rollout_rejection_mask(log_ratio, response_mask, rollout_rs: str = "token_k1
     """
     options = _parse_rs_options(rollout_rs)
     thresholds = _parse_rs_thresholds(options, rollout_rs_threshold)
-    lr, m, valid, was_numpy = _log_ratio_input(log_ratio, response_mask)
+    lr, m, valid, was_numpy = _log_ratio_input(log_ratio, response_mask, compute_dtype)
     if lr.shape[0] == 0:
         return response_mask, {}
     _require_valid_token(valid)
 
-    lr_safe = clamp_log_ratio(lr)
-    tok = {"k1": -lr_safe, "k2": 0.5 * lr_safe**2, "k3": torch.exp(lr_safe) - 1.0 - lr_safe}
+    tok = verl_token_estimators(clamp_log_ratio(lr))
     seq_valid = m.sum(dim=-1) > 0
     combined = torch.ones_like(m, dtype=lr.dtype)
     metrics: dict[str, float] = {}
@@ -226,7 +263,7 @@ def rollout_rejection_mask(log_ratio, response_mask, rollout_rs: str = "token_k1
     metrics["rollout_rs_masked_fraction"] = _vmean(1 - combined, m).item()
     final_keep = (combined > 0.5) & valid
     metrics["rollout_rs_seq_masked_fraction"] = (~final_keep & valid).any(dim=-1).float().mean().item()
-    return to_output((m * combined).to(dtype=m.dtype), was_numpy), metrics
+    return to_output((m * combined).to(dtype=m.dtype), was_numpy), _prefixed(metrics, metrics_prefix)
 
 
 def _rs_option_metrics(
@@ -305,6 +342,9 @@ def rollout_is_weights(
     rollout_is: str = "token",
     rollout_is_threshold=2.0,
     rollout_is_batch_normalize: bool = False,
+    *,
+    compute_dtype: str = "float32",
+    metrics_prefix: str = "",
 ):
     """verl's ``compute_rollout_correction_weights`` (TIS, IcePop, batch normalisation).
 
@@ -314,11 +354,17 @@ def rollout_is_weights(
     Batch normalisation divides by the masked mean weight (token: over tokens; sequence: over
     non-empty rows) when that mean exceeds 1e-8. Weights are detached.
 
+    ``rollout_is_eff_sample_size`` = 1 / masked_mean((w / mean w)^2) over the weights clamped to
+    [0, upper]; when every weight is 0 (IcePop rejected every token) it is 0.0 here, where verl
+    0.9.1 divides by zero (verl issue #7559).
+    ``compute_dtype`` as in ``rollout_rejection_mask``: with "input" the weights come back in verl's
+    dtype (bfloat16 for bfloat16 log-ratios and a bool/integer/bf16 mask); with "float32" in float32.
+
     Returns (weights (B, T), metrics with verl's keys ``rollout_is_*``).
     """
     check_choice("rollout_is", rollout_is, ("token", "sequence"))
     upper, lower = _parse_is_threshold(rollout_is_threshold)
-    lr, m, valid, was_numpy = _log_ratio_input(log_ratio, response_mask)
+    lr, m, valid, was_numpy = _log_ratio_input(log_ratio, response_mask, compute_dtype)
     _require_valid_token(valid)
     if rollout_is == "token":
         lr_metrics = lr
@@ -347,7 +393,7 @@ def rollout_is_weights(
             metrics["rollout_is_batch_norm_factor"] = mean_w.item()
         else:
             metrics["rollout_is_batch_norm_factor"] = 1.0
-    return to_output(w, was_numpy), metrics
+    return to_output(w, was_numpy), _prefixed(metrics, metrics_prefix)
 
 
 def _is_metrics(w, raw, lr_metrics, m, rollout_is, upper, lower) -> dict[str, float]:
@@ -377,7 +423,9 @@ def _is_metrics(w, raw, lr_metrics, m, rollout_is, upper, lower) -> dict[str, fl
     else:
         out["rollout_is_std"] = 0.0
     normalized = wc / (_vmean(wc, m) + 1e-8)
-    out["rollout_is_eff_sample_size"] = 1.0 / _vmean(normalized.square(), m).item()
+    second_moment = _vmean(normalized.square(), m).item()
+    # every weight 0 (IcePop rejected all): no sample carries weight, ESS 0 (verl divides by zero)
+    out["rollout_is_eff_sample_size"] = 1.0 / second_moment if second_moment > 0 else 0.0
     seq_w = _vmean(w, m, dim=-1)
     out["rollout_is_seq_mean"] = seq_w.mean().item()
     out["rollout_is_seq_std"] = seq_w.std().item() if seq_w.numel() > 1 else 0.0
@@ -391,7 +439,9 @@ def _is_metrics(w, raw, lr_metrics, m, rollout_is, upper, lower) -> dict[str, fl
 
 
 # --------------------------------------------------------------------------- verl: off-policy metrics
-def offpolicy_metrics(log_prob, rollout_log_prob, response_mask) -> dict[str, float]:
+def offpolicy_metrics(
+    log_prob, rollout_log_prob, response_mask, *, compute_dtype: str = "float32", metrics_prefix: str = ""
+) -> dict[str, float]:
     """verl's ``compute_offpolicy_metrics`` (13 keys, no prefix); per-row means include empty rows as 0.
 
     training_ppl = mean_b exp(-mean_t log_prob);  training_log_ppl = mean_b(-mean_t log_prob)
@@ -399,8 +449,10 @@ def offpolicy_metrics(log_prob, rollout_log_prob, response_mask) -> dict[str, fl
     rollout_ppl, rollout_log_ppl likewise; log_ppl_diff_b = mean_t rollout - mean_t train:
     log_ppl_diff (mean), log_ppl_abs_diff (mean |.|), log_ppl_diff_max, _min; ppl_ratio = mean exp(.)
     chi2_token = masked_mean(exp(2 clamp(log rho))) - 1; chi2_seq = mean_b exp(2 clamp(sum log rho)) - 1
+    ``compute_dtype`` and ``metrics_prefix`` as in ``rollout_rejection_mask``.
     """
-    lp, _ = as_float_tensor(log_prob, "log_prob")
+    check_compute_dtype(compute_dtype)
+    lp, _ = as_float_tensor(log_prob, "log_prob", compute_dtype)
     m, _ = as_tensor(response_mask, "response_mask")
     check_same_shape_2d(lp, "log_prob", response_mask=m)
     valid = valid_positions(m)
@@ -412,8 +464,8 @@ def offpolicy_metrics(log_prob, rollout_log_prob, response_mask) -> dict[str, fl
         "training_log_ppl": (-mean_train).mean().item(),
     }
     if rollout_log_prob is None:
-        return out
-    rlp, _ = as_float_tensor(rollout_log_prob, "rollout_log_prob")
+        return _prefixed(out, metrics_prefix)
+    rlp, _ = as_float_tensor(rollout_log_prob, "rollout_log_prob", compute_dtype)
     check_same_shape_2d(lp, "log_prob", rollout_log_prob=rlp)
     check_values("rollout_log_prob", rlp, valid, allow_neg_inf=False)
     out["kl"] = _vmean(rlp - lp, m).item()
@@ -432,4 +484,181 @@ def offpolicy_metrics(log_prob, rollout_log_prob, response_mask) -> dict[str, fl
     out["chi2_token"] = (_vmean(rho.square(), m) - 1.0).item()
     lsum = clamp_log_ratio(_vsum(lr, m, dim=-1))
     out["chi2_seq"] = (torch.exp(2.0 * lsum).mean() - 1.0).item()
-    return out
+    return _prefixed(out, metrics_prefix)
+
+
+# --------------------------------------------------------------------------- verl: presets
+# RolloutCorrectionConfig presets of verl 0.9.1 (verl/trainer/config/algorithm.py): name ->
+# (parameters with their defaults, fields as a function of them). Fields not set keep the
+# dataclass defaults: rollout_is_threshold 2.0, rollout_is_batch_normalize False, loss_type ppo_clip.
+_GEO = "0.999_1.001"
+
+
+def _fields(
+    rollout_is=None, is_threshold=2.0, rollout_rs=None, rs_threshold=None, bypass=False, loss="ppo_clip"
+):
+    return {
+        "rollout_is": rollout_is,
+        "rollout_is_threshold": is_threshold,
+        "rollout_is_batch_normalize": False,
+        "rollout_rs": rollout_rs,
+        "rollout_rs_threshold": rs_threshold,
+        "bypass_mode": bypass,
+        "loss_type": loss,
+    }
+
+
+VERL_PRESETS: dict[str, tuple[dict[str, Any], Any]] = {
+    "disabled": ({}, lambda: _fields()),
+    "decoupled_token_is": ({"threshold": 2.0}, lambda threshold: _fields("token", threshold)),
+    "decoupled_seq_is": ({"threshold": 2.0}, lambda threshold: _fields("sequence", threshold)),
+    "decoupled_token_icepop": (
+        {"threshold": 5.0, "threshold_lower": 0.5},
+        lambda threshold, threshold_lower: _fields("token", f"{threshold_lower}_{threshold}"),
+    ),
+    "decoupled_seq_is_rs": (
+        {"is_threshold": 2.0, "rs_threshold": "0.5_2.0"},
+        lambda is_threshold, rs_threshold: _fields("sequence", is_threshold, "seq_sum_k1", rs_threshold),
+    ),
+    "decoupled_geo_rs": (
+        {"rs_threshold": _GEO},
+        lambda rs_threshold: _fields(None, 2.0, "seq_mean_k1", rs_threshold),
+    ),
+    "decoupled_geo_rs_seq_tis": (
+        {"is_threshold": 2.0, "rs_threshold": _GEO},
+        lambda is_threshold, rs_threshold: _fields("sequence", is_threshold, "seq_mean_k1", rs_threshold),
+    ),
+    "decoupled_geo_rs_token_tis": (
+        {"is_threshold": 2.0, "rs_threshold": _GEO},
+        lambda is_threshold, rs_threshold: _fields("token", is_threshold, "seq_mean_k1", rs_threshold),
+    ),
+    "decoupled_k3_rs": (
+        {"rs_threshold": 0.01},
+        lambda rs_threshold: _fields(None, 2.0, "seq_mean_k3", rs_threshold),
+    ),
+    "decoupled_k3_rs_seq_tis": (
+        {"is_threshold": 2.0, "rs_threshold": 0.01},
+        lambda is_threshold, rs_threshold: _fields("sequence", is_threshold, "seq_mean_k3", rs_threshold),
+    ),
+    "decoupled_k3_rs_token_tis": (
+        {"is_threshold": 2.0, "rs_threshold": 0.01},
+        lambda is_threshold, rs_threshold: _fields("token", is_threshold, "seq_mean_k3", rs_threshold),
+    ),
+    "bypass_ppo_clip": ({}, lambda: _fields(bypass=True)),
+    "bypass_ppo_clip_geo_rs": (
+        {"rs_threshold": _GEO},
+        lambda rs_threshold: _fields(None, 2.0, "seq_mean_k1", rs_threshold, True),
+    ),
+    "bypass_ppo_clip_k3_rs": (
+        {"rs_threshold": 0.01},
+        lambda rs_threshold: _fields(None, 2.0, "seq_mean_k3", rs_threshold, True),
+    ),
+    "bypass_pg_is": (
+        {"threshold": 2.0},
+        lambda threshold: _fields("sequence", threshold, bypass=True, loss="reinforce"),
+    ),
+    "bypass_pg_token_icepop": (
+        {"threshold": 5.0, "threshold_lower": 0.5},
+        lambda threshold, threshold_lower: _fields(
+            "token", f"{threshold_lower}_{threshold}", bypass=True, loss="reinforce"
+        ),
+    ),
+    "bypass_pg_geo_rs": (
+        {"rs_threshold": _GEO},
+        lambda rs_threshold: _fields(None, 2.0, "seq_mean_k1", rs_threshold, True, "reinforce"),
+    ),
+    "bypass_pg_geo_rs_seq_tis": (
+        {"is_threshold": 2.0, "rs_threshold": _GEO},
+        lambda is_threshold, rs_threshold: _fields(
+            "sequence", is_threshold, "seq_mean_k1", rs_threshold, True, "reinforce"
+        ),
+    ),
+    "bypass_pg_geo_rs_token_tis": (
+        {"is_threshold": 2.0, "rs_threshold": _GEO},
+        lambda is_threshold, rs_threshold: _fields(
+            "token", is_threshold, "seq_mean_k1", rs_threshold, True, "reinforce"
+        ),
+    ),
+}
+
+
+def verl_preset(name: str, **params) -> dict[str, Any]:
+    """The options of verl's ``RolloutCorrectionConfig.<name>(**params)`` preset (verl 0.9.1).
+
+    Returns {rollout_is, rollout_is_threshold, rollout_is_batch_normalize, rollout_rs,
+    rollout_rs_threshold, bypass_mode, loss_type}. ``bypass_mode`` and ``loss_type`` are not a
+    mask or weight question: bypass means "compute the mask from the current policy's log-probs"
+    (pass those as ``log_prob``; verl sets pi_old := pi_roll and recomputes the mask inside the loss
+    under no_grad), and loss_type picks the loss (``ppo_clip`` folds the ratio into PPO and applies
+    no IS weights; ``reinforce`` multiplies the weights into -A log pi).
+    """
+    check_choice("preset", name, tuple(VERL_PRESETS))
+    defaults, make = VERL_PRESETS[name]
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise ValueError(
+            f"{sorted(unknown)[0]} is not a parameter of preset {name!r}; it takes {tuple(defaults)}"
+        )
+    return make(**{**defaults, **params})
+
+
+def rollout_correction(
+    log_prob,
+    rollout_log_prob,
+    response_mask,
+    *,
+    preset: str | None = None,
+    rollout_is: str | None = None,
+    rollout_is_threshold=2.0,
+    rollout_is_batch_normalize: bool = False,
+    rollout_rs: str | None = None,
+    rollout_rs_threshold=None,
+    compute_dtype: str = "float32",
+    metrics_prefix: str = "rollout_corr/",
+):
+    """verl's ``compute_rollout_correction_and_rejection_mask``: IS weights, rejection, diagnostics.
+
+        log rho = log_prob - rollout_log_prob
+        weights = rollout_is_weights(log rho, ...) if rollout_is else None
+        mask    = rollout_rejection_mask(log rho, ...) if rollout_rs else response_mask
+        metrics = IS metrics + RS metrics + offpolicy_metrics, keys prefixed ``metrics_prefix``
+    ``preset`` (a ``VERL_PRESETS`` name, its default parameters) replaces the five options; its
+    bypass_mode / loss_type are not applied here (see ``verl_preset``).
+
+    Returns (weights (B, T) or None, modified response_mask (B, T) in its dtype, metrics).
+    """
+    if preset is not None:
+        p = verl_preset(preset)
+        rollout_is, rollout_is_threshold = p["rollout_is"], p["rollout_is_threshold"]
+        rollout_is_batch_normalize = p["rollout_is_batch_normalize"]
+        rollout_rs, rollout_rs_threshold = p["rollout_rs"], p["rollout_rs_threshold"]
+    check_compute_dtype(compute_dtype)
+    lp, was_numpy = as_float_tensor(log_prob, "log_prob", compute_dtype)
+    rlp, _ = as_float_tensor(rollout_log_prob, "rollout_log_prob", compute_dtype)
+    m, _ = as_tensor(response_mask, "response_mask")
+    check_same_shape_2d(lp, "log_prob", rollout_log_prob=rlp, response_mask=m)
+    _require_valid_token(valid_positions(m))
+    log_ratio = lp - rlp
+    metrics: dict[str, float] = {}
+    weights = None
+    if rollout_is is not None and rollout_is_threshold is not None:
+        weights, w_metrics = rollout_is_weights(
+            log_ratio,
+            m,
+            rollout_is,
+            rollout_is_threshold,
+            rollout_is_batch_normalize,
+            compute_dtype=compute_dtype,
+        )
+        metrics.update(w_metrics)
+        weights = to_output(weights, was_numpy)
+    mask = m.clone()
+    if rollout_rs is not None:
+        if rollout_rs_threshold is None:
+            raise ValueError("rollout_rs_threshold must be provided when rollout_rs is set")
+        mask, rs_metrics = rollout_rejection_mask(
+            log_ratio, m, rollout_rs, rollout_rs_threshold, compute_dtype=compute_dtype
+        )
+        metrics.update(rs_metrics)
+    metrics.update(offpolicy_metrics(lp, rlp, m, compute_dtype=compute_dtype))
+    return weights, to_output(mask, was_numpy), _prefixed(metrics, metrics_prefix)
