@@ -244,7 +244,7 @@ def cases(f: dict[str, Path], out: Path):
     api("api:bounds", "pm_kl(10, 1e308)", lambda: B.pm_kl(10, 1e308), approx(36.0))
     api("api:bounds", "pm_kl(requires_grad T)", lambda: B.pm_kl(torch.tensor(10.0, requires_grad=True), 1e-4),
         approx(B.pm_kl(10, 1e-4)))  # fmt: skip
-    api("api:bounds", "pm_kl(requires_grad delta)", lambda: B.pm_kl(10, torch.tensor(1e-4, requires_grad=True)),
+    api("api:bounds", "pm_kl(requires_grad delta)", lambda: B.pm_kl(10, torch.tensor(1e-4, dtype=torch.float64, requires_grad=True)),
         approx(B.pm_kl(10, 1e-4)))  # fmt: skip
     api("api:bounds", "coupling(10, 1.5)", lambda: B.coupling(10, 1.5))
     api("api:bounds", "coupling(10, 1e-300)", lambda: B.coupling(10, 1e-300), finite)
@@ -386,7 +386,7 @@ def cases(f: dict[str, Path], out: Path):
     cli("--T 4096 --delta 1e-4", "bounds", "--T", 4096, "--delta", 1e-4)
     cli("--T 1e7", "bounds", "--T", "1e7", "--delta", 1e-4, expect=lambda o: json_ok(o) and len(o) < 10_000)
     cli("--T 1e9", "bounds", "--T", "1e9", "--delta", 1e-4, expect=lambda o: json_ok(o) and len(o) < 10_000)
-    for bad in ("inf", "nan", "1e20", "-1", "0", "2.5", "abc", "9007199254740993"):
+    for bad in ("inf", "nan", "1e20", "-1", "0", "2.5", "abc", "9007199254740993", "1e400", "0x10"):
         cli(f"--T {bad}", "bounds", "--T", bad, "--delta", 1e-4, expect=REFUSE)
     for bad in ("-1", "nan"):
         cli(f"--delta {bad}", "bounds", "--T", 10, "--delta", bad, expect=REFUSE)

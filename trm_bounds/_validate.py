@@ -45,9 +45,31 @@ def check_finite_or_inf(name: str, value: ArrayLike) -> np.ndarray:
     return x
 
 
+def number_arg(text: str) -> int | float:
+    """argparse type of a horizon-like option: an integer literal stays an exact int (so 2**53 + 1
+    is not rounded to 2**53 before `check_horizon` sees it), anything else is a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # argparse turns a ValueError here into a one-line usage error
+
+
 def check_horizon(T: ArrayLike, name: str = "T") -> np.ndarray:
-    """Horizon(s) T: integers in [1, 2**53], finite. Returns int64 array."""
-    x = check_finite_or_inf(name, T)
+    """Horizon(s) T: integers in [1, 2**53], finite. Returns int64 array.
+
+    Integers are compared before any float conversion, so 2**53 + 1 is refused, not rounded.
+    """
+    raw = _plain(T)
+    if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool) and int(raw) > MAX_HORIZON:
+        raise ValueError(f"{name} must be <= 2**53 (integers exact in float64), got {int(raw)}")
+    if isinstance(raw, (list, tuple, np.ndarray)):
+        a = np.asarray(raw)
+        big = (a > MAX_HORIZON).any() if a.dtype.kind in "iu" else a.dtype == object and any(
+            isinstance(v, int) and v > MAX_HORIZON for v in a.reshape(-1).tolist()
+        )
+        if big:
+            raise ValueError(f"{name} must be <= 2**53 (integers exact in float64), got {a.max()}")
+    x = check_finite_or_inf(name, raw)
     if np.isinf(x).any():
         raise ValueError(f"{name} must be finite, got {x[np.isinf(x)].flat[0]:g}")
     if (x < 1).any():

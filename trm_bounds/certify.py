@@ -456,6 +456,8 @@ def sample_certificate(
       "interval", "kind"}, per_token_mean (estimate of the mean (1 - rho)_+ per token),
       horizon, n_sequences, n_tokens, assumptions, statement.
     """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     lr, valid, B, width, T_max = _prepare_batch(log_prob, rollout_log_prob, response_mask, horizon, "horizon")
     lengths = valid.sum(-1).numpy()
     if lengths.max(initial=0) > T_max:

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from .._json import dumps
-from .._validate import read_npy
+from .._validate import number_arg, read_npy
 from ..bound_table import bounds_summary, explain_bounds, format_bounds_table
 from ..bounds import BoundInputs
 
@@ -35,7 +35,7 @@ class _Explain(argparse.Action):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--T", type=float, required=True, help="horizon T >= 1 (an integer)")
+    p.add_argument("--T", type=number_arg, required=True, help="horizon T >= 1 (an integer)")
     p.add_argument("--delta", type=float, required=True, help="max token KL D_KL^{tok,max} >= 0")
     p.add_argument("--eps", type=float, default=None, help="max token TV (default: Pinsker from delta)")
     p.add_argument("--dkl-seq", type=float, default=None, help="sequence KL (default: T*delta)")

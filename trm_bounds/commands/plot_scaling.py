@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._validate import check_horizon, check_output_dir
+from .._validate import check_horizon, check_output_dir, number_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("paper_figures"), help="output directory")
-    p.add_argument("--T-max", type=float, default=1e6, help="largest horizon on the grid (default 1e6)")
+    p.add_argument("--T-max", type=number_arg, default=1e6, help="largest horizon on the grid (default 1e6)")
     p.add_argument("--points", type=int, default=61, help="grid points (log-spaced)")
 
 
