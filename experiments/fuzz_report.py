@@ -28,7 +28,6 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -74,8 +73,12 @@ def make_files(d: Path) -> dict[str, Path]:
         f[name] = d / f"{name}.npz"
         np.savez(f[name], **a)
 
-    npz("pair_gap", **{k: v for k, v in arr.items() if not k.endswith("_3")}, logp_roll_4=arr["logp_roll_3"],
-        logp_theta_4=arr["logp_theta_3"])  # fmt: skip
+    npz(
+        "pair_gap",
+        **{k: v for k, v in arr.items() if not k.endswith("_3")},
+        logp_roll_4=arr["logp_roll_3"],
+        logp_theta_4=arr["logp_theta_3"],
+    )
     npz("pair_level0", **arr, logp_roll_0=arr["logp_roll_1"])
     npz("pair_nan", **{**arr, "reward": np.full_like(arr["reward"], np.nan)})
     npz("pair_badshape", **{**arr, "reward": arr["reward"][:, :3]})
@@ -86,10 +89,15 @@ def make_files(d: Path) -> dict[str, Path]:
     npz("pair_missing", **{k: v for k, v in arr.items() if k != "prompt_probs"})
     npz("empty_npz")
     fields = dict(
-        T=3, transition=np.array([[0, 1], [1, 0]]), init_state=np.array([0]), prompt_probs=np.array([1.0]),
-        logp_roll=np.log(np.full((2, 2), 0.5)), logp_theta=np.log(np.array([[0.4, 0.6], [0.5, 0.5]])),
-        reward_final=np.array([0.2, 0.5]), reward_step=np.array([[0.5, 0.0], [0.1, 0.2]]),
-    )  # fmt: skip
+        T=3,
+        transition=np.array([[0, 1], [1, 0]]),
+        init_state=np.array([0]),
+        prompt_probs=np.array([1.0]),
+        logp_roll=np.log(np.full((2, 2), 0.5)),
+        logp_theta=np.log(np.array([[0.4, 0.6], [0.5, 0.5]])),
+        reward_final=np.array([0.2, 0.5]),
+        reward_step=np.array([[0.5, 0.0], [0.1, 0.2]]),
+    )
     f["chain"] = d / "chain.npz"
     ChainPair(**fields).save(f["chain"])
     npz("chain_badT", **{**fields, "T": np.array([3, 4])})
@@ -183,7 +191,9 @@ def approx(want, rel=1e-12):
 
 
 def finite(v) -> bool:
-    return bool(np.all(np.isfinite(np.asarray(v if not torch.is_tensor(v) else v.detach(), dtype=np.float64))))
+    return bool(
+        np.all(np.isfinite(np.asarray(v if not torch.is_tensor(v) else v.detach(), dtype=np.float64)))
+    )
 
 
 # --------------------------------------------------------------------------- cases
@@ -214,19 +224,50 @@ def cases(f: dict[str, Path], out: Path):
 
     # ---- bounds API (trm_bounds.bounds, __all__)
     api("api:bounds", "coupling_cap_position(0.0)", lambda: B.coupling_cap_position(0.0), lambda v: v == big)
-    api("api:bounds", "coupling_cap_position(1e-300)", lambda: B.coupling_cap_position(1e-300), lambda v: v == big)
+    api(
+        "api:bounds",
+        "coupling_cap_position(1e-300)",
+        lambda: B.coupling_cap_position(1e-300),
+        lambda v: v == big,
+    )
     api("api:bounds", "coupling_cap_position(0.3)", lambda: B.coupling_cap_position(0.3), lambda v: v == 5)
     api("api:bounds", "coupling_cap_position(nan)", lambda: B.coupling_cap_position(float("nan")))
-    api("api:bounds", "adaptive_worst_case_sum(10, 0.0)", lambda: B.adaptive_worst_case_sum(10, 0.0), approx(0.0))
-    api("api:bounds", "adaptive_worst_case_sum(10, inf)", lambda: B.adaptive_worst_case_sum(10, math.inf),
-        approx(10.0))  # fmt: skip
-    api("api:bounds", "adaptive_crossover(0, 0)", lambda: B.adaptive_crossover(0.0, 0.0), lambda v: v == math.inf)
-    api("api:bounds", "adaptive_crossover(0.1, inf)", lambda: B.adaptive_crossover(0.1, math.inf),
-        lambda v: v == math.inf)  # fmt: skip
-    api("api:bounds", "ln_trm_score([1,1,inf])", lambda: B.ln_trm_score([1, 1, math.inf], 0.1, 0.1),
-        lambda v: finite(v))  # fmt: skip
-    api("api:bounds", "ln_trm_score([inf,1,1])", lambda: B.ln_trm_score([math.inf, 1, 1], 0.1, 0.1),
-        lambda v: v == math.inf)  # fmt: skip
+    api(
+        "api:bounds",
+        "adaptive_worst_case_sum(10, 0.0)",
+        lambda: B.adaptive_worst_case_sum(10, 0.0),
+        approx(0.0),
+    )
+    api(
+        "api:bounds",
+        "adaptive_worst_case_sum(10, inf)",
+        lambda: B.adaptive_worst_case_sum(10, math.inf),
+        approx(10.0),
+    )
+    api(
+        "api:bounds",
+        "adaptive_crossover(0, 0)",
+        lambda: B.adaptive_crossover(0.0, 0.0),
+        lambda v: v == math.inf,
+    )
+    api(
+        "api:bounds",
+        "adaptive_crossover(0.1, inf)",
+        lambda: B.adaptive_crossover(0.1, math.inf),
+        lambda v: v == math.inf,
+    )
+    api(
+        "api:bounds",
+        "ln_trm_score([1,1,inf])",
+        lambda: B.ln_trm_score([1, 1, math.inf], 0.1, 0.1),
+        lambda v: finite(v),
+    )
+    api(
+        "api:bounds",
+        "ln_trm_score([inf,1,1])",
+        lambda: B.ln_trm_score([math.inf, 1, 1], 0.1, 0.1),
+        lambda v: v == math.inf,
+    )
     api("api:bounds", "ln_trm_score([nan])", lambda: B.ln_trm_score([math.nan, 1.0], 0.1, 0.1))
     api("api:bounds", "ln_trm_score(scalar)", lambda: B.ln_trm_score(1.0, 0.1, 0.1))
     api("api:bounds", "pm_kl(2**63, 1e-4)", lambda: B.pm_kl(2**63, 1e-4))
@@ -242,10 +283,18 @@ def cases(f: dict[str, Path], out: Path):
     api("api:bounds", "pm_kl(2**53, 1e-30)", lambda: B.pm_kl(2**53, 1e-30), finite)
     api("api:bounds", "pm_kl(10, 1e-320)", lambda: B.pm_kl(10, 1e-320), finite)
     api("api:bounds", "pm_kl(10, 1e308)", lambda: B.pm_kl(10, 1e308), approx(36.0))
-    api("api:bounds", "pm_kl(requires_grad T)", lambda: B.pm_kl(torch.tensor(10.0, requires_grad=True), 1e-4),
-        approx(B.pm_kl(10, 1e-4)))  # fmt: skip
-    api("api:bounds", "pm_kl(requires_grad delta)", lambda: B.pm_kl(10, torch.tensor(1e-4, dtype=torch.float64, requires_grad=True)),
-        approx(B.pm_kl(10, 1e-4)))  # fmt: skip
+    api(
+        "api:bounds",
+        "pm_kl(requires_grad T)",
+        lambda: B.pm_kl(torch.tensor(10.0, requires_grad=True), 1e-4),
+        approx(B.pm_kl(10, 1e-4)),
+    )
+    api(
+        "api:bounds",
+        "pm_kl(requires_grad delta)",
+        lambda: B.pm_kl(10, torch.tensor(1e-4, dtype=torch.float64, requires_grad=True)),
+        approx(B.pm_kl(10, 1e-4)),
+    )
     api("api:bounds", "coupling(10, 1.5)", lambda: B.coupling(10, 1.5))
     api("api:bounds", "coupling(10, 1e-300)", lambda: B.coupling(10, 1e-300), finite)
     api("api:bounds", "classical_kl(1, inf)", lambda: B.classical_kl(1, math.inf), approx(0.0))
@@ -253,34 +302,80 @@ def cases(f: dict[str, Path], out: Path):
     api("api:bounds", "adaptive_star([], .1, .1)", lambda: B.adaptive_star([], 0.1, 0.1))
     api("api:bounds", "adaptive_star([[nan]])", lambda: B.adaptive_star([[math.nan]], 0.1, 0.1))
     api("api:bounds", "adaptive_star(dbar>1)", lambda: B.adaptive_star([0.5, 1.5], 0.1, 0.1))
-    api("api:bounds", "adaptive_star(uniform 1e9)", lambda: B.adaptive_star(B.uniform_dbar(10**9, 1e-3), 1e-3, 1e-4),
-        finite)  # fmt: skip
-    api("api:bounds", "linear_dbar(uniform 2**53)", lambda: B.linear_dbar(B.uniform_dbar(2**53, 1e-9)), finite)
+    api(
+        "api:bounds",
+        "adaptive_star(uniform 1e9)",
+        lambda: B.adaptive_star(B.uniform_dbar(10**9, 1e-3), 1e-3, 1e-4),
+        finite,
+    )
+    api(
+        "api:bounds", "linear_dbar(uniform 2**53)", lambda: B.linear_dbar(B.uniform_dbar(2**53, 1e-9)), finite
+    )
     api("api:bounds", "ln_trm_weights(0, ..)", lambda: B.ln_trm_weights(0, 0.1, 0.1))
     api("api:bounds", "ln_trm_weights(v9)", lambda: B.ln_trm_weights(4, 0.1, 0.1, version="v9"))
     api("api:bounds", "ln_trm_weights(1e12)", lambda: B.ln_trm_weights(10**12, 0.1, 0.1))
-    api("api:bounds", "from_partial(T=array([10]))", lambda: B.BoundInputs.from_partial(np.array([10]), 1e-3),
-        lambda b: b.T == 10)  # fmt: skip
-    api("api:bounds", "from_partial(T=array([10, 11]))", lambda: B.BoundInputs.from_partial(np.array([10, 11]), 1e-3))
-    api("api:bounds", "from_partial(delta=array([1e-3]))", lambda: B.BoundInputs.from_partial(10, np.array([1e-3])),
-        lambda b: b.delta == 1e-3)  # fmt: skip
-    api("api:bounds", "from_partial(T=1e9)", lambda: B.BoundInputs.from_partial(10**9, 1e-9),
-        lambda b: b.dbar.shape == (10**9,))  # fmt: skip
-    api("api:bounds", "from_partial(dbar wrong length)", lambda: B.BoundInputs.from_partial(10, 1e-3, dbar=np.ones(3)))
+    api(
+        "api:bounds",
+        "from_partial(T=array([10]))",
+        lambda: B.BoundInputs.from_partial(np.array([10]), 1e-3),
+        lambda b: b.T == 10,
+    )
+    api(
+        "api:bounds",
+        "from_partial(T=array([10, 11]))",
+        lambda: B.BoundInputs.from_partial(np.array([10, 11]), 1e-3),
+    )
+    api(
+        "api:bounds",
+        "from_partial(delta=array([1e-3]))",
+        lambda: B.BoundInputs.from_partial(10, np.array([1e-3])),
+        lambda b: b.delta == 1e-3,
+    )
+    api(
+        "api:bounds",
+        "from_partial(T=1e9)",
+        lambda: B.BoundInputs.from_partial(10**9, 1e-9),
+        lambda b: b.dbar.shape == (10**9,),
+    )
+    api(
+        "api:bounds",
+        "from_partial(dbar wrong length)",
+        lambda: B.BoundInputs.from_partial(10, 1e-3, dbar=np.ones(3)),
+    )
     api("api:bounds", "from_partial(eps=2)", lambda: B.BoundInputs.from_partial(10, 1e-3, eps=2.0))
-    api("api:bounds", "from_partial(source bad)", lambda: B.BoundInputs.from_partial(10, 1e-3, source={"x": "given"}))
-    api("api:bounds", "from_partial(T=torch grad)", lambda: B.BoundInputs.from_partial(
-        torch.tensor(10.0, requires_grad=True), 1e-3), lambda b: b.T == 10)  # fmt: skip
+    api(
+        "api:bounds",
+        "from_partial(source bad)",
+        lambda: B.BoundInputs.from_partial(10, 1e-3, source={"x": "given"}),
+    )
+    api(
+        "api:bounds",
+        "from_partial(T=torch grad)",
+        lambda: B.BoundInputs.from_partial(torch.tensor(10.0, requires_grad=True), 1e-3),
+        lambda b: b.T == 10,
+    )
     bi = B.BoundInputs.from_partial(16, 1e-3)
-    api("api:bounds", "evaluate_bounds(names='pm_kl')", lambda: B.evaluate_bounds(bi, names="pm_kl"),
-        lambda d: list(d) == ["pm_kl"])  # fmt: skip
+    api(
+        "api:bounds",
+        "evaluate_bounds(names='pm_kl')",
+        lambda: B.evaluate_bounds(bi, names="pm_kl"),
+        lambda d: list(d) == ["pm_kl"],
+    )
     api("api:bounds", "evaluate_bounds(names=['nope'])", lambda: B.evaluate_bounds(bi, names=["nope"]))
     api("api:bounds", "evaluate_bounds(names=[1])", lambda: B.evaluate_bounds(bi, names=[1]))
     api("api:bounds", "evaluate_bounds(dict)", lambda: B.evaluate_bounds({"T": 3}))
-    api("api:bounds", "evaluate_bounds(T=1e15)", lambda: B.evaluate_bounds(B.BoundInputs.from_partial(10**15, 1e-20)),
-        lambda d: _no_nan(d))  # fmt: skip
-    api("api:bounds", "to_json(T=1e9)", lambda: B.BoundInputs.from_partial(10**9, 1e-9).to_json(),
-        lambda j: isinstance(j["dbar"], float))  # fmt: skip
+    api(
+        "api:bounds",
+        "evaluate_bounds(T=1e15)",
+        lambda: B.evaluate_bounds(B.BoundInputs.from_partial(10**15, 1e-20)),
+        lambda d: _no_nan(d),
+    )
+    api(
+        "api:bounds",
+        "to_json(T=1e9)",
+        lambda: B.BoundInputs.from_partial(10**9, 1e-9).to_json(),
+        lambda j: isinstance(j["dbar"], float),
+    )
     api("api:bounds", "get_bound('p')", lambda: B.get_bound("p"))
     api("api:bounds", "register_bound('pm_kl')", lambda: B.register_bound("pm_kl", lambda b: 0.0))
 
@@ -291,25 +386,49 @@ def cases(f: dict[str, Path], out: Path):
     api("api:divergences", "pinsker_tv(-1.)", lambda: pinsker_tv(-1.0))
     api("api:divergences", "pinsker_kl_lower(tensor(2.))", lambda: pinsker_kl_lower(torch.tensor(2.0)))
     api("api:divergences", "token_kl(nan)", lambda: token_kl(np.array([math.nan, 0.0]), np.log([0.5, 0.5])))
-    api("api:divergences", "token_kl(disjoint)", lambda: token_kl(np.array([0.0, -math.inf]),
-        np.array([-math.inf, 0.0])), lambda v: v == math.inf)  # fmt: skip
-    api("api:divergences", "token_tv(disjoint)", lambda: token_tv(np.array([0.0, -math.inf]),
-        np.array([-math.inf, 0.0])), approx(1.0))  # fmt: skip
+    api(
+        "api:divergences",
+        "token_kl(disjoint)",
+        lambda: token_kl(np.array([0.0, -math.inf]), np.array([-math.inf, 0.0])),
+        lambda v: v == math.inf,
+    )
+    api(
+        "api:divergences",
+        "token_tv(disjoint)",
+        lambda: token_tv(np.array([0.0, -math.inf]), np.array([-math.inf, 0.0])),
+        approx(1.0),
+    )
     api("api:divergences", "token_kl(shape)", lambda: token_kl(np.zeros(2), np.zeros(3)))
-    api("api:divergences", "token_kl(+inf)", lambda: token_kl(np.array([math.inf, 0.0]), np.array([0.0, 0.0])))
-    api("api:divergences", "token_kl_from_logits(huge)", lambda: tb.token_kl_from_logits(
-        np.array([1e308, 0.0]), np.array([0.0, 1e308])), lambda v: v == math.inf or finite(v))  # fmt: skip
+    api(
+        "api:divergences", "token_kl(+inf)", lambda: token_kl(np.array([math.inf, 0.0]), np.array([0.0, 0.0]))
+    )
+    api(
+        "api:divergences",
+        "token_kl_from_logits(huge)",
+        lambda: tb.token_kl_from_logits(np.array([1e308, 0.0]), np.array([0.0, 1e308])),
+        lambda v: v == math.inf or finite(v),
+    )
     api("api:divergences", "k3(nan)", lambda: tb.k3(np.array([math.nan])))
     api("api:divergences", "k3(-inf)", lambda: tb.k3(np.array([-math.inf])), lambda v: v[0] == math.inf)
 
     # ---- masks
-    api("api:masks", "trm_mask(T=0)", lambda: M.trm_mask(np.zeros((2, 0)), np.zeros((2, 0)), np.zeros((2, 0)),
-        max_threshold=0.1), lambda r: r[1].all())  # fmt: skip
+    api(
+        "api:masks",
+        "trm_mask(T=0)",
+        lambda: M.trm_mask(np.zeros((2, 0)), np.zeros((2, 0)), np.zeros((2, 0)), max_threshold=0.1),
+        lambda r: r[1].all(),
+    )
     api("api:masks", "trm_mask(log_prob>0)", lambda: M.trm_mask(lp + 1.0, rlp, m1, max_threshold=0.1))
     api("api:masks", "trm_mask(rollout>0)", lambda: M.trm_mask(lp, rlp + 1.0, m1, max_threshold=0.1))
     api("api:masks", "trm_mask(nan valid)", lambda: M.trm_mask(lp * np.nan, rlp, m1, max_threshold=0.1))
-    api("api:masks", "trm_mask(nan padded)", lambda: M.trm_mask(np.array([[-0.5, np.nan]]), np.array([[-0.4, 1.0]]),
-        np.array([[1, 0]]), max_threshold=0.1), lambda r: bool(r[1][0]))  # fmt: skip
+    api(
+        "api:masks",
+        "trm_mask(nan padded)",
+        lambda: M.trm_mask(
+            np.array([[-0.5, np.nan]]), np.array([[-0.4, 1.0]]), np.array([[1, 0]]), max_threshold=0.1
+        ),
+        lambda r: bool(r[1][0]),
+    )
     api("api:masks", "trm_mask(threshold inf)", lambda: M.trm_mask(lp, rlp, m1, max_threshold=math.inf))
     api("api:masks", "trm_mask(threshold -1)", lambda: M.trm_mask(lp, rlp, m1, max_threshold=-1.0))
     api("api:masks", "trm_mask(no threshold)", lambda: M.trm_mask(lp, rlp, m1))
@@ -319,29 +438,82 @@ def cases(f: dict[str, Path], out: Path):
     api("api:masks", "trm_mask(int log_prob)", lambda: M.trm_mask(lp.astype(int), rlp, m1, max_threshold=0.1))
     api("api:masks", "trm_mask(str)", lambda: M.trm_mask("x", rlp, m1, max_threshold=0.1))
     api("api:masks", "trm_mask(exact_kl<0)", lambda: M.trm_mask(lp, rlp, m1, max_threshold=0.1, exact_kl=-m1))
-    api("api:masks", "trm_mask(-inf log_prob)", lambda: M.trm_mask(np.array([[-math.inf, -0.1]]),
-        np.array([[-0.1, -0.1]]), np.ones((1, 2)), max_threshold=0.1), lambda r: not r[1][0])  # fmt: skip
-    api("api:masks", "sequence_mask(ln-trm, T=1)", lambda: M.sequence_mask("ln-trm", lp[:, :1], rlp[:, :1],
-        m1[:, :1], delta_w=0.1, delta=0.1), lambda r: finite(r.weights if r.weights is not None else 0))  # fmt: skip
+    api(
+        "api:masks",
+        "trm_mask(-inf log_prob)",
+        lambda: M.trm_mask(
+            np.array([[-math.inf, -0.1]]), np.array([[-0.1, -0.1]]), np.ones((1, 2)), max_threshold=0.1
+        ),
+        lambda r: not r[1][0],
+    )
+    api(
+        "api:masks",
+        "sequence_mask(ln-trm, T=1)",
+        lambda: M.sequence_mask("ln-trm", lp[:, :1], rlp[:, :1], m1[:, :1], delta_w=0.1, delta=0.1),
+        lambda r: finite(r.weights if r.weights is not None else 0),
+    )
     api("api:masks", "sequence_mask(bogus)", lambda: M.sequence_mask("bogus", lp, rlp, m1))
-    api("api:masks", "sequence_mask(seq-tis clip=nan)", lambda: M.sequence_mask("seq-tis", lp, rlp, m1, clip=math.nan))
-    api("api:masks", "masked_policy_loss(scale=inf)", lambda: M.masked_policy_loss(np.ones((2, 2)), np.ones((2, 2)),
-        loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor=math.inf))  # fmt: skip
-    api("api:masks", "masked_policy_loss(scale=0)", lambda: M.masked_policy_loss(np.ones((2, 2)), np.ones((2, 2)),
-        loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor=0.0))  # fmt: skip
-    api("api:masks", "masked_policy_loss(scale='x')", lambda: M.masked_policy_loss(np.ones((2, 2)), np.ones((2, 2)),
-        loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor="x"))  # fmt: skip
+    api(
+        "api:masks",
+        "sequence_mask(seq-tis clip=nan)",
+        lambda: M.sequence_mask("seq-tis", lp, rlp, m1, clip=math.nan),
+    )
+    api(
+        "api:masks",
+        "masked_policy_loss(scale=inf)",
+        lambda: M.masked_policy_loss(
+            np.ones((2, 2)),
+            np.ones((2, 2)),
+            loss_agg_mode="seq-mean-token-sum-norm",
+            loss_scale_factor=math.inf,
+        ),
+    )
+    api(
+        "api:masks",
+        "masked_policy_loss(scale=0)",
+        lambda: M.masked_policy_loss(
+            np.ones((2, 2)), np.ones((2, 2)), loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor=0.0
+        ),
+    )
+    api(
+        "api:masks",
+        "masked_policy_loss(scale='x')",
+        lambda: M.masked_policy_loss(
+            np.ones((2, 2)), np.ones((2, 2)), loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor="x"
+        ),
+    )
     api("api:masks", "masked_policy_loss(NaN padded, grad)", _nan_padded_grad, lambda g: finite(g))
-    api("api:masks", "masked_policy_loss(bad mode)", lambda: M.masked_policy_loss(np.ones((2, 2)), np.ones((2, 2)),
-        loss_agg_mode="x"))  # fmt: skip
-    api("api:masks", "masked_policy_loss(int loss)", lambda: M.masked_policy_loss(np.ones((2, 2), int), np.ones((2, 2))),
-        approx(1.0))  # fmt: skip
-    api("api:masks", "rollout_rejection_mask(empty)", lambda: M.rollout_rejection_mask(np.zeros((1, 2)),
-        np.zeros((1, 2)), "seq_max_k2", 0.1))  # fmt: skip
-    api("api:masks", "rollout_rejection_mask(bad spec)", lambda: M.rollout_rejection_mask(lp - rlp, m1, "x", 0.1))
-    api("api:masks", "rollout_is_weights(nan thresh)", lambda: M.rollout_is_weights(lp - rlp, m1,
-        rollout_is_threshold=math.nan))  # fmt: skip
-    api("api:masks", "vllm_is_ratio(bad mode)", lambda: M.vllm_importance_sampling_ratio(lp, rlp, m1, "geometric"))
+    api(
+        "api:masks",
+        "masked_policy_loss(bad mode)",
+        lambda: M.masked_policy_loss(np.ones((2, 2)), np.ones((2, 2)), loss_agg_mode="x"),
+    )
+    api(
+        "api:masks",
+        "masked_policy_loss(int loss)",
+        lambda: M.masked_policy_loss(np.ones((2, 2), int), np.ones((2, 2))),
+        approx(1.0),
+    )
+    api(
+        "api:masks",
+        "rollout_rejection_mask(empty)",
+        lambda: M.rollout_rejection_mask(np.zeros((1, 2)), np.zeros((1, 2)), "seq_max_k2", 0.1),
+    )
+    api(
+        "api:masks",
+        "rollout_rejection_mask(bad spec)",
+        lambda: M.rollout_rejection_mask(lp - rlp, m1, "x", 0.1),
+    )
+    api(
+        "api:masks",
+        "rollout_is_weights(nan thresh)",
+        lambda: M.rollout_is_weights(lp - rlp, m1, rollout_is_threshold=math.nan),
+    )
+    api(
+        "api:masks",
+        "vllm_is_ratio(bad mode)",
+        lambda: M.vllm_importance_sampling_ratio(lp, rlp, m1, "geometric"),
+    )
     api("api:masks", "offpolicy_metrics(all padded)", lambda: M.offpolicy_metrics(lp, rlp, 0 * m1))
     api("api:masks", "offpolicy_metrics(ok)", lambda: M.offpolicy_metrics(lp, rlp, m1), lambda d: _no_nan(d))
 
@@ -354,13 +526,28 @@ def cases(f: dict[str, Path], out: Path):
     api("api:certify", "certify(T=1e20)", lambda: certify(lp, rlp, m1, T=1e20))
     api("api:certify", "certify(ok)", lambda: certify(lp, rlp, m1, delta=0.1), lambda d: _no_nan(d))
     api("api:certify", "sample_certificate(empty)", lambda: sample_certificate(lp, rlp, 0 * m1))
-    api("api:certify", "sample_certificate(confidence=1)", lambda: sample_certificate(lp, rlp, m1, confidence=1.0))
-    api("api:certify", "sample_certificate(confidence=nan)", lambda: sample_certificate(lp, rlp, m1,
-        confidence=math.nan))  # fmt: skip
+    api(
+        "api:certify",
+        "sample_certificate(confidence=1)",
+        lambda: sample_certificate(lp, rlp, m1, confidence=1.0),
+    )
+    api(
+        "api:certify",
+        "sample_certificate(confidence=nan)",
+        lambda: sample_certificate(lp, rlp, m1, confidence=math.nan),
+    )
     api("api:certify", "sample_certificate(method=x)", lambda: sample_certificate(lp, rlp, m1, method="x"))
-    api("api:certify", "sample_certificate(horizon=inf)", lambda: sample_certificate(lp, rlp, m1, horizon=math.inf))
-    api("api:certify", "sample_certificate(ok)", lambda: sample_certificate(np.vstack([lp, lp]), np.vstack([rlp, rlp]),
-        np.vstack([m1, m1])), lambda d: _no_nan(d))  # fmt: skip
+    api(
+        "api:certify",
+        "sample_certificate(horizon=inf)",
+        lambda: sample_certificate(lp, rlp, m1, horizon=math.inf),
+    )
+    api(
+        "api:certify",
+        "sample_certificate(ok)",
+        lambda: sample_certificate(np.vstack([lp, lp]), np.vstack([rlp, rlp]), np.vstack([m1, m1])),
+        lambda d: _no_nan(d),
+    )
 
     # ---- loaders (pair, chain, logprobs)
     for key in ("truncated", "npy_as_npz", "empty_file", "text", "pickled", "dir", "empty_npz"):
@@ -371,16 +558,33 @@ def cases(f: dict[str, Path], out: Path):
     api("api:loaders", "PolicyPair.load(pair_gap)", lambda: PolicyPair.load(f["pair_gap"]))
     api("api:loaders", "PolicyPair.load(level0)", lambda: PolicyPair.load(f["pair_level0"]))
     api("api:loaders", "PolicyPair.load(ok)", lambda: PolicyPair.load(f["pair"]), lambda p: p.T == 3)
-    api("api:loaders", "evaluate_pair_file(device=bogus)", lambda: tb.evaluate_pair_file(f["pair"], device="bogus"))
-    api("api:loaders", "evaluate_pair_file(device=cuda)", lambda: tb.evaluate_pair_file(f["pair"], device="cuda")
-        if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("has cuda")))  # fmt: skip
+    api(
+        "api:loaders",
+        "evaluate_pair_file(device=bogus)",
+        lambda: tb.evaluate_pair_file(f["pair"], device="bogus"),
+    )
+    api(
+        "api:loaders",
+        "evaluate_pair_file(device=cuda)",
+        lambda: (
+            tb.evaluate_pair_file(f["pair"], device="cuda")
+            if not torch.cuda.is_available()
+            else (_ for _ in ()).throw(ValueError("has cuda"))
+        ),
+    )
     api("api:loaders", "evaluate_chain_file(T=1e9)", lambda: evaluate_chain_file(f["chain"], T=10**9))
     api("api:loaders", "evaluate_chain_file(T=0)", lambda: evaluate_chain_file(f["chain"], T=0))
     api("api:loaders", "evaluate_chain_file(device=x)", lambda: evaluate_chain_file(f["chain"], device="x"))
-    api("api:loaders", "exact_J(device=bogus)", lambda: tb.exact_J([np.log(np.full((1, 1, 2), 0.5))],
-        np.zeros((1, 2)), np.ones(1), device="bogus"))  # fmt: skip
-    api("api:loaders", "make_policy(V=2, T=26)", lambda: __import__("trm_bounds.policies").policies.make_policy(
-        "tabular", 1, 2, 26))  # fmt: skip
+    api(
+        "api:loaders",
+        "exact_J(device=bogus)",
+        lambda: tb.exact_J([np.log(np.full((1, 1, 2), 0.5))], np.zeros((1, 2)), np.ones(1), device="bogus"),
+    )
+    api(
+        "api:loaders",
+        "make_policy(V=2, T=26)",
+        lambda: __import__("trm_bounds.policies").policies.make_policy("tabular", 1, 2, 26),
+    )
 
     # ---- CLI: bounds
     cli("--T 4096 --delta 1e-4", "bounds", "--T", 4096, "--delta", 1e-4)
@@ -398,25 +602,73 @@ def cases(f: dict[str, Path], out: Path):
     cli("--delta 1e-320", "bounds", "--T", 10, "--delta", 1e-320)
     cli("--T 9007199254740992 --delta 1e-30", "bounds", "--T", 2**53, "--delta", 1e-30)
     cli("--dbar ok", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f["dbar_ok"])
-    for key in ("dbar_nan", "dbar_big", "dbar_2d", "dbar_short", "dbar_empty", "dbar_str", "dbar_npz", "dbar_trunc",
-                "truncated", "text", "empty_file", "dir"):  # fmt: skip
+    for key in (
+        "dbar_nan",
+        "dbar_big",
+        "dbar_2d",
+        "dbar_short",
+        "dbar_empty",
+        "dbar_str",
+        "dbar_npz",
+        "dbar_trunc",
+        "truncated",
+        "text",
+        "empty_file",
+        "dir",
+    ):
         cli(f"--dbar {key}", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f[key], expect=REFUSE)
-    cli("--dbar missing", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f["dir"] / "nope.npy", expect=REFUSE)
+    cli(
+        "--dbar missing", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f["dir"] / "nope.npy", expect=REFUSE
+    )
     cli("no --delta", "bounds", "--T", 16, expect=REFUSE)
 
     # ---- CLI: exact
     cli("--pair ok", "exact", "--pair", f["pair"])
-    for key in ("truncated", "npy_as_npz", "empty_file", "text", "pickled", "dir", "empty_npz", "pair_gap",
-                "pair_level0", "pair_nan", "pair_badshape", "pair_strings", "pair_complex", "pair_unnorm",
-                "pair_posinf", "pair_missing", "chain", "logprobs"):  # fmt: skip
+    for key in (
+        "truncated",
+        "npy_as_npz",
+        "empty_file",
+        "text",
+        "pickled",
+        "dir",
+        "empty_npz",
+        "pair_gap",
+        "pair_level0",
+        "pair_nan",
+        "pair_badshape",
+        "pair_strings",
+        "pair_complex",
+        "pair_unnorm",
+        "pair_posinf",
+        "pair_missing",
+        "chain",
+        "logprobs",
+    ):
         cli(f"--pair {key}", "exact", "--pair", f[key], expect=REFUSE)
     cli("--chain ok", "exact", "--chain", f["chain"])
     cli("--chain --T 100", "exact", "--chain", f["chain"], "--T", 100)
-    for key in ("truncated", "npy_as_npz", "empty_file", "pickled", "chain_badT", "chain_Tfloat", "chain_T0",
-                "chain_Thuge", "chain_badtrans", "chain_nan", "pair"):  # fmt: skip
+    for key in (
+        "truncated",
+        "npy_as_npz",
+        "empty_file",
+        "pickled",
+        "chain_badT",
+        "chain_Tfloat",
+        "chain_T0",
+        "chain_Thuge",
+        "chain_badtrans",
+        "chain_nan",
+        "pair",
+    ):
         cli(f"--chain {key}", "exact", "--chain", f[key], expect=REFUSE)
-    for flag in (("--mask", "max", "--mask-delta", 0.1), ("--mask-delta", 0.1), ("--baseline", 0.5), ("--future-tv",),
-                 ("--V", 3), ("--save-pair", out / "x.npz")):  # fmt: skip
+    for flag in (
+        ("--mask", "max", "--mask-delta", 0.1),
+        ("--mask-delta", 0.1),
+        ("--baseline", 0.5),
+        ("--future-tv",),
+        ("--V", 3),
+        ("--save-pair", out / "x.npz"),
+    ):
         cli(f"--chain {' '.join(map(str, flag))}", "exact", "--chain", f["chain"], *flag, expect=REFUSE)
     cli("--chain --T 1000000000", "exact", "--chain", f["chain"], "--T", 10**9, expect=REFUSE)
     cli("--chain --T 0", "exact", "--chain", f["chain"], "--T", 0, expect=REFUSE)
@@ -424,21 +676,56 @@ def cases(f: dict[str, Path], out: Path):
     cli("--pair --T 3", "exact", "--pair", f["pair"], "--T", 3, expect=REFUSE)
     cli("--pair --mask-delta only", "exact", "--pair", f["pair"], "--mask-delta", 0.1, expect=REFUSE)
     cli("--pair --mask max (no delta)", "exact", "--pair", f["pair"], "--mask", "max", expect=REFUSE)
-    cli("--pair --mask max --mask-delta nan", "exact", "--pair", f["pair"], "--mask", "max", "--mask-delta", "nan",
-        expect=REFUSE)  # fmt: skip
-    cli("--pair --mask max --mask-delta 0.1", "exact", "--pair", f["pair"], "--mask", "max", "--mask-delta", 0.1)
+    cli(
+        "--pair --mask max --mask-delta nan",
+        "exact",
+        "--pair",
+        f["pair"],
+        "--mask",
+        "max",
+        "--mask-delta",
+        "nan",
+        expect=REFUSE,
+    )
+    cli(
+        "--pair --mask max --mask-delta 0.1",
+        "exact",
+        "--pair",
+        f["pair"],
+        "--mask",
+        "max",
+        "--mask-delta",
+        0.1,
+    )
     cli("--pair --baseline nan", "exact", "--pair", f["pair"], "--baseline", "nan", expect=REFUSE)
     cli("--pair --baseline inf", "exact", "--pair", f["pair"], "--baseline", "inf", expect=REFUSE)
     cli("--pair --future-tv", "exact", "--pair", f["pair"], "--future-tv")
-    cli("--pair --device cuda", "exact", "--pair", f["pair"], "--device", "cuda",
-        expect=REFUSE if not torch.cuda.is_available() else json_ok)  # fmt: skip
+    cli(
+        "--pair --device cuda",
+        "exact",
+        "--pair",
+        f["pair"],
+        "--device",
+        "cuda",
+        expect=REFUSE if not torch.cuda.is_available() else json_ok,
+    )
     cli("--pair --device bogus", "exact", "--pair", f["pair"], "--device", "bogus", expect=REFUSE)
     cli("--pair --device cuda:99", "exact", "--pair", f["pair"], "--device", "cuda:99", expect=REFUSE)
     cli("--pair missing", "exact", "--pair", f["dir"] / "nope.npz", expect=REFUSE)
     cli("--pair --save-pair", "exact", "--pair", f["pair"], "--save-pair", out / "y.npz", expect=REFUSE)
     cli("--policy tabular", "exact", "--policy", "tabular", "--T", 3)
     cli("--policy tabular --V 2 --T 26", "exact", "--policy", "tabular", "--V", 2, "--T", 26, expect=REFUSE)
-    cli("--policy tabular --V 1000 --T 3", "exact", "--policy", "tabular", "--V", 1000, "--T", 3, expect=REFUSE)
+    cli(
+        "--policy tabular --V 1000 --T 3",
+        "exact",
+        "--policy",
+        "tabular",
+        "--V",
+        1000,
+        "--T",
+        3,
+        expect=REFUSE,
+    )
     cli("--policy tabular --V 1", "exact", "--policy", "tabular", "--V", 1, expect=REFUSE)
     cli("--policy tabular --T 0", "exact", "--policy", "tabular", "--T", 0, expect=REFUSE)
     cli("--policy tabular --P 0", "exact", "--policy", "tabular", "--P", 0, expect=REFUSE)
@@ -446,47 +733,169 @@ def cases(f: dict[str, Path], out: Path):
     cli("--policy tabular --strength nan", "exact", "--policy", "tabular", "--strength", "nan", expect=REFUSE)
     cli("--policy tabular --strength -1", "exact", "--policy", "tabular", "--strength", "-1", expect=REFUSE)
     cli("--policy tabular --strength inf", "exact", "--policy", "tabular", "--strength", "inf", expect=REFUSE)
-    cli("--policy tabular --mismatch bogus", "exact", "--policy", "tabular", "--mismatch", "bogus", expect=REFUSE)
-    cli("--policy --save-pair under a file", "exact", "--policy", "tabular", "--T", 3, "--save-pair",
-        f["file"] / "x.npz", expect=REFUSE)  # fmt: skip
-    cli("--policy --save-pair read-only", "exact", "--policy", "tabular", "--T", 3, "--save-pair",
-        f["ro"] / "x.npz", expect=REFUSE if os.geteuid() != 0 else json_ok)  # fmt: skip
-    cli("--policy --save-pair missing dir", "exact", "--policy", "tabular", "--T", 3, "--save-pair",
-        out / "no" / "x.npz", expect=REFUSE)  # fmt: skip
-    cli("--policy --save-pair a dir", "exact", "--policy", "tabular", "--T", 3, "--save-pair", f["dir"],
-        expect=REFUSE)  # fmt: skip
+    cli(
+        "--policy tabular --mismatch bogus",
+        "exact",
+        "--policy",
+        "tabular",
+        "--mismatch",
+        "bogus",
+        expect=REFUSE,
+    )
+    cli(
+        "--policy --save-pair under a file",
+        "exact",
+        "--policy",
+        "tabular",
+        "--T",
+        3,
+        "--save-pair",
+        f["file"] / "x.npz",
+        expect=REFUSE,
+    )
+    cli(
+        "--policy --save-pair read-only",
+        "exact",
+        "--policy",
+        "tabular",
+        "--T",
+        3,
+        "--save-pair",
+        f["ro"] / "x.npz",
+        expect=REFUSE if os.geteuid() != 0 else json_ok,
+    )
+    cli(
+        "--policy --save-pair missing dir",
+        "exact",
+        "--policy",
+        "tabular",
+        "--T",
+        3,
+        "--save-pair",
+        out / "no" / "x.npz",
+        expect=REFUSE,
+    )
+    cli(
+        "--policy --save-pair a dir",
+        "exact",
+        "--policy",
+        "tabular",
+        "--T",
+        3,
+        "--save-pair",
+        f["dir"],
+        expect=REFUSE,
+    )
     cli("no source", "exact", expect=REFUSE)
 
     # ---- CLI: certify
     cli("--logprobs ok", "certify", "--logprobs", f["logprobs"], "--json")
     cli("--logprobs ok (text)", "certify", "--logprobs", f["logprobs"])
-    for key in ("truncated", "npy_as_npz", "empty_file", "text", "pickled", "dir", "empty_npz", "lp_positive",
-                "lp_empty", "lp_zero_rows", "lp_nan", "lp_rollinf", "lp_shape", "lp_1d", "lp_int", "lp_mask2",
-                "lp_missing", "lp_adv_nan", "lp_adv_shape", "lp_group_float", "lp_kl_neg", "pair"):  # fmt: skip
+    for key in (
+        "truncated",
+        "npy_as_npz",
+        "empty_file",
+        "text",
+        "pickled",
+        "dir",
+        "empty_npz",
+        "lp_positive",
+        "lp_empty",
+        "lp_zero_rows",
+        "lp_nan",
+        "lp_rollinf",
+        "lp_shape",
+        "lp_1d",
+        "lp_int",
+        "lp_mask2",
+        "lp_missing",
+        "lp_adv_nan",
+        "lp_adv_shape",
+        "lp_group_float",
+        "lp_kl_neg",
+        "pair",
+    ):
         cli(f"--logprobs {key}", "certify", "--logprobs", f[key], expect=REFUSE)
-    for flag in (("--confidence", 1.0), ("--confidence", "nan"), ("--confidence", 0), ("--target", 0),
-                 ("--target", "nan"), ("--delta", -1), ("--delta", "nan"), ("--T", 2), ("--T", "inf"),
-                 ("--T", 0.5), ("--eps", 2), ("--dtv-seq", "nan"), ("--method", "x")):  # fmt: skip
-        cli(f"{' '.join(map(str, flag))}", "certify", "--logprobs", f["logprobs"], *flag, "--json", expect=REFUSE)
+    for flag in (
+        ("--confidence", 1.0),
+        ("--confidence", "nan"),
+        ("--confidence", 0),
+        ("--target", 0),
+        ("--target", "nan"),
+        ("--delta", -1),
+        ("--delta", "nan"),
+        ("--T", 2),
+        ("--T", "inf"),
+        ("--T", 0.5),
+        ("--eps", 2),
+        ("--dtv-seq", "nan"),
+        ("--method", "x"),
+    ):
+        cli(
+            f"{' '.join(map(str, flag))}",
+            "certify",
+            "--logprobs",
+            f["logprobs"],
+            *flag,
+            "--json",
+            expect=REFUSE,
+        )
     cli("--delta inf", "certify", "--logprobs", f["logprobs"], "--delta", "inf", "--json")
     cli("--T 1e15", "certify", "--logprobs", f["logprobs"], "--T", "1e15", "--json")
 
     # ---- CLI: train
-    cli("--out under a file", "train", "--out", f["file"] / "run", "--steps", 1, "--no-progress", expect=REFUSE)
+    cli(
+        "--out under a file",
+        "train",
+        "--out",
+        f["file"] / "run",
+        "--steps",
+        1,
+        "--no-progress",
+        expect=REFUSE,
+    )
     cli("--out a file", "train", "--out", f["file"], "--steps", 1, "--no-progress", expect=REFUSE)
-    cli("--out read-only", "train", "--out", f["ro"] / "run", "--steps", 1, "--no-progress",
-        expect=REFUSE if os.geteuid() != 0 else json_ok)  # fmt: skip
-    for flag in (("--steps", -1), ("--lr", "nan"), ("--lr", "inf"), ("--method", "x"), ("--T", 0), ("--V", 1),
-                 ("--policy", "x"), ("--reward", "x"), ("--advantage", "x"), ("--loss-norm", "x"),
-                 ("--max-threshold", "nan"), ("--group-size", 0), ("--n-groups", 0), ("--T", 30),
-                 ("--mismatch", "bogus"), ("--save-pair-every", -1)):  # fmt: skip
+    cli(
+        "--out read-only",
+        "train",
+        "--out",
+        f["ro"] / "run",
+        "--steps",
+        1,
+        "--no-progress",
+        expect=REFUSE if os.geteuid() != 0 else json_ok,
+    )
+    for flag in (
+        ("--steps", -1),
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--method", "x"),
+        ("--T", 0),
+        ("--V", 1),
+        ("--policy", "x"),
+        ("--reward", "x"),
+        ("--advantage", "x"),
+        ("--loss-norm", "x"),
+        ("--max-threshold", "nan"),
+        ("--group-size", 0),
+        ("--n-groups", 0),
+        ("--T", 30),
+        ("--mismatch", "bogus"),
+        ("--save-pair-every", -1),
+    ):
         cli(" ".join(map(str, flag)), "train", "--out", out / "t_bad", *flag, "--no-progress", expect=REFUSE)
     cli("--steps 2 (ok)", "train", "--out", out / "t_ok", "--steps", 2, "--no-progress", "--T", 3)
 
     # ---- CLI: table, audit, plot-scaling, figures (inputs and output paths only)
     cli("table --out a file", "table", "--out", f["file"], expect=REFUSE)
     cli("table --out under a file", "table", "--out", f["file"] / "d", expect=REFUSE)
-    cli("table --out read-only", "table", "--out", f["ro"] / "d", expect=REFUSE if os.geteuid() != 0 else json_ok)
+    cli(
+        "table --out read-only",
+        "table",
+        "--out",
+        f["ro"] / "d",
+        expect=REFUSE if os.geteuid() != 0 else json_ok,
+    )
     cli("audit --out a file", "audit", "--out", f["file"], expect=REFUSE)
     cli("audit --out under a file", "audit", "--out", f["file"] / "d", expect=REFUSE)
     cli("plot-scaling --out a file", "plot-scaling", "--out", f["file"], expect=REFUSE)
@@ -496,7 +905,16 @@ def cases(f: dict[str, Path], out: Path):
     cli("plot-scaling --T-max 1e20", "plot-scaling", "--out", out / "ps", "--T-max", "1e20", expect=REFUSE)
     cli("plot-scaling --points 1", "plot-scaling", "--out", out / "ps", "--points", 1, expect=REFUSE)
     cli("plot-scaling --points 1e9", "plot-scaling", "--out", out / "ps", "--points", 10**9, expect=REFUSE)
-    cli("figures --only bogus", "figures", "--out", out / "fig", "--only", "bogus", "--no-progress", expect=REFUSE)
+    cli(
+        "figures --only bogus",
+        "figures",
+        "--out",
+        out / "fig",
+        "--only",
+        "bogus",
+        "--no-progress",
+        expect=REFUSE,
+    )
     cli("unknown command", "nope", expect=REFUSE)
     cli("bounds --bogus", "bounds", "--T", 4, "--delta", 0.1, "--bogus", expect=REFUSE)
     return c
@@ -601,8 +1019,13 @@ def table(counts: Counter) -> str:
     lines = [f"{'surface':{w}s} | " + " | ".join(OUTCOMES) + " | total"]
     lines.append("-" * len(lines[0]))
     for s in surfaces + ["TOTAL"]:
-        row = [sum(v for (s2, o2), v in counts.items() if (s == "TOTAL" or s2 == s) and o2 == o) for o in OUTCOMES]
-        lines.append(f"{s:{w}s} | " + " | ".join(f"{n:{len(o)}d}" for n, o in zip(row, OUTCOMES)) + f" | {sum(row)}")
+        row = [
+            sum(v for (s2, o2), v in counts.items() if (s == "TOTAL" or s2 == s) and o2 == o)
+            for o in OUTCOMES
+        ]
+        lines.append(
+            f"{s:{w}s} | " + " | ".join(f"{n:{len(o)}d}" for n, o in zip(row, OUTCOMES)) + f" | {sum(row)}"
+        )
     return "\n".join(lines)
 
 
