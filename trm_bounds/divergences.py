@@ -71,8 +71,9 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names=("logp_roll", "logp_thet
     for name, x in zip(names, (a, b)):
         if torch.isnan(x).any():
             raise ValueError(f"{name} contains NaN")
-        if (x == float("inf")).any():
-            raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
+        if (x > 0).any():  # +inf, or a probability above 1 (logits passed by mistake): NaN/garbage below
+            what = "+inf" if bool((x == float("inf")).any()) else f"values > 0 (max {float(x.max()):g})"
+            raise ValueError(f"{name} contains {what} (a log-probability is <= 0)")
 
 
 _NEG_INF = float("-inf")
@@ -179,7 +180,8 @@ def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64, check
 
     (equal to sum_v p log(p/q) because sum_v p = sum_v q = 1). ``0 log(0/q) = 0``;
     ``p > 0 = q`` gives ``+inf``, decided on the log-prob (a log-prob of -1000 is a positive
-    probability even though it underflows). Never NaN for valid log-probabilities.
+    probability even though it underflows). Never NaN for valid log-probabilities; NaN, +inf
+    or any value > 0 (a probability above 1) raises ValueError naming the argument.
     ``check=False`` skips the input checks (for callers that validated already).
     """
     a, was_numpy = _to_torch(logp_roll, dtype)
