@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,13 @@ wild_floats = st.one_of(special_floats, st.floats(allow_nan=True, allow_infinity
 wild_ints = st.one_of(
     st.sampled_from([0, 1, -1, 2**31, 2**53, 2**53 + 1, 2**63, 2**64]), st.integers(-(2**70), 2**70)
 )
-wild_scalars = st.one_of(wild_floats, wild_ints, st.none(), st.sampled_from(["x", "1", "", "nan"]), st.booleans())
+wild_scalars = st.one_of(
+    wild_floats, wild_ints, st.none(), st.sampled_from(["x", "1", "", "nan"]), st.booleans()
+)
 number_texts = st.one_of(
-    st.sampled_from(["nan", "inf", "-inf", "1e400", "-0", "0x10", "1_000", "", " ", "abc", "9007199254740993"]),
+    st.sampled_from(
+        ["nan", "inf", "-inf", "1e400", "-0", "0x10", "1_000", "", " ", "abc", "9007199254740993"]
+    ),
     wild_floats.map(repr),
     wild_ints.map(str),
 )
@@ -85,8 +90,13 @@ def run_cli(argv, cwd: Path) -> tuple[int, str, str]:
     """
     before = set(cwd.rglob("*"))
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
+    here = os.getcwd()
+    os.chdir(cwd)  # default output folders land in the workspace, never in the clone
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in argv])
+    finally:
+        os.chdir(here)
     o, e = out.getvalue(), err.getvalue()
     assert code in (0, 2), (argv, code, e)
     assert "Traceback" not in e, (argv, e)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from _fuzz import finite_in, fuzz_settings, has_nan, special_floats, wild_arrays, wild_scalars
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -157,7 +157,11 @@ def test_every_mask_method(batch, method, param):
 
 
 @fuzz_settings
-@given(batch=_batch(), mode=st.sampled_from(["max", "avg", "max+avg", "x"]), th=st.one_of(st.none(), special_floats))
+@given(
+    batch=_batch(),
+    mode=st.sampled_from(["max", "avg", "max+avg", "x"]),
+    th=st.one_of(st.none(), special_floats),
+)
 def test_trm_mask(batch, mode, th):
     lp, rlp, m = batch
     out = _call(M.trm_mask, lp, rlp, m, mode=mode, max_threshold=th, avg_threshold=th)
@@ -203,7 +207,15 @@ _LOADERS = {
     "logprobs": lambda p: __import__("trm_bounds.certify").certify.load_logprobs(p),
 }
 _KEYS = {
-    "pair": ["logp_roll_1", "logp_theta_1", "logp_roll_2", "logp_theta_2", "logp_roll_4", "reward", "prompt_probs"],
+    "pair": [
+        "logp_roll_1",
+        "logp_theta_1",
+        "logp_roll_2",
+        "logp_theta_2",
+        "logp_roll_4",
+        "reward",
+        "prompt_probs",
+    ],
     "chain": ["T", "transition", "init_state", "prompt_probs", "logp_roll", "logp_theta", "reward_final"],
     "logprobs": ["log_prob", "rollout_log_prob", "response_mask", "exact_kl", "group_id", "advantages"],
 }

@@ -72,14 +72,7 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
         "response_mask": _to_numpy(response_mask, "response_mask", floating=False),
     }
     if exact_kl is not None:
-        trm_mask(
-            *split_log_ratio(lr),
-            valid,
-            mode="max",
-            max_threshold=0.0,
-            exact_kl=exact_kl,
-            return_metrics=False,
-        )  # validates exact_kl (shape, NaN, sign)
+        _check_exact_kl(lr, valid, exact_kl)
         arrays["exact_kl"] = _to_numpy(exact_kl, "exact_kl")
     path = Path(path)
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent if str(path.parent) else ".")
@@ -91,6 +84,11 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _check_exact_kl(lr: torch.Tensor, valid: torch.Tensor, exact_kl) -> None:
+    """ValueError naming exact_kl unless it is (B, T) like the batch, >= 0, not NaN where valid."""
+    trm_mask(*split_log_ratio(lr), valid, mode="max", max_threshold=0.0, exact_kl=exact_kl, return_metrics=False)
 
 
 def _to_numpy(x, name: str, floating: bool = True) -> np.ndarray:
@@ -183,6 +181,8 @@ def certify(
         if v is not None:
             check_tv(name, v)
 
+    if exact_kl is not None:
+        _check_exact_kl(lr, valid, exact_kl)  # also when no mask will read it
     mode = {(True, True): "max+avg", (True, False): "max", (False, True): "avg"}.get(
         (delta is not None, delta_avg is not None)
     )
