@@ -33,7 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout, not an installed copy
+_REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [
+    str(_REPO),
+    str(_REPO / "tests"),
+]  # this checkout (not an installed copy) and its test helpers
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRM_BOUNDS_THREADS", "1")
 import torch  # noqa: E402
@@ -43,6 +47,7 @@ TIME_LIMIT = 60.0
 MEM_LIMIT = 2 * 2**30
 OUTCOMES = ("clean error", "correct value", "silent wrong", "traceback", "blow-up")
 REFUSE = None  # expectation: the input must be refused
+BROKEN = ("truncated", "npy_as_npz", "empty_file", "text", "pickled", "dir", "empty_npz")  # every reader
 
 
 class _Timeout(Exception):
@@ -56,18 +61,10 @@ def _alarm(*_):
 # --------------------------------------------------------------------------- input files
 def make_files(d: Path) -> dict[str, Path]:
     """Valid and broken files of every kind the CLI reads, in `d`."""
-    from trm_bounds.certify import save_logprobs
-    from trm_bounds.chain import ChainPair
-    from trm_bounds.pair import make_pair
-    from trm_bounds.policies import make_policy
-    from trm_bounds.rewards import make_reward
+    from _fuzz import chain_fields, pair_arrays, write_examples  # tests/_fuzz.py: the valid examples
 
-    f: dict[str, Path] = {}
-    reward = make_reward("random", 1, 2, 3, seed=0)
-    pair = make_pair(make_policy("tabular", 1, 2, 3, seed=0), "dense", None, reward=reward, seed=0)
-    f["pair"] = d / "pair.npz"
-    pair.save(f["pair"])
-    arr = pair.arrays()
+    f: dict[str, Path] = write_examples(d)
+    arr = pair_arrays()
 
     def npz(name, **a):
         f[name] = d / f"{name}.npz"
@@ -88,30 +85,15 @@ def make_files(d: Path) -> dict[str, Path]:
     npz("pair_posinf", **{**arr, "logp_theta_2": np.full_like(arr["logp_theta_2"], np.inf)})
     npz("pair_missing", **{k: v for k, v in arr.items() if k != "prompt_probs"})
     npz("empty_npz")
-    fields = dict(
-        T=3,
-        transition=np.array([[0, 1], [1, 0]]),
-        init_state=np.array([0]),
-        prompt_probs=np.array([1.0]),
-        logp_roll=np.log(np.full((2, 2), 0.5)),
-        logp_theta=np.log(np.array([[0.4, 0.6], [0.5, 0.5]])),
-        reward_final=np.array([0.2, 0.5]),
-        reward_step=np.array([[0.5, 0.0], [0.1, 0.2]]),
-    )
-    f["chain"] = d / "chain.npz"
-    ChainPair(**fields).save(f["chain"])
+    fields = chain_fields()
     npz("chain_badT", **{**fields, "T": np.array([3, 4])})
     npz("chain_Tfloat", **{**fields, "T": np.float64(2.5)})
     npz("chain_T0", **{**fields, "T": np.int64(0)})
     npz("chain_Thuge", **{**fields, "T": np.int64(10**12)})
     npz("chain_badtrans", **{**fields, "transition": np.array([[0, 5], [1, 0]])})
     npz("chain_nan", **{**fields, "logp_theta": np.full((2, 2), np.nan)})
-    rng = np.random.default_rng(0)
-    rlp = -rng.uniform(0.1, 2.0, (8, 6))
-    lp = np.minimum(rlp + 0.05 * rng.standard_normal((8, 6)), 0.0)
-    m = (np.arange(6)[None] < rng.integers(1, 7, 8)[:, None]).astype(np.float32)
-    f["logprobs"] = d / "logprobs.npz"
-    save_logprobs(f["logprobs"], lp, rlp, m)
+    with np.load(f["logprobs"]) as z:
+        lp, rlp, m = z["log_prob"], z["rollout_log_prob"], z["response_mask"]
     npz("lp_positive", log_prob=lp + 3.0, rollout_log_prob=rlp, response_mask=m)
     npz("lp_empty", log_prob=lp, rollout_log_prob=rlp, response_mask=np.zeros_like(m))
     npz("lp_zero_rows", log_prob=lp[:0], rollout_log_prob=rlp[:0], response_mask=m[:0])
@@ -159,8 +141,6 @@ def make_files(d: Path) -> dict[str, Path]:
     f["dbar_trunc"].write_bytes(f["dbar_ok"].read_bytes()[:-40])
     f["dir"] = d / "a_dir"
     f["dir"].mkdir()
-    f["file"] = d / "a_file"
-    f["file"].write_text("x")
     f["ro"] = d / "read_only"
     f["ro"].mkdir()
     f["ro"].chmod(0o555)
@@ -550,7 +530,7 @@ def cases(f: dict[str, Path], out: Path):
     )
 
     # ---- loaders (pair, chain, logprobs)
-    for key in ("truncated", "npy_as_npz", "empty_file", "text", "pickled", "dir", "empty_npz"):
+    for key in BROKEN:
         api("api:loaders", f"PolicyPair.load({key})", lambda k=key: PolicyPair.load(f[k]))
         api("api:loaders", f"ChainPair.load({key})", lambda k=key: ChainPair.load(f[k]))
         api("api:loaders", f"load_logprobs({key})", lambda k=key: load_logprobs(f[k]))
@@ -603,19 +583,9 @@ def cases(f: dict[str, Path], out: Path):
     cli("--T 9007199254740992 --delta 1e-30", "bounds", "--T", 2**53, "--delta", 1e-30)
     cli("--dbar ok", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f["dbar_ok"])
     for key in (
-        "dbar_nan",
-        "dbar_big",
-        "dbar_2d",
-        "dbar_short",
-        "dbar_empty",
-        "dbar_str",
-        "dbar_npz",
-        "dbar_trunc",
-        "truncated",
-        "text",
-        "empty_file",
-        "dir",
-    ):
+        "dbar_nan dbar_big dbar_2d dbar_short dbar_empty dbar_str dbar_npz dbar_trunc truncated "
+        "text empty_file dir"
+    ).split():
         cli(f"--dbar {key}", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f[key], expect=REFUSE)
     cli(
         "--dbar missing", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f["dir"] / "nope.npy", expect=REFUSE
@@ -625,41 +595,19 @@ def cases(f: dict[str, Path], out: Path):
     # ---- CLI: exact
     cli("--pair ok", "exact", "--pair", f["pair"])
     for key in (
-        "truncated",
-        "npy_as_npz",
-        "empty_file",
-        "text",
-        "pickled",
-        "dir",
-        "empty_npz",
-        "pair_gap",
-        "pair_level0",
-        "pair_nan",
-        "pair_badshape",
-        "pair_strings",
-        "pair_complex",
-        "pair_unnorm",
-        "pair_posinf",
-        "pair_missing",
-        "chain",
-        "logprobs",
+        *BROKEN,
+        *(
+            "pair_gap pair_level0 pair_nan pair_badshape pair_strings pair_complex pair_unnorm "
+            "pair_posinf pair_missing chain logprobs"
+        ).split(),
     ):
         cli(f"--pair {key}", "exact", "--pair", f[key], expect=REFUSE)
     cli("--chain ok", "exact", "--chain", f["chain"])
     cli("--chain --T 100", "exact", "--chain", f["chain"], "--T", 100)
     for key in (
-        "truncated",
-        "npy_as_npz",
-        "empty_file",
-        "pickled",
-        "chain_badT",
-        "chain_Tfloat",
-        "chain_T0",
-        "chain_Thuge",
-        "chain_badtrans",
-        "chain_nan",
-        "pair",
-    ):
+        "truncated npy_as_npz empty_file pickled chain_badT chain_Tfloat chain_T0 chain_Thuge "
+        "chain_badtrans chain_nan pair"
+    ).split():
         cli(f"--chain {key}", "exact", "--chain", f[key], expect=REFUSE)
     for flag in (
         ("--mask", "max", "--mask-delta", 0.1),
@@ -792,28 +740,11 @@ def cases(f: dict[str, Path], out: Path):
     cli("--logprobs ok", "certify", "--logprobs", f["logprobs"], "--json")
     cli("--logprobs ok (text)", "certify", "--logprobs", f["logprobs"])
     for key in (
-        "truncated",
-        "npy_as_npz",
-        "empty_file",
-        "text",
-        "pickled",
-        "dir",
-        "empty_npz",
-        "lp_positive",
-        "lp_empty",
-        "lp_zero_rows",
-        "lp_nan",
-        "lp_rollinf",
-        "lp_shape",
-        "lp_1d",
-        "lp_int",
-        "lp_mask2",
-        "lp_missing",
-        "lp_adv_nan",
-        "lp_adv_shape",
-        "lp_group_float",
-        "lp_kl_neg",
-        "pair",
+        *BROKEN,
+        *(
+            "lp_positive lp_empty lp_zero_rows lp_nan lp_rollinf lp_shape lp_1d lp_int lp_mask2 "
+            "lp_missing lp_adv_nan lp_adv_shape lp_group_float lp_kl_neg pair"
+        ).split(),
     ):
         cli(f"--logprobs {key}", "certify", "--logprobs", f[key], expect=REFUSE)
     for flag in (

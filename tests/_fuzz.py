@@ -60,6 +60,52 @@ def wild_arrays(max_dims: int = 3, max_side: int = 5):
     )
 
 
+def chain_fields() -> dict:
+    """A valid 2-state, 2-token chain pair of horizon 3 (ChainPair keyword arguments)."""
+    return dict(
+        T=3,
+        transition=np.array([[0, 1], [1, 0]]),
+        init_state=np.array([0]),
+        prompt_probs=np.array([1.0]),
+        logp_roll=np.log(np.full((2, 2), 0.5)),
+        logp_theta=np.log(np.array([[0.4, 0.6], [0.5, 0.5]])),
+        reward_final=np.array([0.2, 0.5]),
+        reward_step=np.array([[0.5, 0.0], [0.1, 0.2]]),
+    )
+
+
+def pair_arrays() -> dict[str, np.ndarray]:
+    """The .npz arrays of a valid tabular pair (P = 1, V = 2, T = 3, dense mismatch)."""
+    from trm_bounds.pair import make_pair
+    from trm_bounds.policies import make_policy
+    from trm_bounds.rewards import make_reward
+
+    reward = make_reward("random", 1, 2, 3, seed=0)
+    return make_pair(make_policy("tabular", 1, 2, 3, seed=0), "dense", None, reward=reward, seed=0).arrays()
+
+
+def write_examples(d: Path) -> dict[str, Path]:
+    """Valid pair.npz, chain.npz, logprobs.npz and a plain file `a_file` (for output paths under it)."""
+    from trm_bounds.certify import save_logprobs
+    from trm_bounds.chain import ChainPair
+
+    f = {
+        "pair": d / "pair.npz",
+        "chain": d / "chain.npz",
+        "logprobs": d / "logprobs.npz",
+        "file": d / "a_file",
+    }
+    np.savez(f["pair"], **pair_arrays())
+    ChainPair(**chain_fields()).save(f["chain"])
+    rng = np.random.default_rng(0)
+    rlp = -rng.uniform(0.1, 2.0, (8, 6))
+    lp = np.minimum(rlp + 0.05 * rng.standard_normal((8, 6)), 0.0)  # log-probs are <= 0
+    m = (np.arange(6)[None] < rng.integers(1, 7, 8)[:, None]).astype(np.float32)
+    save_logprobs(f["logprobs"], lp, rlp, m)
+    f["file"].write_text("x")
+    return f
+
+
 def finite_in(*values) -> bool:
     """True when every numeric input is finite (then no NaN may come out)."""
     for v in values:

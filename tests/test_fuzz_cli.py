@@ -8,42 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _fuzz import fuzz_settings, number_texts, run_cli, wild_arrays
+from _fuzz import fuzz_settings, number_texts, run_cli, wild_arrays, write_examples
 from hypothesis import given
 from hypothesis import strategies as st
-
-from trm_bounds.chain import ChainPair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    """A workspace: valid input files and a file to put output paths under."""
-    from trm_bounds.certify import save_logprobs
-    from trm_bounds.pair import make_pair
-    from trm_bounds.policies import make_policy
-    from trm_bounds.rewards import make_reward
-
+    """A workspace: valid input files (pair.npz, chain.npz, lp.npz), a file, an output folder."""
     d = tmp_path_factory.mktemp("fuzzcli")
-    pair = make_pair(
-        make_policy("tabular", 1, 2, 3, seed=0), "dense", None, reward=make_reward("random", 1, 2, 3, seed=0)
-    )
-    pair.save(d / "pair.npz")
-    ChainPair(
-        T=3,
-        transition=np.array([[0, 1], [1, 0]]),
-        init_state=np.array([0]),
-        prompt_probs=np.array([1.0]),
-        logp_roll=np.log(np.full((2, 2), 0.5)),
-        logp_theta=np.log(np.array([[0.4, 0.6], [0.5, 0.5]])),
-        reward_final=np.array([0.2, 0.5]),
-        reward_step=np.zeros((2, 2)),
-    ).save(d / "chain.npz")
-    rng = np.random.default_rng(0)
-    rlp = -rng.uniform(0.1, 2.0, (6, 4))
-    save_logprobs(d / "lp.npz", np.minimum(rlp + 0.05 * rng.standard_normal((6, 4)), 0), rlp, np.ones((6, 4)))
-    (d / "a_file").write_text("x")
+    f = write_examples(d)
+    f["logprobs"].rename(d / "lp.npz")
     out = d / "out"
     out.mkdir()
     return d, out

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from _fuzz import pair_arrays, write_examples
 
 from trm_bounds import bounds as B
 from trm_bounds._resources import available_bytes, check_memory, format_bytes
@@ -187,21 +188,6 @@ def test_torch_pinsker_stays_differentiable():
 
 
 # --------------------------------------------------------------------------- files
-def _pair_arrays():
-    from trm_bounds.pair import make_pair
-    from trm_bounds.policies import make_policy
-    from trm_bounds.rewards import make_reward
-
-    pair = make_pair(
-        make_policy("tabular", 1, 2, 3, seed=0),
-        "dense",
-        None,
-        reward=make_reward("random", 1, 2, 3, seed=0),
-        seed=0,
-    )
-    return pair.arrays()
-
-
 def _loaders():
     from trm_bounds.certify import load_logprobs
     from trm_bounds.chain import ChainPair
@@ -259,7 +245,7 @@ def test_read_npy_refuses_npz_and_truncated(tmp_path):
 def test_pair_file_with_a_level_gap_is_refused_not_shortened(tmp_path):
     from trm_bounds.pair import PolicyPair
 
-    a = _pair_arrays()
+    a = pair_arrays()
     gap = {k: v for k, v in a.items() if not k.endswith("_3")}
     gap["logp_roll_4"], gap["logp_theta_4"] = a["logp_roll_3"], a["logp_theta_3"]
     np.savez(tmp_path / "gap.npz", **gap)
@@ -341,21 +327,8 @@ def test_certify_refuses_an_empty_batch_and_a_bad_method():
 # --------------------------------------------------------------------------- CLI: exact
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from trm_bounds.chain import ChainPair
-
     d = tmp_path_factory.mktemp("harden")
-    np.savez(d / "pair.npz", **_pair_arrays())
-    ChainPair(
-        T=3,
-        transition=np.array([[0, 1], [1, 0]]),
-        init_state=np.array([0]),
-        prompt_probs=np.array([1.0]),
-        logp_roll=np.log(np.full((2, 2), 0.5)),
-        logp_theta=np.log(np.array([[0.4, 0.6], [0.5, 0.5]])),
-        reward_final=np.array([0.2, 0.5]),
-        reward_step=np.zeros((2, 2)),
-    ).save(d / "chain.npz")
-    (d / "a_file").write_text("x")
+    write_examples(d)
     return d
 
 
@@ -408,28 +381,12 @@ def test_exact_tree_memory_estimate_is_checked(capsys, monkeypatch):
 
 def test_output_paths_are_checked_before_any_work(capsys, files, tmp_path):
     under_file = files / "a_file" / "x"
-    assert_one_line_exit_2(
-        capsys,
-        "exact",
-        "--policy",
-        "tabular",
-        "--T",
-        "3",
-        "--save-pair",
-        f"{under_file}.npz",
-        match="save_pair: cannot write",
-    )
-    assert_one_line_exit_2(
-        capsys,
-        "exact",
-        "--policy",
-        "tabular",
-        "--T",
-        "3",
-        "--save-pair",
-        tmp_path / "no" / "x.npz",
-        match="does not exist",
-    )
+    for target, match in (
+        (f"{under_file}.npz", "save_pair: cannot write"),
+        (tmp_path / "no" / "x.npz", "not exist"),
+    ):
+        argv = ("exact", "--policy", "tabular", "--T", "3", "--save-pair", target)
+        assert_one_line_exit_2(capsys, *argv, match=match)
     for cmd in (("train", "--steps", "1", "--no-progress"), ("table",), ("audit",), ("plot-scaling",)):
         t0 = time.perf_counter()
         assert_one_line_exit_2(capsys, cmd[0], "--out", under_file, *cmd[1:], match="out:")
