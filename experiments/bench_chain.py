@@ -1,38 +1,56 @@
-"""Benchmark: one exact long-horizon point of the chain DP engine (issue 6).
+"""Benchmark: the exact chain engine against a plain numpy loop measured in the same run (issues 6, 16).
 
-Measures `trm_bounds.chain_quantities` on a random automaton with S = 256 states, V = 32
-tokens at T = 4096 (dense noise mismatch), against a plain numpy loop over t computing the
-core quantities (J_roll, J_theta, L', Error, Dbar_t, D_KL^seq) in the same run, and
-against the engine's own gather/scatter operators. Both routes must give the same Error.
+Three cases on a random automaton (dense noise mismatch, one prompt):
 
-    python experiments/bench_chain.py [--S 256] [--V 32] [--T 4096] [--repeats 3] [--device cpu]
+- homogeneous: S = 256 states, V = 32 tokens, T = 4096 - the engine (fused numba kernel when
+  numba is installed), the level-by-level route (`backend="numpy"`, the engine before issue 16)
+  and a plain numpy loop over t computing J_roll, J_theta, L', Error and D_KL^seq.
+- non-homogeneous: the same sizes with logits drawn per step ((T, S, V), 537 MB of
+  log-probabilities), written to a `.npz` first; timed from the file: load + validate + engine,
+  against load + plain loop.
+- streaming: a homogeneous chain at T = 10**6 (--stream-T, --stream-S, --stream-V): engine
+  time and the peak of traced memory (tracemalloc: numpy buffers and Python objects).
 
-Prints one JSON object: seconds per route (best of `repeats`), the ratio plain / engine,
-and the errors of each route. Timings live here, never in unit tests.
+    python experiments/bench_chain.py [--S 256] [--V 32] [--T 4096] [--repeats 3]
+        [--stream-T 1000000] [--stream-S 64] [--stream-V 16] [--skip-nonhomogeneous] [--device cpu]
+
+Routes are interleaved (engine, reference, engine, ...) and each time is the median over
+`repeats`; ratios are plain / engine from the same run. The load average before and after
+is printed beside the times (the machine may be shared). Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import tempfile
 import time
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
 from trm_bounds.chain import ChainPair, chain_quantities, random_automaton_transition, random_chain_pair
+from trm_bounds.divergences import log_softmax
 
 
 def plain_numpy_loop(pair: ChainPair) -> dict:
     """The obvious numpy implementation: per-step gather (backward) and bincount (forward)."""
     T, S = pair.T, pair.S
-    pr, pth = np.exp(pair.logp_roll), np.exp(pair.logp_theta)
     trans = pair.transition
-    tv = 0.5 * np.abs(pth - pr).sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl = np.where(pr > 0, pr * (pair.logp_roll - pair.logp_theta), 0.0).sum(-1)
+    td = pair.time_dependent
+
+    def rows(k):
+        lr = pair.logp_roll[k] if td else pair.logp_roll
+        lt = pair.logp_theta[k] if td else pair.logp_theta
+        return lr, lt, np.exp(lr), np.exp(lt)
+
     U, Ut = pair.reward_final.copy(), pair.reward_final.copy()
     g = np.empty((T, S))
     for k in range(T - 1, -1, -1):  # backward over t = k + 1
+        _, _, pr, pth = rows(k)
         q, qt = pair.reward_step / T + U[trans], pair.reward_step / T + Ut[trans]
         g[k] = ((pth - pr) * q).sum(-1)
         U, Ut = (pr * q).sum(-1), (pth * qt).sum(-1)
@@ -40,8 +58,11 @@ def plain_numpy_loop(pair: ChainPair) -> dict:
     J_roll, J_theta = float(mu @ U), float(mu @ Ut)
     surrogate, dkl, dbar = 0.0, 0.0, np.empty(T)
     for k in range(T):  # forward
+        lr, lt, pr, pth = rows(k)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl = np.where(pr > 0, pr * (lr - lt), 0.0).sum(-1)
         surrogate += float(mu @ g[k])
-        dbar[k] = mu @ tv
+        dbar[k] = mu @ (0.5 * np.abs(pth - pr).sum(-1))
         dkl += float(mu @ kl)
         mu = np.bincount(trans.ravel(), weights=(mu[:, None] * pr).ravel(), minlength=S)
     return dict(
@@ -49,13 +70,44 @@ def plain_numpy_loop(pair: ChainPair) -> dict:
     )
 
 
-def _best(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+CPU = {}  # route -> median CPU seconds of this process (time.process_time) of the last _interleaved
+
+
+def _interleaved(routes: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall seconds and last output of each route, the routes run in turn `repeats` times.
+
+    The median CPU seconds (process time: what a quiet machine would roughly take for this
+    single-threaded work) go to CPU[route]."""
+    times = {k: [] for k in routes}
+    cpu = {k: [] for k in routes}
+    outs = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for name, fn in routes.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    CPU.clear()
+    CPU.update({k: round(statistics.median(v), 4) for k, v in cpu.items()})
+    return {k: statistics.median(v) for k, v in times.items()}, outs
+
+
+def _nonhomogeneous_file(S: int, V: int, T: int, path: Path) -> None:
+    """A time-dependent chain file: logits 1.5 N(0, 1) per (t, s, v), theta = roll + 0.05 N(0, 1)."""
+    rng = np.random.default_rng(1)
+    z = 1.5 * rng.standard_normal((T, S, V))
+    lr = log_softmax(z)
+    lt = log_softmax(z + 0.05 * rng.standard_normal((T, S, V)))
+    ChainPair(
+        T=T,
+        transition=random_automaton_transition(S, V, rng),
+        init_state=np.zeros(1, dtype=np.int64),
+        prompt_probs=np.ones(1),
+        logp_roll=lr,
+        logp_theta=lt,
+        reward_final=0.5 * rng.random(S),
+        reward_step=0.5 * rng.random((S, V)),
+    ).save(path)
 
 
 def main(argv=None) -> int:
@@ -64,28 +116,88 @@ def main(argv=None) -> int:
     ap.add_argument("--V", type=int, default=32)
     ap.add_argument("--T", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stream-T", type=int, default=10**6)
+    ap.add_argument("--stream-S", type=int, default=64)
+    ap.add_argument("--stream-V", type=int, default=16)
+    ap.add_argument("--skip-nonhomogeneous", action="store_true")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()
+    dev = args.device
+    out: dict = {"S": args.S, "V": args.V, "T": args.T, "device": dev, "repeats": args.repeats}
+
     tr = random_automaton_transition(args.S, args.V, np.random.default_rng(0))
-    pair = random_chain_pair(tr, "dense", 0.05, args.T, seed=0)
-    t_eng, eng = _best(lambda: chain_quantities(pair, device=args.device), args.repeats)
-    t_gs, gs = _best(lambda: chain_quantities(pair, device=args.device, dense=False), args.repeats)
-    t_np, ref = _best(lambda: plain_numpy_loop(pair), args.repeats)
-    out = {
-        "S": args.S,
-        "V": args.V,
-        "T": args.T,
-        "device": args.device,
-        "seconds_engine": round(t_eng, 4),
-        "seconds_engine_gather_scatter": round(t_gs, 4),
-        "seconds_plain_numpy_loop": round(t_np, 4),
-        "ratio_plain_over_engine": round(t_np / t_eng, 2),
-        "error_engine": eng["error"],
-        "error_gather_scatter": gs["error"],
-        "error_plain": ref["error"],
-        "abs_diff_error": abs(eng["error"] - ref["error"]),
-        "note": "the engine also computes eps, delta, g_inf, D_TV bounds, reachability and both error forms",
+    pair = random_chain_pair(tr, "dense", 0.05, args.T, seed=0, reward="both")
+    chain_quantities(pair.with_horizon(2), device=dev)  # compile / warm up outside the timings
+    backend = "numpy" if dev == "cpu" else None  # the level-by-level route on this device
+    t, o = _interleaved(
+        {
+            "engine": lambda: chain_quantities(pair, device=dev),
+            "level_by_level": lambda: chain_quantities(pair, device=dev, backend=backend),
+            "plain": lambda: plain_numpy_loop(pair),
+        },
+        args.repeats,
+    )
+    out["homogeneous"] = {
+        "seconds_engine": round(t["engine"], 4),
+        "seconds_level_by_level": round(t["level_by_level"], 4),
+        "seconds_plain_numpy_loop": round(t["plain"], 4),
+        "ratio_plain_over_engine": round(t["plain"] / t["engine"], 2),
+        "ratio_level_by_level_over_engine": round(t["level_by_level"] / t["engine"], 2),
+        "cpu_seconds": dict(CPU),
+        "error_engine": o["engine"]["error"],
+        "error_level_by_level": o["level_by_level"]["error"],
+        "error_plain": o["plain"]["error"],
     }
+
+    if not args.skip_nonhomogeneous:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "chain_t.npz"
+            _nonhomogeneous_file(args.S, args.V, args.T, path)
+            t_load, _ = _interleaved({"load": lambda: ChainPair.load(path)}, args.repeats)
+            cpu_load = CPU["load"]
+            t, o = _interleaved(
+                {
+                    "engine": lambda: chain_quantities(ChainPair.load(path), device=dev),
+                    "plain": lambda: plain_numpy_loop(ChainPair.load(path)),
+                },
+                args.repeats,
+            )
+        out["nonhomogeneous_from_file"] = {
+            "bytes_logp": 2 * args.T * args.S * args.V * 8,
+            "seconds_load_validate": round(t_load["load"], 4),
+            "cpu_seconds_load_validate": cpu_load,
+            "seconds_load_plus_engine": round(t["engine"], 4),
+            "seconds_load_plus_plain_numpy_loop": round(t["plain"], 4),
+            "ratio_plain_over_engine": round(t["plain"] / t["engine"], 2),
+            "cpu_seconds": dict(CPU),
+            "error_engine": o["engine"]["error"],
+            "error_plain": o["plain"]["error"],
+        }
+
+    trs = random_automaton_transition(args.stream_S, args.stream_V, np.random.default_rng(2))
+    long = random_chain_pair(trs, "dense", 0.05, args.stream_T, seed=2, reward="both")
+    tracemalloc.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = chain_quantities(long, device=dev)
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    out["streaming_homogeneous"] = {
+        "S": args.stream_S,
+        "V": args.stream_V,
+        "T": args.stream_T,
+        "seconds_engine": round(secs, 3),
+        "cpu_seconds_engine": round(cpu, 3),
+        "peak_traced_MB": round(peak / 2**20, 1),
+        "peak_bytes_per_step": round(peak / args.stream_T, 1),
+        "error": res["error"],
+        "note": "tracemalloc traces numpy buffers and Python objects; the per-step part is the T-long "
+        "outputs (dbar, g_inf, context TV bounds as Python lists), O(T B) statistics and S/8 bytes "
+        "of reachability bits; no (T, S) table",
+    }
+    out["loadavg_before"] = [round(x, 2) for x in load_before]
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(out, indent=2))
     return 0
 

@@ -285,7 +285,9 @@ def main(argv=None) -> int:
     ap.add_argument("--busy-T", type=int, default=20)
     ap.add_argument("--memory", action="store_true", help="also peak memory per leaf (child processes)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU rows")
-    ap.add_argument("--out", default=None, help="write the table here (.md: Markdown, else CSV)")
+    ap.add_argument(
+        "--out", action="append", default=[], help="table file (.md: Markdown, else CSV); repeatable"
+    )
     ap.add_argument("--json", default=None, help="write every measurement to this JSON file")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--write-tree", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -296,7 +298,7 @@ def main(argv=None) -> int:
     if args.memory_child is not None:
         _memory_child(args.memory_child)
         return 0
-    for path in (args.out, args.json):
+    for path in (*args.out, args.json):
         if path and os.path.exists(path):
             print(f"bench_exact: {path} exists; choose a new path", file=sys.stderr)
             return 2
@@ -326,6 +328,7 @@ def main(argv=None) -> int:
             row["ref_over_engine_policy"] = t["numpy_reference_1thread"] / t["engine_policy"]
             row["max_rel_diff_vs_ref"] = _max_rel(out, ref)
         row["threads_policy"] = _policy_threads()
+        row["loadavg_1min"] = os.getloadavg()[0]
         rows.append(row)
         del tree
     for r in rows:
@@ -351,7 +354,8 @@ def main(argv=None) -> int:
             {"route": b["route"], **{k: v for k, v in b.items() if k != "route"}}
             for b in extra.get("busy", [])
         ]
-        _write_table(table + extra.get("memory", []) + extra.get("cuda", []), args.out)
+        for path in args.out:
+            _write_table(table + extra.get("memory", []) + extra.get("cuda", []), path)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, **extra, "cpu_count": os.cpu_count()}, fh, indent=2)

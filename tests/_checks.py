@@ -13,6 +13,8 @@ its rounding is absolute, up to n * 2**-52, whatever the true value; pass
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 REL = 1e-12
@@ -54,3 +56,40 @@ def assert_bound_holds(value, bound, what: str = "", rel: float = REL, atol: flo
         f"bound fails{' (' + what + ')' if what else ''}{where}: value {v[i]!r} > bound {b[i]!r} "
         f"(ratio {ratio!r}, relative tolerance {rel:g}, atol {atol:g})"
     )
+
+
+REL = 1e-12  # the promised agreement of two engine routes: |new - old| <= REL |old| + ABS
+# ABS: values that are pure rounding noise (a true 0 computed as ~1e-17 from terms of size ~1,
+# e.g. a masked surrogate at T = 1) agree only to rounding of the J-sized terms summed into them
+ABS = 1e-16
+
+
+def max_rel_diff(new, old, path="", rel: float = REL, abs_: float = ABS) -> tuple[float, str]:
+    """Largest |new - old| / (REL |old| + ABS) over every number of two JSON-like trees (<= 1:
+    agreement; same keys, same lengths, equal strings / None / bools / infinities required)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict), path
+        extra_ok = path.endswith(".bounds")  # the bound registry may grow (other tests register bounds)
+        assert set(old) <= set(new) if extra_ok else set(new) == set(old), (
+            f"{path}: keys {set(new) ^ set(old)}"
+        )
+        worst = (0.0, path)
+        for k in old:
+            worst = max(worst, max_rel_diff(new[k], old[k], f"{path}.{k}", rel, abs_))
+        return worst
+    if isinstance(old, list):
+        if path.endswith(".notes"):  # notes added since the recording (second_order) may follow
+            new = [n for n in new if not str(n).startswith("second_order")]
+        assert isinstance(new, list) and len(new) == len(old), path
+        return max(
+            [(0.0, path)]
+            + [max_rel_diff(a, b, f"{path}[{i}]", rel, abs_) for i, (a, b) in enumerate(zip(new, old))]
+        )
+    if old is None or isinstance(old, (str, bool)):
+        assert new == old, f"{path}: {new!r} != {old!r}"
+        return 0.0, path
+    new, old = float(new), float(old)
+    if math.isinf(old) or math.isnan(old):
+        assert new == old or (math.isnan(new) and math.isnan(old)), f"{path}: {new!r} != {old!r}"
+        return 0.0, path
+    return abs(new - old) / (rel * abs(old) + abs_), path

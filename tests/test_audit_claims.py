@@ -122,7 +122,7 @@ def test_cli_bad_out_exits_2_and_writes_nothing(tmp_path, capsys):
 
 
 def test_figures_job_and_audit_json(claims, tmp_path, monkeypatch):
-    monkeypatch.setattr(claims_mod, "audit", lambda quick=False: claims)
+    monkeypatch.setattr(claims_mod, "audit", lambda quick=False, **kw: claims)
     records = claims_mod.figures_job(tmp_path, quick=True)
     assert {r["path"] for r in records} == {"table.md", "table.csv", "table.json", "audit.md", "audit.json"}
     for r in records:
@@ -139,3 +139,93 @@ def test_package_is_callable_like_the_old_function(claims):
     assert [c.id for c in claims] == [c.id for c in claims_mod.audit(quick=True)]
     assert trm_bounds.Claim is claim.Claim and trm_bounds.paper_tables is paper_tables
     assert trm_bounds.register_evidence is claim.register_evidence
+
+
+# --------------------------------------------------------------------------- unchecked evidence
+def test_failed_evidence_is_unchecked_never_holds(claims, monkeypatch):
+    def boom():
+        raise OSError("measurement file gone")
+
+    monkeypatch.setitem(claim.EVIDENCE, "C13", [boom])
+    with pytest.raises(
+        claim.UncheckedEvidence, match=r"C13: .*boom raised OSError: measurement file gone"
+    ) as info:
+        audit(quick=True)
+    got = {c.id: c for c in info.value.claims}
+    assert got["C13"].verdict == "unchecked" and got["C13"].evidence.startswith("UNCHECKED")
+    assert "measurement file gone" in got["C13"].evidence
+    before = {c.id: c for c in claims}
+    assert [i for i in got if got[i] != before[i]] == ["C13"]  # nothing else changed
+    assert set(info.value.failures) == {"C13"}
+    assert "unchecked" in CLAIM_VERDICTS and "1 unchecked" in claims_mod.verdict_summary(info.value.claims)
+
+
+def test_unreadable_measurement_file_exits_1_naming_it(tmp_path, capsys):
+    (tmp_path / "error_vs_horizon.json").write_text("{truncated")
+    argv = ["audit", "--quick", "--measurements", str(tmp_path), "--json"]
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "C01: " in err and "C11: " in err and "--allow-unchecked" in err
+    assert f"error_vs_horizon.json in {tmp_path} cannot be read" in err
+    assert cli.main([*argv, "--allow-unchecked"]) == 0
+    data = {c["id"]: c for c in json.loads(capsys.readouterr().out)}
+    for cid, c in data.items():
+        if cid.startswith(("C01.", "C11.")):
+            assert c["verdict"] == "unchecked" and "cannot be read" in c["evidence"], cid
+        else:
+            assert c["verdict"] != "unchecked", cid
+
+
+def test_measurements_must_be_a_folder(tmp_path, capsys):
+    assert cli.main(["audit", "--measurements", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith("trm-bounds audit: measurements:")
+
+
+# --------------------------------------------------------------------------- terminal listing, --claim
+@pytest.fixture
+def fast_audit(claims, monkeypatch):
+    monkeypatch.setattr(claims_mod, "audit", lambda quick=False, **kw: claims)
+    return claims
+
+
+def test_default_listing_is_one_line_per_claim(fast_audit, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    assert cli.main(["audit"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# Audit") and lines[2].startswith("Verdicts: ")
+    rows = [ln for ln in lines if ln.split(" ")[0] in {c.id for c in fast_audit}]
+    assert [r.split()[0] for r in rows] == [c.id for c in fast_audit]
+    assert all(len(r) <= 120 for r in rows) and sum(r.endswith("\u2026") for r in rows) > len(rows) // 2
+    assert "--claim ID" in lines[-1]
+
+
+def test_claim_shows_one_claim_in_full_and_a_prefix_its_sub_claims(fast_audit, capsys):
+    c13 = next(c for c in fast_audit if c.id == "C13")
+    assert cli.main(["audit", "--claim", "C13"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"C13: {c13.verdict}") and " ".join(out.split()).endswith(
+        " ".join(c13.evidence.split())
+    )
+    assert cli.main(["audit", "--claim", "C09"]) == 0
+    shown = [ln.split(":")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("C09")]
+    assert shown == [c.id for c in fast_audit if c.id.startswith("C09.")] and len(shown) > 1
+    assert cli.main(["audit", "--claim", "C09", "--json"]) == 0
+    assert {c["id"] for c in json.loads(capsys.readouterr().out)} == set(shown)
+    for bad in ("C99", "nonsense"):
+        assert cli.main(["audit", "--claim", bad]) == 2
+        assert capsys.readouterr().err.startswith("trm-bounds audit: claim:")
+
+
+def test_table_and_audit_out_refuse_to_overwrite_without_force(fast_audit, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli.main(["audit", "--out", str(out), "--json"]) == 0
+    (out / "audit.md").write_text("mine")
+    capsys.readouterr()
+    assert cli.main(["audit", "--out", str(out), "--json"]) == 2
+    assert "--force" in capsys.readouterr().err and (out / "audit.md").read_text() == "mine"
+    assert cli.main(["audit", "--out", str(out), "--json", "--force"]) == 0
+    assert (out / "audit.md").read_text().startswith("# Audit")
+    assert cli.main(["table", "--out", str(out), "--json"]) == 0  # other names: no clash
+    capsys.readouterr()
+    assert cli.main(["table", "--out", str(out), "--json"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging folder left

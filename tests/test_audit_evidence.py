@@ -40,18 +40,24 @@ def test_refined_ratios_use_the_refined_bounds():
     assert ratios["pm_kl"] > 1.0 and ratios["unified"] == pytest.approx(0.5, rel=1e-11)
 
 
-def test_output_dirs_order_and_find_output(tmp_path, monkeypatch):
-    run_dir, cwd = tmp_path / "run", tmp_path / "cwd"
-    (run_dir / "training").mkdir(parents=True)
-    (cwd / "paper_figures" / "training").mkdir(parents=True)
+def test_measurement_folder_is_explicit_not_the_current_directory(tmp_path, monkeypatch):
+    run_dir, cwd, other = tmp_path / "run", tmp_path / "cwd", tmp_path / "other"
+    for d in (run_dir / "training", cwd / "paper_figures" / "training", other / "training"):
+        d.mkdir(parents=True)
     (cwd / "paper_figures" / "training" / "x.json").write_text("{}")
+    (other / "training" / "x.json").write_text("{}")
     monkeypatch.chdir(cwd)
-    monkeypatch.delenv(outputs.FIGURES_DIR_ENV, raising=False)
-    assert outputs.output_dirs()[0] == cwd / "paper_figures"
-    assert outputs.find_output("training/x.json") == cwd / "paper_figures" / "training" / "x.json"
-    monkeypatch.setenv(outputs.FIGURES_DIR_ENV, str(run_dir))
-    assert outputs.output_dirs()[0] == run_dir  # the run in progress comes first
-    (run_dir / "training" / "x.json").write_text("{}")
-    assert outputs.find_output("training/x.json") == run_dir / "training" / "x.json"
-    assert outputs.find_output("training/none.json") is None
-    assert len(set(d.resolve() for d in outputs.output_dirs())) == len(outputs.output_dirs())
+    default = outputs.default_measurements()
+    assert outputs.output_dirs() == (() if default is None else (default,))  # never ./paper_figures
+    assert outputs.find_output("training/x.json") != cwd / "paper_figures" / "training" / "x.json"
+    with outputs.reading_measurements([run_dir, other], label="this folder"):
+        assert outputs.output_dirs() == (run_dir, other) and outputs.measurements_label() == "this folder"
+        found = outputs.find_output("training/x.json")
+        assert found == other / "training" / "x.json"  # first folder that has it
+        assert outputs.describe(found) == "training/x.json in this folder"  # no absolute path
+        (run_dir / "training" / "x.json").write_text("{}")
+        assert outputs.find_output("training/x.json") == run_dir / "training" / "x.json"
+        assert outputs.find_output("training/none.json") is None
+        with outputs.reading_measurements([other]):
+            assert outputs.measurements_label() == str(other)
+    assert outputs.output_dirs() == (() if default is None else (default,))

@@ -14,11 +14,12 @@ import math
 
 import numpy as np
 import pytest
-from _checks import assert_bound_holds, sum_rounding
+from _checks import assert_bound_holds, max_rel_diff, sum_rounding
 from hypothesis import example, given, note
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from trm_bounds import _chain_kernel
 from trm_bounds import chain as ch
 from trm_bounds.chain import (
     ChainPair,
@@ -301,6 +302,35 @@ def test_operators_and_backends_agree(seed, time_dep, backend):
         assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-15)
     np.testing.assert_allclose(a["context_tv_upper"], b["context_tv_upper"], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(a["g_inf"], b["g_inf"], rtol=1e-12, atol=1e-15)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    time_dep=st.booleans(),
+    zeros=st.booleans(),
+    T=st.sampled_from([1, 2, 13, 200]),
+)
+@example(seed=3, time_dep=False, zeros=True, T=200)
+def test_fused_kernel_equals_level_by_level(seed, time_dep, zeros, T):
+    """The default CPU route (numba kernel, adjoint sums) against the level-by-level numpy route:
+    every key and value of the JSON within 1e-12 relative; values that are rounding noise around
+    0 (g_t of a state whose rows nearly agree) within the rounding of T unit-size terms."""
+    if not _chain_kernel.available():
+        pytest.skip("numba not installed: the level-by-level route serves every call")
+    pair = _make_pair(seed, 7, 3, T, 3, time_dep, zeros)
+    fused = json.loads(json.dumps(chain_quantities(pair)))
+    plain = json.loads(json.dumps(chain_quantities(pair, backend="numpy")))
+    worst, where = max_rel_diff(fused, plain, abs_=sum_rounding(T))
+    assert worst <= 1.0, f"{where}: difference {worst:.3g} x (1e-12 |old| + {sum_rounding(T):.2g})"
+
+
+def test_no_jit_switch_uses_the_level_by_level_route(monkeypatch):
+    from trm_bounds import chain as chain_mod
+
+    monkeypatch.setenv("TRM_BOUNDS_JIT", "0")
+    monkeypatch.setattr(chain_mod, "_run_kernel", lambda p: pytest.fail("kernel ran with TRM_BOUNDS_JIT=0"))
+    pair = _make_pair(1, 4, 3, 5, 1, False, False)
+    assert chain_quantities(pair)["T"] == 5
 
 
 def test_backend_error():
@@ -603,9 +633,7 @@ def test_chain_evidence_small_recomputation(monkeypatch, tmp_path):
     from trm_bounds.audit.evidence import chain as ev
 
     monkeypatch.setattr(ev, "_search_dirs", lambda: (tmp_path,))  # no study JSON there
-    ev._study.cache_clear()
     c01, c11, study = ev.c01_evidence(), ev.c11_evidence(), ev._study()
-    ev._study.cache_clear()
     from trm_bounds.bounds import PUBLISHED_BOUNDS
 
     assert set(c01) == set(PUBLISHED_BOUNDS)

@@ -110,6 +110,24 @@ def test_plot_scaling_writes_png_pdf_csv(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     rows = json.loads((tmp_path / "scaling.json").read_text())
     assert {r["setting"] for r in rows} and all(r["unified"] <= r["pm_kl"] for r in rows)
+    pdf = (tmp_path / "scaling.pdf").read_bytes()
+    assert b"/CreationDate" not in pdf and b"/ModDate" not in pdf  # the same bytes on every run
+    # again: refused (nothing touched) without --force; with it, the same bytes again
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, err = run_cli(capsys, "plot-scaling", "--out", tmp_path, "--T-max", 1000, "--points", 8)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--force" in err
+    code, _, _ = run_cli(capsys, "plot-scaling", "--out", tmp_path, "--T-max", 1000, "--points", 8, "--force")
+    assert code == 0 and {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_plot_scaling_default_out_is_untracked_and_said_in_help(capsys):
+    from trm_bounds.cli import build_parser
+
+    args = build_parser("plot-scaling").parse_args(["plot-scaling"])
+    assert args.out == Path("runs") / "scaling" and not args.force
+    assert main(["plot-scaling", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: runs/scaling, ignored by git" in help_text and "--force" in help_text
 
 
 def test_figures_only_scaling_writes_manifest(tmp_path, capsys):
@@ -123,7 +141,25 @@ def test_figures_only_scaling_writes_manifest(tmp_path, capsys):
     assert {"scaling.png", "scaling.pdf", "scaling.csv"} <= paths
     for e in manifest["outputs"]:
         assert (out_dir / e["path"]).exists()
-        assert {"shows", "command", "inputs", "version", "seconds"} <= set(e)
+        assert {"shows", "command", "inputs", "version", "sha256"} <= set(e) and "seconds" not in e
+
+
+def test_figures_check_on_a_copy_of_the_repo_outputs(tmp_path, capsys):
+    """`figures --check` exits 0 when a regenerated job matches the folder, 1 naming an edited file."""
+    import shutil
+
+    out = tmp_path / "paper_figures"
+    shutil.copytree(REPO / "paper_figures", out)
+    argv = ["figures", "--only", "scaling", "--out", out, "--no-progress"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "--force" in err  # a run is there: not overwritten silently
+    assert run_cli(capsys, *argv, "--force")[0] == 0  # the copy's scaling outputs made by this code
+    code, out_text, _ = run_cli(capsys, *argv, "--check")
+    assert code == 0 and "byte for byte" in out_text
+    with open(out / "scaling.csv", "a") as fh:
+        fh.write("edited\n")
+    code, out_text, err = run_cli(capsys, *argv, "--check")
+    assert code == 1 and out_text.strip() == f"{out / 'scaling.csv'}: differs" and "1 output" in err
 
 
 def test_figures_unknown_job_writes_nothing(tmp_path, capsys):

@@ -9,21 +9,17 @@ or on the random generators of other test modules.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _checks import max_rel_diff  # |new - old| <= 1e-12 |old| + 1e-16 over every number
 from _make_engine_reference import TREE_OPTIONS  # the options the outputs were recorded with
 
 from trm_bounds.chain import ChainPair, chain_quantities
 from trm_bounds.exact import exact_quantities
 
 DATA = Path(__file__).resolve().parent / "data"
-REL = 1e-12  # the promised agreement with the recorded engine: |new - old| <= REL |old| + ABS
-# ABS: values that are pure rounding noise (a true 0 computed as ~1e-17 from terms of size ~1,
-# e.g. a masked surrogate at T = 1) agree only to rounding of the J-sized terms summed into them
-ABS = 1e-16
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,36 +37,6 @@ REF, ARRAYS = _load()
 def _inputs(kind: str, name: str) -> dict:
     pre = f"{kind}/{name}/"
     return {k[len(pre) :]: v for k, v in ARRAYS.items() if k.startswith(pre)}
-
-
-def max_rel_diff(new, old, path="") -> tuple[float, str]:
-    """Largest |new - old| / (REL |old| + ABS) over every number of two JSON-like trees (<= 1:
-    agreement; same keys, same lengths, equal strings / None / bools / infinities required)."""
-    if isinstance(old, dict):
-        assert isinstance(new, dict), path
-        extra_ok = path.endswith(".bounds")  # the bound registry may grow (other tests register bounds)
-        assert set(old) <= set(new) if extra_ok else set(new) == set(old), (
-            f"{path}: keys {set(new) ^ set(old)}"
-        )
-        worst = (0.0, path)
-        for k in old:
-            worst = max(worst, max_rel_diff(new[k], old[k], f"{path}.{k}"))
-        return worst
-    if isinstance(old, list):
-        if path.endswith(".notes"):  # notes added since the recording (second_order) may follow
-            new = [n for n in new if not str(n).startswith("second_order")]
-        assert isinstance(new, list) and len(new) == len(old), path
-        return max(
-            [(0.0, path)] + [max_rel_diff(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(new, old))]
-        )
-    if old is None or isinstance(old, (str, bool)):
-        assert new == old, f"{path}: {new!r} != {old!r}"
-        return 0.0, path
-    new, old = float(new), float(old)
-    if math.isinf(old) or math.isnan(old):
-        assert new == old or (math.isnan(new) and math.isnan(old)), f"{path}: {new!r} != {old!r}"
-        return 0.0, path
-    return abs(new - old) / (REL * abs(old) + ABS), path
 
 
 @pytest.mark.parametrize("name", sorted(REF["tree"]))

@@ -23,6 +23,7 @@ def test_job_list_is_explicit_and_ordered():
         "experiments/error_vs_horizon",
         "experiments/train_figures",
         "experiments/certify_coverage",
+        "experiments/tightness_sweep",
         "paper_tables",
     ]
     assert figures.all_jobs() == jobs.JOBS and figures.all_jobs() is not jobs.JOBS

@@ -79,11 +79,13 @@ def test_newcomer_names_are_public_and_lazy():
 
 # docs/architecture.md: the layers, top to bottom; a module imports only from its own layer or above
 LAYERS = {
-    1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json", "_files"),
+    1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json", "_files", "_savefig",
+        "_outdir", "_npz"),
     2: ("policies", "rewards", "pair", "mismatch", "adversarial", "counterexamples"),
-    3: ("exact", "_tree_kernel", "_compute", "exact_batch", "exact_mp", "chain", "second_order"),
+    3: ("exact", "_tree_kernel", "_chain_kernel", "_compute", "exact_batch", "exact_mp", "chain", "second_order",
+        "verdict", "tightness_search"),
     4: ("masks", "certify", "trainer", "integrations"),
-    5: ("report", "bound_table", "studies", "audit", "paper"),
+    5: ("report", "bound_table", "taskpool", "studies", "audit", "paper"),
     6: ("jobs", "figures", "cli", "commands", "__main__"),
 }
 

@@ -264,3 +264,106 @@ def test_log_softmax_log1p_is_a_deprecated_alias_of_the_one_log_softmax():
     assert "log_softmax_log1p" not in refined.__all__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         refined.nope  # noqa: B018 - the module __getattr__ must not swallow unknown names
+
+
+# --------------------------------------------------------------------------- the old limit step (B4)
+def _mixture_gap_pair():
+    """T = 3, V = 2, P = 1: root roll (0.1, 0.9) vs theta (0, 1) (token 0 is roll-only); at
+    context (0) roll (1, 0) vs theta (0.9, 0.1) (token 1 is theta-only); context (0, 1) is
+    reachable under neither policy, and there the rows differ by TV 0.999."""
+    u = [0.5, 0.5]
+    roll = [[[[0.1, 0.9]]], [[[1.0, 0.0], u]], [[u, [0.9995, 0.0005], u, u]]]
+    theta = [[[[0.0, 1.0]]], [[[0.9, 0.1], u]], [[u, [0.0005, 0.9995], u, u]]]
+    R = np.array([[0.3, 1.0, 0.0, 0.7, 1.0, 0.0, 0.2, 0.9]])
+    with np.errstate(divide="ignore"):  # log 0 = -inf marks the zero probabilities
+        lr = [np.log(np.array(x, dtype=np.float64)) for x in roll]
+        lt = [np.log(np.array(x, dtype=np.float64)) for x in theta]
+    return roll, theta, lr, lt, R
+
+
+def test_mixing_pi_roll_toward_pi_theta_raises_eps_but_the_direct_proof_still_holds():
+    roll, theta, lr, lt, R = _mixture_gap_pair()
+    out = run(lr, lt, R, np.ones(1))
+    assert out["eps"] == pytest.approx(0.1, rel=1e-12) and out["delta"] == math.inf
+    n = 1000  # pi_roll^n = (1 - 1/n) pi_roll + (1/n) pi_theta at every context (the old step B4)
+    mix = [(1 - 1 / n) * np.array(a) + (1 / n) * np.array(b) for a, b in zip(roll, theta)]
+    out_n = run([np.log(m) for m in mix], lt, R, np.ones(1))
+    assert out_n["eps"] > 0.99 > 9 * out["eps"], (out["eps"], out_n["eps"])  # "eps_n <= eps" is false: the gap in the old proof
+    # the claim itself holds on the pair (route B2-B3 needs no limit); mpmath decides near ties
+    from trm_bounds.verdict import bound_verdict
+
+    for rkey in REFINED_OF.values():
+        v = bound_verdict(out, rkey, T=3, n_ops=8, pair=(lr, lt, R, np.ones(1)))
+        assert v["holds"] is True, (rkey, v)
+    assert abs(out["error"]) > 1e-3  # not a trivial instance
+
+
+def test_direct_telescoping_identity_equals_error_without_absolute_continuity():
+    # Error = sum_t E_{d_t^roll}[sum_v (pi_theta - pi_roll)(v|c_t) h_{t+1}(c_t v)] (route B2), in rationals
+    roll, theta, _, _, R = _mixture_gap_pair()
+    roll = [[[[Fraction(str(p)) for p in row] for row in lvl[0]]] for lvl in roll]
+    theta = [[[[Fraction(str(p)) for p in row] for row in lvl[0]]] for lvl in theta]
+    Rf = [Fraction(str(r)) for r in R[0]]
+    T, V = 3, 2
+
+    def value(pol, prefix):  # E_pol[R | y_<t = prefix]
+        if len(prefix) == T:
+            return Rf[int("".join(map(str, prefix)), 2)]
+        k = int("".join(map(str, prefix)), 2) if prefix else 0
+        row = pol[len(prefix)][0][k]
+        return sum(row[v] * value(pol, prefix + (v,)) for v in range(V) if row[v])
+
+    def reach(pol, prefix):
+        p = Fraction(1)
+        for t in range(len(prefix)):
+            k = int("".join(map(str, prefix[:t])), 2) if t else 0
+            p *= pol[t][0][k][prefix[t]]
+        return p
+
+    J = {n: value(p, ()) for n, p in (("roll", roll), ("theta", theta))}
+    Lp = direct = Fraction(0)
+    for t in range(T):
+        for prefix in itertools.product(range(V), repeat=t):
+            d = reach(roll, prefix)
+            k = int("".join(map(str, prefix)), 2) if prefix else 0
+            diff = [theta[t][0][k][v] - roll[t][0][k][v] for v in range(V)]
+            Lp += d * sum(diff[v] * value(roll, prefix + (v,)) for v in range(V))
+            h = [value(theta, prefix + (v,)) - value(roll, prefix + (v,)) for v in range(V)]
+            direct += d * sum(diff[v] * h[v] for v in range(V))
+    assert J["theta"] - J["roll"] - Lp == direct != 0
+
+
+def test_refined_bounds_need_unit_reward_range_and_scale_with_it():
+    # the tight pair with R in {-1, 1} (range 2): Error doubles, the refined bound must too
+    a = b = 0.25
+    pair = tight_pair(a, b)
+    lr = [np.log(np.array(x, dtype=np.float64)) for x in pair["roll"]]
+    lt = [np.log(np.array(x, dtype=np.float64)) for x in pair["theta"]]
+    out = run(lr, lt, np.array(pair["reward"], dtype=np.float64), np.ones(1))
+    err_pm1 = 2 * out["error"]  # R' = 2 R - 1 in {-1, 1}: Error is linear and shift-invariant
+    assert abs(err_pm1) == pytest.approx(2 * out["bounds"]["adaptive_tv_refined"], rel=1e-12)
+    assert abs(err_pm1) == pytest.approx(2 * out["bounds"]["coupling_refined"], rel=1e-12)
+    assert abs(err_pm1) <= out["bounds"]["adaptive_tv"] * (1 + 1e-12)  # published: ratio 1
+    from trm_bounds.bounds import BoundInputs as BI, evaluate_bounds as ev, reward_range_factor
+
+    b_in = BI(T=2, eps=out["eps"], delta=out["delta"], dkl_seq=out["dkl_seq"], dtv_seq=out["dtv_seq"],
+              dbar=out["dbar"])
+    scaled = ev(b_in, reward_range=2.0)
+    assert abs(err_pm1) <= scaled["adaptive_tv_refined"] * (1 + 1e-12)
+    assert scaled["adaptive_tv"] == ev(b_in)["adaptive_tv"]  # published bounds hold up to range 2
+    assert reward_range_factor("pm_kl", 6.0) == 3.0 and reward_range_factor("pm_kl_refined", 6.0) == 6.0
+    assert ev(b_in, reward_range=0.5) == ev(b_in)
+    assert "max R - min R <= 1" in refined.REFINED_ASSUMPTION
+    with pytest.raises(ValueError, match="reward_range"):
+        ev(b_in, reward_range=-1.0)
+
+
+def test_bounds_cli_states_the_refined_assumption_and_scales_for_a_wider_range(capsys):
+    import json
+
+    from trm_bounds.cli import main
+
+    assert main(["bounds", "--T", "8", "--delta", "0.01", "--reward-range", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "max R - min R <= 1" in out["assumptions"]["refined"] and out["assumptions"]["reward_range"] == 2
+    assert out["bounds"]["pm_kl_refined"] == out["bounds"]["pm_kl"]  # halved, then doubled for range 2

@@ -4,6 +4,7 @@ recursion equals the tree; per-sequence statistics against a plain loop; the T =
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -113,20 +114,47 @@ def test_chain_second_order_equals_the_tree(seed, mismatch, T):
     assert abs(d["error"]) <= d["bounds"]["second_order"] * (1 + ROUND) + 1e-300
 
 
-def test_sequence_statistics_against_a_loop():
+def _loop_statistics(lr, valid):
+    """S, D, Z, tokens of every row with plain Python loops over the valid positions."""
+    out = []
+    for b in range(lr.shape[0]):
+        rho = [math.exp(float(lr[b, t])) for t in range(lr.shape[1]) if valid[b, t]]
+        S = sum(max(0.0, 1 - r) for r in rho)
+        D = max(0.0, 1 - math.prod(rho))
+        Z = sum(abs(rho[t] - 1) * sum(max(0.0, 1 - r) for r in rho[t + 1 :]) for t in range(len(rho)))
+        out.append((S, D, Z, len(rho)))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sequence_statistics_against_a_loop(dtype):
+    """float32 log-ratios are read as the float64 numbers they are, then computed in float64."""
     rng = np.random.default_rng(0)
-    lr = rng.normal(0, 0.5, (5, 7))
+    lr = rng.normal(0, 0.5, (5, 7)).astype(dtype)
     lr[1, 2] = -np.inf
     valid = rng.random((5, 7)) < 0.7
     valid[4] = False
     s = sequence_statistics(lr, valid)
-    for b in range(5):
-        rho = [math.exp(lr[b, t]) for t in range(7) if valid[b, t]]
-        assert s["S"][b] == pytest.approx(sum(max(0.0, 1 - r) for r in rho), rel=1e-12, abs=1e-15)
-        assert s["D"][b] == pytest.approx(max(0.0, 1 - math.prod(rho)), rel=1e-12, abs=1e-15)
-        Z = sum(abs(rho[t] - 1) * sum(max(0.0, 1 - r) for r in rho[t + 1 :]) for t in range(len(rho)))
+    assert s["tokens"].dtype.kind == "i"
+    for b, (S, D, Z, n) in enumerate(_loop_statistics(lr, valid)):
+        assert s["S"][b] == pytest.approx(S, rel=1e-12, abs=1e-15)
+        assert s["D"][b] == pytest.approx(D, rel=1e-12, abs=1e-15)
         assert s["Z"][b] == pytest.approx(Z, rel=1e-12, abs=1e-15)
+        assert s["tokens"][b] == n
     assert s["S"][4] == s["D"][4] == s["Z"][4] == 0.0
+
+
+def test_sequence_statistics_with_an_overflowing_ratio():
+    """rho = e^800 overflows: Z = inf when a (1 - rho_s)_+ > 0 follows it, 0 when nothing does; no warning."""
+    lr = np.array([[800.0, -0.1, 0.0], [-0.1, 0.0, 800.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = sequence_statistics(lr, np.ones((2, 3), bool))
+    assert s["Z"][0] == math.inf
+    assert s["Z"][1] == 0.0  # rho_2 = 1 and rho_3 >= 1: nothing after t = 1 is below 1
+    assert s["S"].tolist() == [-math.expm1(-0.1)] * 2 and s["D"].tolist() == [0.0, 0.0]
+    assert s["tokens"].tolist() == [3, 3]
+    assert not np.signbit(s["D"]).any()  # D = +0.0, not -0.0 (a report would print "-0")
 
 
 def test_large_error_pair_refutes_error_at_most_one():

@@ -39,11 +39,7 @@ def test_study_json_feeds_the_chain_evidence(study, monkeypatch):
     worst = data["random_pairs"]["worst_ratio"]
     assert set(worst) == set(PUBLISHED_BOUNDS) and max(worst.values()) <= 1.0
     monkeypatch.setattr(chain_evidence, "_search_dirs", lambda: (out,))
-    chain_evidence._study.cache_clear()
-    try:
-        c01 = chain_evidence.c01_evidence()
-    finally:
-        chain_evidence._study.cache_clear()
+    c01 = chain_evidence.c01_evidence()
     assert c01["unified"]["instances"] == data["random_pairs"]["instances"] > 0
     assert c01["unified"]["worst_ratio"] == pytest.approx(worst["unified"], rel=1e-12)
     assert np.isfinite([r["error_slope"] for r in data["sweep"].values()]).all()

@@ -323,6 +323,19 @@ def test_cli_train_writes_the_training_log(tmp_path, capsys):
     assert sorted(p.name for p in (out / "pairs").iterdir()) == ["step_2.npz", "step_4.npz"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method"] == "trm-max" and cfg["seed"] == 1
+    # the same --out again: refused (nothing touched); --force replaces the whole run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    small = ["--P", "2", "--V", "3", "--T", "4", "--n-groups", "2", "--group-size", "4", "--no-progress"]
+    again = ["train", "--steps", "2", "--seed", "2", "--out", str(out), *small]
+    assert cli_main(again) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("trm-bounds train: out:") and "--force" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert cli_main([*again, "--force"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+    assert not (out / "pairs").exists()  # the old run's pairs/*.npz do not stay beside the new run
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x"]  # no staging folder left
 
 
 @pytest.mark.parametrize(
@@ -347,11 +360,7 @@ def test_evidence_from_a_tiny_run_when_no_figures_exist(tmp_path, monkeypatch):
     from trm_bounds.audit.evidence import trainer as te
 
     monkeypatch.setattr(te, "_search_dirs", lambda: (tmp_path,))
-    te.training_evidence.cache_clear()
-    try:
-        c13, c18, c24 = te.c13_evidence(), te.c18_evidence(), te.c24_evidence()
-    finally:
-        te.training_evidence.cache_clear()
+    c13, c18, c24 = te.c13_evidence(), te.c18_evidence(), te.c24_evidence()
     assert c13["violations"] == 0
     # "<certified> of <steps> optimizer steps": the count is one of the run's steps, and says so
     certified, steps = map(int, re.search(r"(\d+) of (\d+) optimizer steps", c13["evidence"]).groups())
@@ -369,12 +378,9 @@ def test_evidence_reads_the_experiment_json(tmp_path, monkeypatch):
     (tmp_path / "training").mkdir()
     (tmp_path / "training" / "train_figures.json").write_text(json.dumps({"quick": False, "totals": tot}))
     monkeypatch.setattr(te, "_search_dirs", lambda: (tmp_path,))
-    te.training_evidence.cache_clear()
-    try:
-        assert "3 of 10 optimizer steps" in te.c13_evidence()["evidence"]
-        assert "on 1 of those" in te.c18_evidence()["evidence"]
-    finally:
-        te.training_evidence.cache_clear()
+    assert "3 of 10 optimizer steps" in te.c13_evidence()["evidence"]
+    assert "on 1 of those" in te.c18_evidence()["evidence"]
+    assert "train_figures.json" in te.c13_evidence()["evidence"]
 
 
 def test_quick_experiment_has_zero_violations_and_certified_mode_holds(tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _npz
 from ._resources import check_memory
 
 MAX_HORIZON = 2**53  # the largest T whose every integer t <= T is exact in float64
@@ -145,8 +146,7 @@ def read_npz(path, name: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{name}: cannot read {p}: not a valid .npz archive{hint} ({exc})") from None
     check_memory(name, size, f"reading {p.name}")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
+        return _npz.read_npz(p)  # read-only arrays owning their memory (the fast reader)
     except Exception as exc:  # zlib.error, BadZipFile, EOFError, ValueError (pickle), KeyError, ...
         raise _unreadable(name, p, exc) from None
 
@@ -175,36 +175,6 @@ def _probe_dir(d: Path, name: str, target: Path) -> None:
         raise ValueError(f"{name}: cannot write {target}: {d} is not writable ({why})") from None
     os.close(fd)
     os.unlink(tmp)
-
-
-def _existing_ancestor(p: Path, name: str) -> Path:
-    """The nearest existing ancestor of `p` (never created here); it must be a directory."""
-    a = p.parent
-    while not a.exists():
-        if a == a.parent:
-            break
-        a = a.parent
-    if not a.is_dir():
-        raise ValueError(f"{name}: cannot write {p}: {a} is a file, not a directory")
-    return a
-
-
-def check_output_dir(path, name: str = "out") -> Path:
-    """An output directory that can be written, checked BEFORE any work; nothing is created.
-
-    It may exist (then it must be a writable directory) or not (then its nearest existing
-    ancestor must be a writable directory). ValueError naming `name` otherwise.
-    """
-    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
-        raise ValueError(f"{name} must be a directory path, got {path!r}")
-    p = Path(path)
-    if p.exists():
-        if not p.is_dir():
-            raise ValueError(f"{name}: {p} exists and is not a directory")
-        _probe_dir(p, name, p)
-    else:
-        _probe_dir(_existing_ancestor(p, name), name, p)
-    return p
 
 
 def check_output_file(path, name: str) -> Path:

@@ -133,7 +133,9 @@ def _tightest(values: dict[str, float], names) -> str | None:
     return min(pool, key=lambda n: values[n]) if pool else None
 
 
-def bounds_summary(inputs: BoundInputs, target: float = 0.1, *, targets: bool = True) -> dict:
+def bounds_summary(
+    inputs: BoundInputs, target: float = 0.1, *, targets: bool = True, reward_range: float = 1.0
+) -> dict:
     """Every registered bound at `inputs`, with its metadata, the tightest, and the certificate check.
 
     Returns {"inputs": BoundInputs, "bounds": {key: value}, "groups": {"published"|"refined"|
@@ -142,17 +144,20 @@ def bounds_summary(inputs: BoundInputs, target: float = 0.1, *, targets: bool = 
     "delta_for_target": {key: delta or None}, "horizon_for_target": {key: T or None}} where the
     last two are computed for the tightest published and refined aggregates (`unified`,
     `unified_refined`) when `targets` (delta_for_target only up to T = 2**20: each of its steps
-    builds (T,) arrays; None beyond).
+    builds (T,) arrays; None beyond). `reward_range` (max R - min R) scales every bound by
+    `bounds.reward_range_factor` and the surrogate limit by the range (L' is unchanged by a shift
+    of R, and |g_t| <= range * TV(c_t)); "reward_range" in the result records it.
     """
-    values = evaluate_bounds(inputs)
+    values = evaluate_bounds(inputs, reward_range=reward_range)
     groups: dict[str, list[str]] = {"published": [], "refined": [], "other": []}
     for name in values:
         groups[_group(name)].append(name)
-    limit = surrogate_limit(inputs)
+    limit = surrogate_limit(inputs) * float(reward_range)
     aims = [n for n in ("unified", "unified_refined") if n in values] if targets else []
     small = inputs.T <= _T_SEARCH_MAX
     return {
         "inputs": inputs,
+        "reward_range": float(reward_range),
         "bounds": values,
         "groups": groups,
         "tightest": {g: _tightest(values, names) for g, names in groups.items() if names},
@@ -210,6 +215,12 @@ def format_bounds_table(summary: dict) -> str:
         "inputs:",
         *_input_line(inputs),
     ]
+    r = summary.get("reward_range", 1.0)
+    if r != 1.0:
+        lines.append(
+            f"  reward range max R - min R = {_g(r)} (declared): every value below is scaled for it "
+            "(published by max(1, range/2), refined and second_order by max(1, range))"
+        )
     width = max(len(n) for n in values)
     for group, names in summary["groups"].items():
         if not names:

@@ -11,6 +11,10 @@ formulas: k = t - 1 in arrays.
 
 This module knows nothing of torch or the exact engine: the glue from exact quantities
 to `BoundInputs` lives downstream.
+
+One concept, kept in one module although it is long: the bound formulas, their inputs
+(`BoundInputs`), the one registry every command iterates over (`BOUNDS`) and its metadata
+(`BOUND_INFO`) - splitting them would separate each formula from its registry line.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ __all__ = [
     "BOUND_INFO",
     "bound_info",
     "PUBLISHED_ASSUMPTION",
+    "reward_range_factor",
 ]
 
 
@@ -867,20 +872,48 @@ def get_bound(name: str) -> Callable[[BoundInputs], float]:
         raise ValueError(f"unknown bound {name!r}; known: {', '.join(BOUNDS)}") from None
 
 
-def evaluate_bounds(inputs: BoundInputs, names: str | tuple[str, ...] | None = None) -> dict[str, float]:
-    """{name: float} for every registered bound (or `names`: one name or several) on `inputs`."""
+def reward_range_factor(name: str, reward_range: float = 1.0) -> float:
+    """What bound `name` must be multiplied by when rewards span max R - min R = reward_range.
+
+    Error is linear in R and unchanged by R -> R + c (the g-form of L' vanishes for R = 1), so
+    a bound proved for R in [0, 1] holds for range r after multiplying by r. The published
+    proofs use |Q| <= 1 (rewards in [-1, 1], range <= 2): factor max(1, r/2). Every other
+    registered bound (the halved `*_refined`, `second_order`) needs range <= 1: factor max(1, r).
+    Ranges <= 1 change nothing.
+    """
+    r = float(reward_range)
+    if not (r >= 0.0 and math.isfinite(r)):
+        raise ValueError(f"reward_range must be a finite number >= 0, got {reward_range!r}")
+    published = name in PUBLISHED_BOUNDS or name in ("linear_dbar", "pm_kl_nocap", "unified_v2")
+    return max(1.0, r / 2.0) if published else max(1.0, r)
+
+
+def evaluate_bounds(
+    inputs: BoundInputs, names: str | tuple[str, ...] | None = None, *, reward_range: float = 1.0
+) -> dict[str, float]:
+    """{name: float} for every registered bound (or `names`: one name or several), evaluated on `inputs`.
+
+    reward_range: max R - min R of the rewards the bounds are for (default 1: R in [0, 1]);
+    a wider range scales each bound by `reward_range_factor` (the halved refined bounds and
+    `second_order` need a range <= 1, the published ones <= 2).
+    """
+    names = _bound_names(inputs, names)
+    return {n: float(get_bound(n)(inputs)) * reward_range_factor(n, reward_range) for n in names}
+
+
+def _bound_names(inputs, names) -> tuple[str, ...]:
+    """`names` as a tuple of str (one str is one name; None: every registered bound); TypeError otherwise."""
     if not isinstance(inputs, BoundInputs):
         raise TypeError(f"inputs must be a BoundInputs (from_partial), got {type(inputs).__name__}")
     if names is None:
-        names = tuple(BOUNDS)
-    elif isinstance(names, str):
-        names = (names,)
-    else:
-        try:
-            names = tuple(names)
-        except TypeError:
-            raise TypeError(f"names must be a bound name or a sequence of names, got {names!r}") from None
-        bad = [n for n in names if not isinstance(n, str)]
-        if bad:
-            raise TypeError(f"names must hold bound names (str), got {bad[0]!r}")
-    return {n: float(get_bound(n)(inputs)) for n in names}
+        return tuple(BOUNDS)
+    if isinstance(names, str):
+        return (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(f"names must be a bound name or a sequence of names, got {names!r}") from None
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"names must hold bound names (str), got {bad[0]!r}")
+    return names

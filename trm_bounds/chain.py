@@ -63,6 +63,11 @@ Proven bounds used instead (`*_upper`, `*_lower`, never called the value):
    TV(mu_{T+1}^theta, mu_{T+1}^roll), |J_theta - J_roll|).
 
 Layers: chain sits beside exact.py (same level); it imports divergences and bounds only.
+
+One concept, kept in one module although it is long: the finite-state chain - its file
+(`ChainPair`), its exact engine (`chain_quantities`, with the optional fused kernel in
+`_chain_kernel`), its conversions to and from enumerable trees, and the random chains the
+studies and tests draw from.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _chain_kernel
 from ._compute import check_device, engine_threads
 from ._files import wrong_kind_hint
 from ._resources import check_memory, format_bytes
@@ -153,7 +159,11 @@ class ChainPair:
         rf = check_finite_or_inf("reward_final", self.reward_final)
         if rf.shape != (S,):
             raise ValueError(f"reward_final must have shape ({S},), got {rf.shape}")
-        rs = np.zeros((S, V)) if self.reward_step is None else check_finite_or_inf("reward_step", self.reward_step)
+        rs = (
+            np.zeros((S, V))
+            if self.reward_step is None
+            else check_finite_or_inf("reward_step", self.reward_step)
+        )
         if rs.shape != (S, V):
             raise ValueError(f"reward_step must have shape ({S}, {V}), got {rs.shape}")
         for name, r in (("reward_final", rf), ("reward_step", rs)):
@@ -174,7 +184,7 @@ class ChainPair:
             ("reward_final", rf),
             ("reward_step", rs),
         ):
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and not _adoptable(value):
                 value = value.copy()
                 value.setflags(write=False)
             object.__setattr__(self, name, value)
@@ -248,6 +258,13 @@ class ChainPair:
         )
 
 
+def _adoptable(x: np.ndarray) -> bool:
+    """A read-only array owning its memory (e.g. from `ChainPair.load` or another ChainPair):
+    stored without a copy. Anything else is copied, so later writes by the caller cannot
+    change the pair."""
+    return not x.flags.writeable and x.flags.owndata
+
+
 def _int_array(name: str, value, ndim: int) -> np.ndarray:
     x = np.asarray(value)
     if x.dtype.kind not in "iu":
@@ -260,9 +277,29 @@ def _int_array(name: str, value, ndim: int) -> np.ndarray:
     return x.astype(np.int64)
 
 
+def _rows_normalised(x: np.ndarray, block: int = 2**16) -> bool:
+    """True when every row (last axis) has |log sum_v e^x| <= _NORM_TOL, in cache-sized blocks.
+
+    A fast pre-check: rows of log-probabilities have max <= 0 and sum of e^x near 1, so no
+    max shift is needed; NaN and +inf give a NaN / inf sum, a row of -inf a zero sum: False,
+    and the caller's exact check then names the problem.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    step = max(1, block // max(1, x.shape[-1]))
+    buf = np.empty((min(step, rows.shape[0]), x.shape[-1]))
+    with np.errstate(all="ignore"):
+        for i in range(0, rows.shape[0], step):
+            part = rows[i : i + step]
+            e = np.exp(part, out=buf[: part.shape[0]])
+            if not (np.abs(np.log(e.sum(-1))) <= _NORM_TOL).all():
+                return False
+    return True
+
+
 def _check_logp(name: str, value, T: int, S: int, V: int) -> np.ndarray:
     """Log-probabilities (S, V) or (T', S, V) with T' >= T rows: no NaN / +inf, rows normalised."""
-    x = check_finite_or_inf(name, value)
+    fast = isinstance(value, np.ndarray) and value.dtype == np.float64  # NaN: found by the row check
+    x = value if fast else check_finite_or_inf(name, value)
     if x.shape == (S, V):
         pass
     elif x.ndim == 3 and x.shape[1:] == (S, V):
@@ -270,6 +307,9 @@ def _check_logp(name: str, value, T: int, S: int, V: int) -> np.ndarray:
             raise ValueError(f"{name} is time-dependent with {x.shape[0]} steps but T = {T}")
     else:
         raise ValueError(f"{name} must have shape ({S}, {V}) or ({T}, {S}, {V}), got {x.shape}")
+    if _rows_normalised(x):
+        return x
+    check_finite_or_inf(name, x)  # names a NaN
     if (x == np.inf).any():
         raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
     with np.errstate(invalid="ignore"):  # all -inf rows give nan here, caught below
@@ -312,14 +352,29 @@ def _prompt_groups(pair: ChainPair) -> tuple[np.ndarray, np.ndarray]:
     return states, mass
 
 
+def _check_batch(pairs: list[ChainPair]) -> None:
+    """ValueError unless the pairs share S, V, T, time-dependence and the number of start states."""
+    first = pairs[0]
+    B = len(_prompt_groups(first)[0])
+    for p in pairs:
+        same = (p.S, p.V, p.T, p.time_dependent) == (first.S, first.V, first.T, first.time_dependent)
+        if not same or len(_prompt_groups(p)[0]) != B:
+            raise ValueError("pairs: a batch needs equal S, V, T, time-dependence and number of start states")
+
+
+def _run_kernel(pair: ChainPair) -> dict:
+    """One pair through the fused CPU kernel (`_chain_kernel.run`)."""
+    states, mass = _prompt_groups(pair)
+    lr, lth = (x[None] if x.ndim == 2 else x for x in (pair.logp_roll, pair.logp_theta))
+    return _chain_kernel.run(
+        lr, lth, pair.transition, states, mass, pair.reward_final, pair.reward_step, pair.T
+    )
+
+
 def _make_batch(pairs: list[ChainPair], device) -> _Batch:
     first = pairs[0]
     groups = [_prompt_groups(p) for p in pairs]
     B = len(groups[0][0])
-    for p, (st, _) in zip(pairs, groups):
-        same = (p.S, p.V, p.T, p.time_dependent) == (first.S, first.V, first.T, first.time_dependent)
-        if not same or len(st) != B:
-            raise ValueError("pairs: a batch needs equal S, V, T, time-dependence and number of start states")
     S = first.S
 
     def stack(xs, dtype=torch.float64):
@@ -542,19 +597,37 @@ def _tv_upper(fail: np.ndarray, K: np.ndarray, Krev: np.ndarray) -> np.ndarray:
     return out
 
 
-def _finish(raw: dict[str, np.ndarray], n: int, T: int) -> dict:
-    """Assemble the INTERFACES.md chain JSON dict for pair n of a batch (floats and lists)."""
-    r = {k: raw[k][n] for k in ("U1", "reach", "gh", "tv", "kl", "w")}
-    stat_c = raw["stat_c"][:, n]  # (T, K, B, 2)
-    stat_g = raw["stat_g"][:, n]  # (T, 2, B, 2)
-    state_tv = raw["state_tv"][:, n]  # (T + 1,)
+def _per_pair(raw: dict[str, np.ndarray], n: int) -> dict:
+    """Pair n of `_run_dp`'s batch arrays, reduced to what `_finish` reads (as `_chain_kernel.run`)."""
+    reach = raw["reach"][n]  # (T, S)
+    tv = np.broadcast_to(raw["tv"][n], reach.shape)
+    kl = np.broadcast_to(raw["kl"][n], reach.shape)
+    return {
+        "U1": raw["U1"][n],
+        "w": raw["w"][n],
+        "stat_c": raw["stat_c"][:, n],
+        "stat_g_sum": raw["stat_g"][:, n].sum(0),
+        "state_tv": raw["state_tv"][:, n],
+        "eps": float(np.where(reach, tv, 0.0).max()),
+        "delta": float(np.where(reach, kl, 0.0).max()),
+        "g_inf": np.where(reach, np.abs(raw["gh"][n][..., 0]), 0.0).max(-1),
+    }
+
+
+def _finish(r: dict, T: int) -> dict:
+    """Assemble the INTERFACES.md chain JSON dict of one pair from its reduced raw arrays:
+    U1 (B, 2), w (B,), stat_c (T, K, B, 2), stat_g_sum (2, B, 2) (sums over t of the K = roll,
+    theta rows of <mu_t, g_t> and <mu_t, h_t>), state_tv (T + 1,), g_inf (T,), eps, delta."""
+    stat_c = r["stat_c"]  # (T, K, B, 2)
+    stat_g = r["stat_g_sum"]  # (2, B, 2)
+    state_tv = r["state_tv"]  # (T + 1,)
     w = r["w"]  # (B,)
     U1 = r["U1"]  # (B, 2)
     J_roll = float(w @ U1[:, 0])
     dJ = float(w @ U1[:, 1])  # J_theta - J_roll, computed without cancellation
-    surrogate = float(w @ stat_g[:, 0, :, 0].sum(0))
-    second_order = float(w @ stat_g[:, 0, :, 1].sum(0))
-    pdi = float(w @ stat_g[:, 1, :, 0].sum(0))  # sum_t <mu_t^theta, g_t> = J_theta - J_roll (PDI)
+    surrogate = float(w @ stat_g[0, :, 0])
+    second_order = float(w @ stat_g[0, :, 1])
+    pdi = float(w @ stat_g[1, :, 0])  # sum_t <mu_t^theta, g_t> = J_theta - J_roll (PDI)
     dbar = np.minimum(1.0, stat_c[:, 0, :, 0] @ w)  # (T,); the cap only absorbs rounding
     # per group, per step: KL increments (finite part + infinite flags), coupling failure increments
     kl_inc = np.where(stat_c[:, 3, :, 0] > 0, np.inf, stat_c[:, 0, :, 1])  # (T, B)
@@ -565,12 +638,7 @@ def _finish(raw: dict[str, np.ndarray], n: int, T: int) -> dict:
     upper = _tv_upper(fail, K, Krev)  # (T + 1, B): row j bounds the TV of the laws of (x, y_1..y_j)
     upper[0] = 0.0  # d_1 = P(x) for both policies
     dkl_seq = float(w @ K[T])
-    reach = r["reach"]  # (T, S)
-    tv = np.broadcast_to(r["tv"], reach.shape)
-    kl = np.broadcast_to(r["kl"], reach.shape)
-    eps = float(np.where(reach, tv, 0.0).max())
-    delta = float(np.where(reach, kl, 0.0).max())
-    g_inf = np.where(reach, np.abs(r["gh"][..., 0]), 0.0).max(-1)  # (T,)
+    eps, delta, g_inf = r["eps"], r["delta"], r["g_inf"]
     ac_ok = not (stat_c[:, 3, :, 1] > 0).any()
     notes = []
     if ac_ok:
@@ -668,14 +736,21 @@ def chain_quantities_batch(
     if backend not in (None, "numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     device = check_device(device)
+    _check_batch(pairs)
     check_chain_size(pairs[0].T, pairs[0].S, pairs[0].V, len(pairs))
-    with torch.no_grad(), engine_threads():  # torch on 1 thread: per-step ops collapse under load otherwise
-        b = _make_batch(pairs, device)
-        raw = _run_dp(b, dense, backend)
-    out = [_finish(raw, n, b.T) for n in range(len(pairs))]
-    for pair, d in zip(pairs, out):  # E_roll[Z] by its own state recursion (trm_bounds.second_order)
+    if device.type == "cpu" and dense is None and backend is None and _chain_kernel.available():
+        raws = [_run_kernel(p) for p in pairs]  # the fused kernel, pair by pair
+        second = [r["second_order"] for r in raws]  # E_roll[Z], second_order_chain's recursion in the kernel
+    else:
+        with torch.no_grad(), engine_threads():  # torch on 1 thread: per-step ops collapse under load
+            b = _make_batch(pairs, device)
+            raw = _run_dp(b, dense, backend)
+        raws = [_per_pair(raw, n) for n in range(len(pairs))]
+        second = [None] * len(pairs)
+    out = [_finish(r, p.T) for r, p in zip(raws, pairs)]
+    for pair, d, z in zip(pairs, out, second):  # E_roll[Z]: the state recursion of trm_bounds.second_order
         if d["error_ratio_identity"] is not None:  # defined exactly when pi_theta << pi_roll
-            d["bounds"]["second_order"] = second_order_chain(pair)
+            d["bounds"]["second_order"] = second_order_chain(pair) if z is None else z
     return out
 
 

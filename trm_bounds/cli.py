@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "figures",
         "regenerate every figure and table (PNG+PDF, Markdown+CSV+JSON) and manifest.json",
     ),
+    "plot-run": (
+        "plot_run",
+        "plot training runs (train --out RUN): exact J, acceptance, surrogate vs bound, certified steps",
+    ),
     "plot-scaling": (
         "plot_scaling",
         "log-log figure of every bound vs horizon T (small and large divergence) + CSV",

@@ -3,8 +3,9 @@
 `large_error_pair`: "|Error| <= 1 always" is false. With rewards in [0, 1] what is true is
 |J(theta) - J(roll)| <= 1; the surrogate L'(theta) = E_roll[R sum_t (rho_t - 1)] is not bounded
 by 1 (it sums T ratio terms), so Error = J(theta) - J(roll) - L'(theta) can reach about T.
-A bound above 1 is therefore not vacuous as a bound on |Error|; what it cannot do is certify an
-improvement, which needs L'(theta) > bound while |J(theta) - J(roll)| <= 1.
+A bound above 1 therefore still bounds |Error|. A step is certified to improve J only when
+L'(theta) > bound B (then J(theta) - J(roll) >= L' - B > 0), so a bound B >= 1 certifies no step
+whose surrogate gain L' <= 1, i.e. no gain within the largest possible change of J.
 """
 
 from __future__ import annotations

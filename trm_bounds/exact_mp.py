@@ -20,7 +20,9 @@ from .bounds import UNIFIED_OF
 __all__ = ["exact_mp", "published_mp"]
 
 
-def exact_mp(logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, renormalize: bool = True) -> dict:
+def exact_mp(
+    logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, renormalize: bool = True, max_dps: int = 4096
+) -> dict:
     """Every quantity of one tiny pair at `dps`+ digits, trajectory by trajectory (mpmath).
 
     Definitions (THEORY.md sections 2-5), no shared code with the float64 engine:
@@ -36,7 +38,7 @@ def exact_mp(logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, reno
     Returns: dict of mpf (lists for dbar), "bounds" / "refined" {published key: mpf},
       "ratios" {published key: |Error| / refined (mpf)}, "dps" used, "row_defect" =
       max |sum_v exp(log pi(v|c)) - 1| over the stored rows.
-    The working precision starts at `dps` and doubles (to 4096) until |Error| stands 15 digits
+    The working precision starts at `dps` and doubles (to `max_dps`) until |Error| stands 15 digits
     above its rounding `error_tol`, agrees to 12 digits with the previous precision, and every
     ratio differs from 1 by more than 10^(20 - dps) (J - J - L' cancels about log10(1/|Error|)
     digits; near-tight pairs need the digits to decide ratio <= 1).
@@ -55,7 +57,7 @@ def exact_mp(logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, reno
             resolved = resolved and all(abs(r - 1) > mp.mpf(10) ** (20 - d) for r in cur["ratios"].values())
             if prev is not None and resolved and abs(e1 - prev["error"]) <= mp.mpf(10) ** -12 * abs(e1):
                 return cur
-        if d >= 4096:  # |Error| below the resolution: report it with its uncertainty error_tol
+        if d >= max_dps:  # |Error| below the resolution: report it with its uncertainty error_tol
             return cur
         prev, d = cur, 2 * d
 

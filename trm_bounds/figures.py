@@ -4,18 +4,32 @@ The jobs and their order are listed once, in `trm_bounds.jobs.JOBS` (a job makes
 outputs in a directory and returns one record per output; see there). All of them live in
 the package, so an installed wheel runs the same jobs as a source checkout.
 
-All outputs are first written to a staging directory and moved into `out` only when every
-job succeeded, so a failure never leaves a half-written set. `manifest.json` lists each
-output with its path, what it shows, the command and inputs that made it, the package
-version and the seconds its job took.
+The output folder (`trm_bounds._outdir` does the folder work):
+
+- checked before any job runs: a folder that cannot be written, or one that holds earlier
+  results (a manifest.json) without --force / --resume, is refused with a one-line error;
+  a non-empty folder without manifest.json is never used (it is not a figures folder);
+- the run is staged in a sibling folder, which then replaces the output folder in one
+  atomic rename: an interrupt at any moment (SIGINT or SIGKILL) leaves the folder as it was
+  or complete, and `manifest.json` always lists exactly the outputs present;
+- `--only` and `--resume` merge: the other jobs' outputs (and any file no manifest lists,
+  such as a README) are carried over unchanged, and the manifest lists all of them.
+
+`manifest.json` lists every output with its path, what it shows, the job, the command and
+inputs that made it, the package version and its sha256, and holds nothing that changes
+from run to run (no timings, dates or absolute paths): timings and the library versions go
+to the untracked run record `.run-record.json` beside it. `check_figures` regenerates a
+copy of a folder and names every output whose bytes differ (`trm-bounds figures --check`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -25,12 +39,16 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from .audit.outputs import FIGURES_DIR_ENV
+from . import _outdir
+from .audit import outputs
 
 if TYPE_CHECKING:
     from .jobs import Job
 
-__all__ = ["make_figures", "all_jobs"]
+__all__ = ["make_figures", "check_figures", "all_jobs", "MANIFEST", "RUN_RECORD"]
+
+MANIFEST = "manifest.json"
+RUN_RECORD = ".run-record.json"  # untracked (.gitignore): timings, versions, date of the last run
 
 
 def all_jobs() -> dict[str, Job]:
@@ -42,20 +60,6 @@ def all_jobs() -> dict[str, Job]:
     from .jobs import JOBS
 
     return dict(JOBS)
-
-
-@contextlib.contextmanager
-def _figures_dir_env(stage: str):
-    """Point `trm_bounds.audit.outputs` at the staging directory while the jobs run."""
-    old = os.environ.get(FIGURES_DIR_ENV)
-    os.environ[FIGURES_DIR_ENV] = stage
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(FIGURES_DIR_ENV, None)
-        else:
-            os.environ[FIGURES_DIR_ENV] = old
 
 
 def _run_job(job: Job, stage: Path, quick: bool, quiet: bool) -> list[dict]:
@@ -71,53 +75,254 @@ def _run_job(job: Job, stage: Path, quick: bool, quiet: bool) -> list[dict]:
         raise
 
 
-def make_figures(
-    out: Path, quick: bool = False, only: list[str] | None = None, progress: bool = True
-) -> dict:
-    """Run every job (or those named in `only`), write outputs and `manifest.json` into `out`.
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    Returns the manifest (a dict). Raises ValueError for an unknown job name before running any.
-    """
-    from . import __version__
 
+def read_manifest(out: Path) -> dict | None:
+    """The manifest of folder `out`, or None when it has none; ValueError naming out if unreadable."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest.get("outputs"), list):
+            raise ValueError("no 'outputs' list")
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"out: {path} cannot be read ({exc}); pass --force to replace the folder") from None
+    return manifest
+
+
+def complete_jobs(out: Path, manifest: dict) -> set[str]:
+    """Jobs whose every listed output is in `out` with the manifest's sha256."""
+    by_job: dict[str, bool] = {}
+    for e in manifest["outputs"]:
+        p = Path(out) / e["path"]
+        ok = p.is_file() and e.get("sha256") == sha256(p)
+        by_job[e["job"]] = by_job.get(e["job"], True) and ok
+    return {job for job, ok in by_job.items() if ok}
+
+
+def _base_command(quick: bool) -> str:
+    return "trm-bounds figures" + (" --quick" if quick else "")
+
+
+def _select(only: list[str] | None) -> dict[str, Job]:
     jobs = all_jobs()
     if only:
         unknown = [n for n in only if n not in jobs]
         if unknown:
             raise ValueError(f"only: unknown job(s) {unknown}; known: {', '.join(jobs)}")
-        jobs = {n: jobs[n] for n in only}
+        jobs = {n: jobs[n] for n in jobs if n in only}  # always in JOBS order
+    return jobs
+
+
+def _plan(out: Path, jobs: dict, quick: bool, only, force: bool, resume: bool) -> tuple[dict, dict | None]:
+    """(jobs to run, the folder's manifest or None), checked before any work (ValueError naming
+    the option otherwise)."""
+    if force and resume:
+        raise ValueError("force: --force and --resume exclude each other")
+    _outdir.check_target(out, "out")
+    _outdir.check_target(out, "out", parent_only=True)  # the staging folder sits beside out
+    old = None
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            old = read_manifest(out)
+        except ValueError:
+            if not force:
+                raise
+            old = {"quick": quick, "outputs": []}  # --force: treat it as a run with nothing listed
+        if old is None:
+            raise ValueError(
+                f"out: {out} is a non-empty folder without {MANIFEST} (not a figures folder); "
+                "choose a new or empty folder"
+            )
+    if old is None:
+        return jobs, None
+    n = len(old["outputs"])
+    if (only or resume) and bool(old.get("quick")) != quick:
+        kind = "--quick" if old.get("quick") else "a full (not --quick)"
+        raise ValueError(
+            f"out: {out} holds {kind} run; merging {'--only' if only else '--resume'} jobs "
+            f"{'with' if quick else 'without'} --quick into it would mix the two "
+            "(rerun everything with --force, or use another --out)"
+        )
+    if resume:
+        done = complete_jobs(out, old)
+        return {k: v for k, v in jobs.items() if k not in done}, old
+    if not force:
+        raise ValueError(
+            f"out: {out} already holds a figures run ({MANIFEST}, {n} outputs); pass --force to replace "
+            f"{'those jobs' if only else 'it'}, --resume to run only jobs whose outputs are missing or "
+            "changed, --check to compare a fresh run with it, or --out to use another folder"
+        )
+    return jobs, old
+
+
+def make_figures(
+    out: Path,
+    quick: bool = False,
+    only: list[str] | None = None,
+    progress: bool = True,
+    *,
+    force: bool = False,
+    resume: bool = False,
+) -> dict:
+    """Run every job (or those named in `only`), publish outputs and `manifest.json` into `out`.
+
+    A folder holding an earlier run is replaced only with `force`; with `resume` only the
+    selected jobs whose outputs are missing or changed (per the manifest's sha256) run; with
+    `only` or `resume` the other jobs' outputs stay and the manifest lists them too.
+    Returns the manifest (a dict). Raises ValueError before running anything for an unknown
+    job name or an output folder that cannot or may not be written.
+    """
+    from . import __version__
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = "trm-bounds figures" + (" --quick" if quick else "") + f" --out {out}"
-    entries = []
-    with tempfile.TemporaryDirectory(prefix=".figures-", dir=out.parent) as tmp, _figures_dir_env(tmp):
-        stage = Path(tmp)
-        bar = tqdm(jobs.items(), desc="figures", unit="job", disable=not progress)
-        for name, job in bar:
-            bar.set_postfix_str(name)
-            t0 = time.perf_counter()
-            records = _run_job(job, stage, quick, quiet=not progress)
-            seconds = time.perf_counter() - t0
-            for rec in records:
-                if not (stage / rec["path"]).exists():
-                    raise RuntimeError(f"job {name} reported {rec['path']} but did not write it")
-                entries.append(
-                    {
-                        "path": rec["path"],
-                        "shows": rec["shows"],
-                        "job": name,
-                        "command": rec.get("command", command),
-                        "inputs": rec.get("inputs", {}),
-                        "version": __version__,
-                        "seconds": round(seconds, 3),
-                    }
-                )
-        manifest = {"command": command, "version": __version__, "quick": quick, "outputs": entries}
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        out.mkdir(parents=True, exist_ok=True)
-        for src in sorted(stage.rglob("*")):
-            if src.is_file():
-                dst = out / src.relative_to(stage)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(src), dst)
+    out = out.resolve() if out.is_symlink() else out  # replace the folder, not the link to it
+    jobs, old = _plan(out, _select(only), quick, only, force, resume)
+    if old is not None and not jobs:  # --resume with every job complete
+        return old
+    stage = _outdir.staging_dir(out)
+    try:
+        measured_in = (stage, out) if out.is_dir() else (stage,)
+        new, seconds = [], {}
+        with outputs.reading_measurements(measured_in, label="this folder"):
+            bar = tqdm(jobs.items(), desc="figures", unit="job", disable=not progress)
+            for name, job in bar:
+                bar.set_postfix_str(name)
+                t0 = time.perf_counter()
+                records = _run_job(job, stage, quick, quiet=not progress)
+                seconds[name] = round(time.perf_counter() - t0, 3)
+                for rec in records:
+                    path = stage / rec["path"]
+                    if not path.is_file():
+                        raise RuntimeError(f"job {name} reported {rec['path']} but did not write it")
+                    new.append(
+                        {
+                            "path": rec["path"],
+                            "shows": rec["shows"],
+                            "job": name,
+                            "command": rec.get("command", f"{_base_command(quick)} --only {name}"),
+                            "inputs": rec.get("inputs", {}),
+                            "version": __version__,
+                            "sha256": sha256(path),
+                        }
+                    )
+        carried = _carry_over(out, stage, old, ran=set(jobs), full=not (only or resume))
+        entries = _ordered(new + carried)
+        manifest = {
+            "command": _base_command(quick),
+            "version": __version__,
+            "quick": quick,
+            "outputs": entries,
+        }
+        _write_run_record(stage, out, manifest, seconds)
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    try:
+        _outdir.publish_dir(stage, out)
+    finally:  # interrupted before the swap: the new run; after it: the old folder
+        shutil.rmtree(stage, ignore_errors=True)
     return manifest
+
+
+def _carry_over(out: Path, stage: Path, old: dict | None, ran: set[str], full: bool) -> list[dict]:
+    """Link into `stage` every file of `out` the new run keeps; return the manifest entries kept.
+
+    Kept: entries of jobs that did not run (for a full run: none) whose file is still there,
+    and every file no manifest lists (a README). Dropped: the old outputs of the jobs that
+    ran, the old manifest and run record.
+    """
+    if old is None or not out.is_dir():
+        return []
+    keep = [e for e in old["outputs"] if not full and e["job"] not in ran and (out / e["path"]).is_file()]
+    listed = {e["path"] for e in old["outputs"]} | {MANIFEST, RUN_RECORD}
+    kept_paths = {e["path"] for e in keep}
+    for src in sorted(p for p in out.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = src.relative_to(out).as_posix()
+        if (rel in listed and rel not in kept_paths) or (stage / rel).exists():
+            continue
+        dst = stage / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        else:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+    return keep
+
+
+def _ordered(entries: list[dict]) -> list[dict]:
+    """Entries in JOBS order (a job's own order kept); entries of unknown jobs last."""
+    order = {name: i for i, name in enumerate(all_jobs())}
+    return sorted(entries, key=lambda e: order.get(e["job"], len(order)))
+
+
+def _write_run_record(stage: Path, out: Path, manifest: dict, seconds: dict) -> None:
+    """The untracked record of this run: when, how long each job took, which library versions."""
+    import importlib.metadata as md
+
+    old = {}
+    with contextlib.suppress(OSError, ValueError):
+        old = json.loads((out / RUN_RECORD).read_text()).get("job_seconds", {})
+    versions = {}
+    for lib in ("numpy", "torch", "matplotlib", "scipy", "sympy", "numba"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[lib] = md.version(lib)
+    record = {
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": manifest["command"],
+        "job_seconds": {**old, **seconds},
+        "ran": sorted(seconds),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+    (stage / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def check_figures(
+    out: Path, quick: bool = False, only: list[str] | None = None, progress: bool = True
+) -> dict:
+    """Regenerate a copy of folder `out` (its jobs, or those in `only`) in a temporary folder and
+    compare: {"differ": [...], "missing": [...], "extra": [...], "compared": int}.
+
+    differ: outputs (and manifest.json) whose bytes changed; missing: made now but not in `out`;
+    extra: listed in `out`'s manifest but no longer made. `out` itself is never written.
+    """
+    out = Path(out)
+    committed = read_manifest(out)
+    if committed is None:
+        raise ValueError(f"out: {out} holds no {MANIFEST} to check against")
+    if bool(committed.get("quick")) != quick:
+        raise ValueError(
+            f"quick: {out} holds a {'--quick' if committed.get('quick') else 'full'} run; check it "
+            f"{'with' if committed.get('quick') else 'without'} --quick"
+        )
+    _select(only)  # unknown job names: before any work
+    with tempfile.TemporaryDirectory(prefix="trm-bounds-check-") as tmp:
+        copy = Path(tmp) / out.name
+        shutil.copytree(out, copy, symlinks=True)
+        (copy / RUN_RECORD).unlink(missing_ok=True)
+        old = read_manifest(copy)
+        new = make_figures(copy, quick=quick, only=only, progress=progress, force=True)
+        old_paths = {e["path"] for e in old["outputs"]} | {MANIFEST}
+        new_paths = {e["path"] for e in new["outputs"]} | {MANIFEST}
+        compared = sorted(old_paths & new_paths)
+        differ = [p for p in compared if not (out / p).is_file() or sha256(out / p) != sha256(copy / p)]
+        return {
+            "differ": differ,
+            "missing": sorted(new_paths - old_paths),
+            "extra": sorted(old_paths - new_paths),
+            "compared": len(compared),
+        }

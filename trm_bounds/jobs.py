@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import report
 from .audit import claims
-from .studies import coverage, error_vs_horizon, training
+from .studies import coverage, error_vs_horizon, tightness, training
 
 __all__ = ["Job", "JOBS"]
 
@@ -31,5 +31,6 @@ JOBS: dict[str, Job] = {
     "experiments/error_vs_horizon": error_vs_horizon.figures_job,
     "experiments/train_figures": training.figures_job,
     "experiments/certify_coverage": coverage.figures_job,
+    "experiments/tightness_sweep": tightness.figures_job,
     "paper_tables": claims.figures_job,
 }

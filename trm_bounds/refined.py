@@ -6,20 +6,24 @@ one refined function per published bound, registered under the published key plu
 ``_refined`` (``pm_kl_refined``, ..., ``unified_refined``). Published keys are untouched.
 The constant 2 of the refined bounds cannot be lowered further (tightness example below).
 
-Setting and assumptions. A finite tabular pair (P prompts, vocabulary V, horizon T), R(x, y)
-in [0, 1], eps / delta the maxima of the token TV / KL(pi_roll || pi_theta) over contexts
-reachable under either policy (THEORY.md section 3), Dbar_t = E_{d_t^roll}[TV(c_t)]. No
-absolute continuity is assumed anywhere: route B proves it first under pi_theta << pi_roll
-and then removes that assumption by a limit (step B4).
+Setting and assumptions. A finite tabular pair (P prompts, vocabulary V, horizon T), rewards
+with max R - min R <= 1 (REFINED_ASSUMPTION; R in [0, 1] is the usual case), eps / delta the
+maxima of the token TV / KL(pi_roll || pi_theta) over contexts reachable under either policy
+(THEORY.md section 3), Dbar_t = E_{d_t^roll}[TV(c_t)]. No absolute continuity is assumed
+anywhere. For a wider range r = max R - min R every refined bound holds multiplied by r:
+Error is linear in R and unchanged by R -> R + c (for R = 1 both J's are 1 and every g_t is
+sum_v (pi_theta - pi_roll)(v|c) = 0), so Error(R) = r Error((R - min R) / r). With R in
+{-1, 1} (r = 2) the tight pair of C exceeds `adaptive_tv_refined` and `coupling_refined` by
+exactly 2x, so the assumption is needed (`trm_bounds.bounds.reward_range_factor` scales).
 
 A. The performance-difference (PDI) route: classical_tv, classical_kl, pm_kl, pm_tv,
    mix_kl, mix_tv, coupling (and the PDI form of linear).
 
-   A1. g_t(c) = sum_v (pi_theta - pi_roll)(v|c) Q_t(c, v) with Q_t in [0, 1] (R in [0, 1])
+   A1. g_t(c) = sum_v (pi_theta - pi_roll)(v|c) Q_t(c, v) with Q_t in [min R, max R]
        and sum_v (pi_theta - pi_roll)(v|c) = 0 (both rows are distributions). Split the
        difference into its positive and negative parts, each of mass TV(c):
        g_t(c) = sum_{v+} |.| Q_t(v) - sum_{v-} |.| Q_t(v) lies in
-       [-TV(c) (max Q - min Q), TV(c) (max Q - min Q)], so |g_t(c)| <= TV(c).
+       [-TV(c) (max Q - min Q), TV(c) (max Q - min Q)], so |g_t(c)| <= TV(c) (range <= 1).
        The published building block is 2 TV(c) (it drops sum_v (pi_theta - pi_roll) = 0).
    A2. Error = sum_t (E_{d_t^theta} - E_{d_t^roll})[g_t] (THEORY.md section 2). For
        probability laws mu, nu and f with values in [-G, G],
@@ -32,31 +36,37 @@ A. The performance-difference (PDI) route: classical_tv, classical_kl, pm_kl, pm
        (classical_tv: G = eps, cap (t-1) eps; classical_kl: G = sqrt(delta/2), cap
        (t-1) sqrt(delta/2) via eps <= sqrt(delta/2)). A2 replaces each 4 by 2.
 
-B. The ratio route: adaptive_kl, adaptive_tv, adaptive_star, linear_dbar (weights w_t = 1),
-   linear (Dbar_t <= eps).
+B. The future-value route: adaptive_kl, adaptive_tv, adaptive_star, linear_dbar (weights
+   w_t = 1), linear (Dbar_t <= eps). A direct proof; no absolute continuity, no limit.
 
-   B1. Assume pi_theta << pi_roll on reachable contexts. Error = -Delta with
-       Delta(R) = E_roll[R X], X = sum_t (rho_t - 1)(1 - prod_{j>t} rho_j). Delta is linear
-       in R and Delta(1) = 0 (R = 1 gives J(theta) = J(roll) = 1 and L' = E_roll[sum_t
-       (rho_t - 1)] = 0, since E_roll[rho_t | c_t] = 1 under absolute continuity), so
-       Delta(R) = Delta(R - 1/2) and |R - 1/2| <= 1/2:
-           |Error| <= 1/2 sum_t E_roll[ |rho_t - 1| |1 - prod_{j>t} rho_j| ].
-   B2. rho_t is a function of c_{t+1} = (x, y_<=t), so by the tower rule each term is
-       E_roll[ |rho_t - 1| E_roll[ |1 - prod_{j>t} rho_j| | c_{t+1} ] ], and the inner
-       expectation is sum_{y>t} |P^roll - P^theta|(y>t | c_{t+1}) = 2 TV_fut(c_{t+1})
-       (absolute continuity again). TV_fut(c_{t+1}) <= w_t = min(1, (T-t) eps,
-       sqrt((T-t) delta/2)): telescoping over the future tokens gives (T-t) eps; the KL chain
-       rule gives future KL <= (T-t) delta, then Pinsker. (c_{t+1} is roll-reachable, and
-       every context reachable from it is reachable, so eps and delta apply.)
-   B3. E_roll|rho_t - 1| = E_{d_t^roll}[ sum_v |pi_theta - pi_roll|(v|c_t) ] = 2 Dbar_t.
-       Hence |Error| <= 1/2 sum_t 2 Dbar_t 2 w_t = 2 sum_t Dbar_t w_t: half of B_Adap
-       (published 4 sum_t Dbar_t w_t). The lead's derivation (the task brief) has no flaw.
-   B4. Without absolute continuity: let pi_roll^n = (1 - 1/n) pi_roll + (1/n) pi_theta at
-       every context. Then pi_theta << pi_roll^n, the reachable contexts are the same set,
-       TV_n(c) = (1 - 1/n) TV(c) and KL(pi_roll^n || pi_theta) <= (1 - 1/n) KL(c) (convexity),
-       so eps_n <= eps, delta_n <= delta, w_t(eps_n, delta_n) <= w_t(eps, delta). Error and
-       Dbar_t are polynomials in the finitely many probabilities, so Error_n -> Error and
-       Dbar_t^n -> Dbar_t, and B3 for every n gives |Error| <= 2 sum_t Dbar_t w_t in the limit.
+   B1. Values. V^pi_t(c) = E_pi[R | c_t = c] (V^pi_{T+1}(c) = R), h_t(c) = V^theta_t(c) -
+       V^roll_t(c). Two laws of the future tokens y_{>=t} given c, and R of range <= 1, give
+       |h_t(c)| <= TV_fut(c), the TV of those two laws.
+   B2. Telescoping (an identity). With g_t(c) = sum_v (pi_theta - pi_roll)(v|c) V^roll_{t+1}(cv)
+       (the g_t of THEORY.md section 2, Q_t = V^roll_{t+1}) and
+       k_t(c) = sum_v (pi_theta - pi_roll)(v|c) h_{t+1}(cv):
+           h_t(c) = sum_v pi_theta V^theta_{t+1}(cv) - sum_v pi_roll V^roll_{t+1}(cv)
+                  = g_t(c) + k_t(c) + sum_v pi_roll(v|c) h_{t+1}(cv).
+       Take E_{d_t^roll} (then the last term is E_{d_{t+1}^roll}[h_{t+1}]) and sum over t:
+       J(theta) - J(roll) = E_{d_1}[h_1] = L' + sum_t E_{d_t^roll}[k_t], that is
+           Error = sum_t E_{c_t ~ d_t^roll}[ sum_v (pi_theta - pi_roll)(v|c_t) h_{t+1}(c_t v) ].
+       Only roll-reachable c_t and children c_t v with (pi_theta - pi_roll)(v|c_t) != 0 enter;
+       such a child is reachable under one of the two policies.
+   B3. A1's split applied to k_t: |k_t(c)| <= TV(c) (max_v h_{t+1}(cv) - min_v h_{t+1}(cv))
+       over those v, and by B1 |h_{t+1}(cv)| <= TV_fut(cv) <= w_t = min(1, (T-t) eps,
+       sqrt((T-t) delta/2)): telescoping the T - t future tokens gives (T-t) eps; the KL chain
+       rule gives future KL <= (T-t) delta, then Pinsker (every context reachable from cv is
+       reachable under one of the policies, so eps and delta apply there). So
+       |k_t(c)| <= 2 w_t TV(c) and |Error| <= 2 sum_t Dbar_t w_t: half of B_Adap
+       (published 4 sum_t Dbar_t w_t).
+   B4. History. With pi_theta << pi_roll the same bound follows from the ratio identity
+       (Error = -Delta, Delta(R) = Delta(R - 1/2), tower rule on c_{t+1}, E_roll[|1 -
+       prod_{j>t} rho_j| | c_{t+1}] = 2 TV_fut). An earlier version of this docstring then
+       removed absolute continuity by a limit, pi_roll^n = (1 - 1/n) pi_roll + (1/n) pi_theta,
+       claiming eps_n <= eps. That step was wrong when delta = inf: the mixture reaches
+       contexts that neither policy reaches (a roll-only token followed by a theta-only token),
+       where the two rows may differ arbitrarily (T = 3, V = 2: eps = 0.1 but eps_n = 0.999;
+       tests/test_refined.py builds it and checks that the bound still holds). B2-B3 replace it.
 
 C. Tightness (the 2 cannot be made smaller): T = 2, V = 2, one prompt, pi_roll uniform,
    pi_theta(.|c_1) = (1/2 + a, 1/2 - a), pi_theta(.|y_1) = (1/2 - b, 1/2 + b) for both y_1,
@@ -134,14 +144,19 @@ __all__ = [
     "REFINED_FORMULA",
     "REFINED_ASSUMPTION",
     "tight_pair",
+    "REFINED_ASSUMPTION",
 ]
+
+REFINED_ASSUMPTION = (
+    "reward range max R - min R <= 1 (e.g. R in [0, 1]); for a wider range multiply by max R - min R"
+)  # the one assumption every *_refined bound adds to the published ones (module docstring)
 
 
 # --------------------------------------------------------------------------- PDI route (A)
 def classical_tv_refined(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
     """Classical TV bound, halved (route A):  B = T (T - 1) eps^2  (published 2 T (T-1) eps^2).
 
-    Assumes R in [0, 1]. Args: T horizon >= 1, eps max token TV in [0, 1]; broadcast together.
+    Assumes max R - min R <= 1 (REFINED_ASSUMPTION). Args: T horizon >= 1, eps max token TV in [0, 1]; broadcast together.
     """
     return 0.5 * classical_tv(T, eps)
 
@@ -196,7 +211,7 @@ def linear_dbar_refined(dbar: ArrayLike) -> np.ndarray:
 
 
 def adaptive_kl_refined(dbar: ArrayLike, delta: ArrayLike) -> np.ndarray:
-    """Adaptive KL bound, halved (route B, steps B1-B4):  B = 2 sum_t Dbar_t min(1, sqrt((T-t) delta/2)).
+    """Adaptive KL bound, halved (route B, steps B1-B3):  B = 2 sum_t Dbar_t min(1, sqrt((T-t) delta/2)).
 
     Args: dbar (..., T); delta broadcast against dbar's leading shape. Returns (...,).
     """

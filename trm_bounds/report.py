@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._savefig import save_figure
 from .bounds import PUBLISHED_BOUNDS, BoundInputs, evaluate_bounds
 
 __all__ = [
@@ -93,41 +94,85 @@ _STYLE = {  # bound -> (colour, line style); the unified bound is drawn thick an
 
 
 def plot_scaling(rows: list[dict], png: Path, pdf: Path) -> None:
-    """Log-log bound-vs-T panels, one per setting, the vacuous level 1 marked."""
-    import matplotlib
+    """Log-log bound-vs-T panels, one per setting, the level 1 marked (`LEVEL_ONE_NOTE`).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Bounds equal at every T of a panel are drawn once and listed together in that panel's
+    legend ("pm_kl = pm_tv"); pairs drawn within a line width of each other over part of the
+    axis are named under the legend (`overlap_notes`).
+    """
+    import textwrap
 
+    from .studies import pyplot
+    from .studies.plotting import LEVEL_ONE_NOTE, overlap_notes
+
+    plt = pyplot()
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.2 * len(settings), 5.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(6.8 * len(settings), 8.0), squeeze=False)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.91, bottom=0.40, wspace=0.22)
     for ax, name in zip(axes[0], settings):
         sub = [r for r in rows if r["setting"] == name]
         T = np.array([r["T"] for r in sub])
+        curves = {}
         for key in PUBLISHED_BOUNDS:
-            colour, ls = _STYLE[key]
-            lw = 2.6 if key == "unified" else 1.4
             y = np.array([r[key] for r in sub], dtype=float)
             y[y <= 0] = np.nan  # at T = 1 several bounds are exactly 0: nothing to draw on a log axis
-            ax.loglog(T, y, ls, color=colour, lw=lw, label=key)
-        ax.axhline(1.0, color="0.3", lw=1.0, ls=(0, (1, 1)))
-        ax.text(T[0], 1.15, "vacuous above 1 (|Error| <= 1 always)", fontsize=8, color="0.3")
+            curves[key] = y
+        for group in _groups_unified_last(curves):
+            colour, ls = _STYLE[group[0]]
+            lw = 2.6 if "unified" in group else 1.4
+            label = textwrap.fill(" = ".join(group) + (" (identical here)" if len(group) > 1 else ""), 44)
+            ax.loglog(T, curves[group[0]], ls, color=colour, lw=lw, label=label, zorder=3 if lw > 2 else 2)
+        ax.axhline(1.0, color="0.3", lw=1.0, ls=(0, (1, 1)), label="level 1 (see the note at the bottom)")
         ax.axvline(4096, color="0.75", lw=0.8)
         finite = [r[k] for r in sub for k in PUBLISHED_BOUNDS if r[k] > 0]
-        ax.set_ylim(min(max(min(finite), 1e-8) / 2, 0.3), max(finite) * 3)
+        ax.set_ylim(min(max(min(finite), 1e-8) / 2, 0.1), max(finite) * 3)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("horizon T (tokens)")
         ax.set_ylabel("upper bound on |Error| (reward units, R in [0, 1])")
         ax.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=9, frameon=False)
+        leg = ax.legend(loc="upper left", bbox_to_anchor=(-0.02, -0.1), ncol=2, fontsize=8, frameon=False)
+        notes = overlap_notes(T, curves)
+        near = [n for n in notes if "identical" not in n]
+        text = (
+            "Also drawn on top of each other (one line hides the other):\n"
+            + "\n".join(textwrap.fill(n, 95, subsequent_indent="    ") for n in near)
+            if near
+            else "No other pair of lines is within 12% of each other."
+        )
+        ax.annotate(
+            text,
+            xy=(0, 0),
+            xycoords=leg,
+            xytext=(0, -6),
+            textcoords="offset points",
+            va="top",
+            ha="left",
+            fontsize=7.5,
+            color="0.2",
+            annotation_clip=False,
+        )
+    fig.text(
+        0.5,
+        0.012,
+        textwrap.fill("Level 1: " + LEVEL_ONE_NOTE + ". |Error| itself can exceed 1.", 170),
+        ha="center",
+        va="bottom",
+        fontsize=8.5,
+    )
     fig.suptitle(
         "TRM paper error bounds vs horizon (Dbar_t = eps worst case; grey line: T = 4096)", fontsize=11
     )
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
-    fig.savefig(png, dpi=130)
-    fig.savefig(pdf)
+    save_figure(fig, png, dpi=130)
+    save_figure(fig, pdf)
     plt.close(fig)
+
+
+def _groups_unified_last(curves: dict[str, np.ndarray]) -> list[list[str]]:
+    """`coincident_groups` of the curves, the group holding "unified" drawn last (on top)."""
+    from .studies.plotting import coincident_groups
+
+    groups = coincident_groups(curves)
+    return sorted(groups, key=lambda g: "unified" in g)
 
 
 def write_scaling(out_dir: Path, T_max: int = 10**6, points: int = 61) -> list[dict]:

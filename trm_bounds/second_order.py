@@ -59,11 +59,11 @@ def sequence_statistics(log_ratio: np.ndarray, valid: np.ndarray) -> dict[str, n
     lr = np.where(valid, np.asarray(log_ratio, dtype=np.float64), 0.0)
     u = -np.expm1(np.minimum(lr, 0.0))  # (1 - rho)_+ in [0, 1], exact near rho = 1
     S = u.sum(-1)
-    D = np.maximum(0.0, -np.expm1(lr.sum(-1)))  # (1 - prod rho)_+; a -inf term gives 1
+    D = 0.0 - np.expm1(np.minimum(lr.sum(-1), 0.0))  # (1 - prod rho)_+, +0.0 not -0.0; -inf gives 1
     future = np.cumsum(u[:, ::-1], -1)[:, ::-1] - u  # sum_{s>t} (1 - rho_s)_+
     with np.errstate(over="ignore"):  # rho = e^700+ overflows to inf: Z = inf, said by the caller
         dev = np.abs(np.expm1(lr))  # |rho_t - 1|
-    Z = np.where(future > 0, dev * future, 0.0).sum(-1)  # 0 * inf = 0 where nothing follows
+    Z = (np.where(future > 0, dev, 0.0) * future).sum(-1)  # 0 * inf = 0 where nothing follows
     return {"S": S, "D": D, "Z": Z, "tokens": valid.sum(-1).astype(np.int64)}
 
 

@@ -36,7 +36,7 @@ _LAZY = {
         ),
         "tables",
     ),
-    **dict.fromkeys(("Claim", "CLAIM_VERDICTS", "EVIDENCE", "register_evidence"), "claim"),
+    **dict.fromkeys(("Claim", "CLAIM_VERDICTS", "EVIDENCE", "register_evidence", "UncheckedEvidence"), "claim"),
     **dict.fromkeys(("audit", "claims_to_markdown", "write_audit", "figures_job"), "claims"),
 }
 
@@ -52,10 +52,10 @@ def __getattr__(name):
 class _AuditPackage(types.ModuleType):
     """This package's type: a module that can be called like the function `audit`."""
 
-    def __call__(self, quick: bool = False):
+    def __call__(self, quick: bool = False, **kwargs):
         from .claims import audit
 
-        return audit(quick=quick)
+        return audit(quick=quick, **kwargs)
 
 
 sys.modules[__name__].__class__ = _AuditPackage

@@ -258,9 +258,12 @@ def _c19() -> list[Claim]:
             "C19.bound",
             "|Error| <= 2 E_roll[W(y)] assuming only delta globally",
             "caveat",
-            "2 E_roll[W] = 4 sum_t Dbar_t w_t = B_Adap^* (v3 weights), since E_roll[|rho_t - 1| | c_t] = 2 "
-            "TV(c_t): "
-            f"max relative gap over 64 exact pairs {dev:.1e}. So the guarantee is the Adaptive bound (C01."
+            "When pi_theta << pi_roll, 2 E_roll[W] = 4 sum_t Dbar_t w_t = B_Adap^* (v3 weights), since "
+            "E_roll[|rho_t - 1| | c_t] = 2 TV(c_t): "
+            f"max relative gap over 64 exact pairs {dev:.1e}. Without absolute continuity E_roll[|rho_t - 1| "
+            "| c_t] = 2 TV(c_t) - pi_theta(tokens pi_roll cannot emit) can fall to TV(c_t), so 2 E_roll[W] "
+            "can be B_Adap^*/2; it then remains a bound (>= adaptive_star_refined, rewards with max R - "
+            "min R <= 1), attained with ratio 1 at T = 2. So the guarantee is the Adaptive bound (C01."
             "adaptive_star / adaptive_kl): the v3 weights use eps as well as delta (a global TV assumption "
             "TRM "
             "does not enforce); only the v2 weights need delta alone. It bounds the error of the unmasked "

@@ -4,6 +4,11 @@ Writes OUT/config.json and OUT/steps.jsonl (one JSON object per optimizer step; 
 described in docs/formats.md, "Training log") and, with --save-pair-every K, OUT/pairs/step_<step>.npz (pi_roll against
 pi_theta_new). Prints a JSON summary: certified steps, violations (certified but
 J_new <= J_roll: must be 0), skipped and shrunk steps (--certified).
+
+The run is written into a staging folder beside OUT (.<name>.staging-<pid>-<time>-<random>/, where
+steps.jsonl grows as it trains) and moved to OUT in one rename when it finishes; an existing
+non-empty OUT is refused unless --force, which replaces it as a whole (no file of the old run
+stays beside the new one).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .._json import dumps
-from .._validate import check_output_dir
+from .._outdir import staged_output
 from ..trainer import ADVANTAGES, TRAIN_METHODS, TrainConfig, train
 from ._mismatch_args import add_mismatch_arguments, print_notes, resolve_mismatch_args
 
@@ -34,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds the policy, reward, rollouts and mismatch")
     p.add_argument("--out", type=Path, required=True, help="run directory (config.json, steps.jsonl)")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out (the whole folder)")
     p.add_argument(
         "--save-pair-every", type=int, default=0, metavar="K", help="write pairs/step_<k>.npz every K steps"
     )
@@ -62,7 +68,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_dir(args.out, "out")  # before any work: a file, a read-only place
     chosen, notes = resolve_mismatch_args(args, "engine")
     spec = "+".join(f"{mech.name}={s}" for mech, s in chosen) or "none"
     cfg = TrainConfig(
@@ -89,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print_notes(notes, "trm-bounds train")
-    result = train(cfg, out_dir=args.out, save_pair_every=args.save_pair_every, progress=not args.no_progress)
-    (args.out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+    with staged_output(args.out, None, args.force) as stage:  # checked here, before training
+        result = train(
+            cfg, out_dir=stage, save_pair_every=args.save_pair_every, progress=not args.no_progress
+        )
+        (stage / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     print(dumps({"out": str(args.out), "config": cfg.to_json(), "summary": result.summary}, indent=2))
     return 0

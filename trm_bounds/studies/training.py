@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import masks
+from .._savefig import save_figure
 from ..mismatch import RolloutEngine
 from ..pair import sample_trajectories, token_kl_along, token_logprobs
 from ..policies import MoEConfig, MoEPolicy
@@ -173,7 +173,7 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.tight_layout()
     for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
+        save_figure(fig, p, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -188,6 +188,18 @@ def plot_training_figure(results: list[dict], stem: str, out: Path) -> list[Path
             runs = [r for r in results if r["regime"] == reg and r["label"] == label]
             _band(axes[i, 0], runs, "J_new", label, colors[j], LINESTYLES[j])
             _band(axes[i, 1], runs, "log_ppl_gap", label, colors[j], LINESTYLES[j], smooth=5)
+        same = _identical_runs(results, reg, labels)
+        if same:
+            axes[i, 0].text(
+                0.98,
+                0.04,
+                same,
+                transform=axes[i, 0].transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                bbox=dict(facecolor="white", edgecolor="0.8", alpha=0.9, pad=2),
+            )
         axes[i, 0].set_ylabel(f"{reg}: exact J(pi_theta)")
         axes[i, 1].set_ylabel("log-perplexity gap\n(5-step moving average)")
         axes[i, 1].set_yscale("log")
@@ -201,33 +213,72 @@ def plot_training_figure(results: list[dict], stem: str, out: Path) -> list[Path
     return _save(fig, out, stem)
 
 
+def _identical_runs(results: list[dict], regime: str, labels: list[str]) -> str:
+    """ "A = B: identical runs (one line hides the other)" for runs of a regime whose logged J and
+    log-ppl gap agree at every step of every seed (`coincident_groups`), "" when none do."""
+    from .plotting import coincident_groups
+
+    curves = {}
+    for label in labels:
+        runs = sorted(
+            (r for r in results if r["regime"] == regime and r["label"] == label), key=lambda r: r["seed"]
+        )
+        curves[label] = [s[k] for r in runs for s in r["steps"] for k in ("J_new", "log_ppl_gap")]
+    groups = [g for g in coincident_groups(curves) if len(g) > 1]
+    return (
+        "identical runs (one line hides the other):\n" + "\n".join(" = ".join(g) for g in groups)
+        if groups
+        else ""
+    )
+
+
 def plot_certified(results: list[dict], out: Path) -> list[Path]:
+    """Exact J and the applied step scale of plain vs certified TRM-Max. The scale is 1 or
+    2^-k after k halvings (k <= max_backtracks), 0 when skipped: a symlog axis in base 2 with a
+    tick at every other power, its linear part [0, 2^-k_max] holding the skipped steps."""
     plt = pyplot()
     n = len(CERTIFIED_REGIMES)
-    fig, axes = plt.subplots(n, 2, figsize=(10, 3.1 * n), squeeze=False)
+    k_max = max(
+        int(r["config"].get("max_backtracks", 8)) for r in results if r["regime"] in CERTIFIED_REGIMES
+    )
+    fig, axes = plt.subplots(n, 2, figsize=(10.5, 3.3 * n), squeeze=False)
+    colors = plt.cm.tab10.colors
     for i, reg in enumerate(CERTIFIED_REGIMES):
         for j, mode in enumerate(("plain", "certified")):
             runs = [r for r in results if r["regime"] == reg and r["label"] == mode]
-            _band(axes[i, 0], runs, "J_new", f"TRM-Max {mode}", plt.cm.tab10.colors[j])
-            _band(axes[i, 0], runs, "J_roll", f"J(roll), {mode}", plt.cm.tab10.colors[j + 2])
-            _band(axes[i, 1], runs, "step_scale", f"TRM-Max {mode}", plt.cm.tab10.colors[j])
+            _band(axes[i, 0], runs, "J_new", f"J(theta_new), {mode} TRM-Max", colors[j])
+            _band(axes[i, 0], runs, "J_roll", f"J(roll), {mode} TRM-Max", colors[j + 2], ls="--")
+            _band(axes[i, 1], runs, "step_scale", f"{mode} TRM-Max", colors[j])
         axes[i, 0].set_ylabel(f"{reg}\nexact J")
-        axes[i, 1].set_ylabel("applied step scale\n(0 = skipped)")
-        axes[i, 1].set_yscale("symlog", linthresh=1e-3)
+        ax = axes[i, 1]
+        ax.set_yscale("symlog", base=2, linthresh=2.0**-k_max, linscale=0.5)
+        ticks = [0.0] + [2.0**-k for k in range(k_max, -1, -2)]
+        ax.set_yticks(ticks, ["0 (skipped)"] + [f"1/{2**k}" if k else "1" for k in range(k_max, -1, -2)])
+        ax.set_ylim(-(2.0 ** -(k_max + 2)), 1.6)
+        ax.set_ylabel("applied step scale\n(1 = full step; 1/2^k: k halvings)", fontsize=9)
         for ax in axes[i]:
             ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("optimizer step")
     axes[0, 0].legend(fontsize=7)
+    axes[0, 1].legend(fontsize=7, loc="center right")
+    n_seeds = len({r["seed"] for r in results if r["regime"] in CERTIFIED_REGIMES})
     fig.suptitle(
-        "Certified mode: halve the step until L' > B*, else skip (exact J never below J(roll))", fontsize=10
+        "Certified mode: halve the step until L' > B*, else skip (exact J never below J(roll))\n"
+        f"lines: mean over {n_seeds} seeds; bands: min-max over seeds",
+        fontsize=10,
     )
     return _save(fig, out, "certified_mode")
 
 
 def plot_length_bias(rows: list[dict], out: Path) -> list[Path]:
+    """Acceptance by response length, one marker per method dodged sideways at each length:
+    the mean over seeds, bars from the smallest to the largest seed's acceptance."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    k = len(LENGTH_METHODS)
+    width = 0.6  # of one length unit, shared by the k methods
+    n_seeds = len({r["seed"] for r in rows})
     for j, label in enumerate(LENGTH_METHODS):
         sub = [r for r in rows if r["method"] == label]
         lengths = sorted({r["length"] for r in sub})
@@ -241,22 +292,34 @@ def plot_length_bias(rows: list[dict], out: Path) -> list[Path]:
             ]
         )
         mean = np.nanmean(acc, 0)
+        x = np.array(lengths) + width * ((j + 0.5) / k - 0.5)
         ax.errorbar(
-            lengths,
+            x,
             mean,
             yerr=[mean - np.nanmin(acc, 0), np.nanmax(acc, 0) - mean],
             label=label,
             color=plt.cm.tab10.colors[j],
-            marker="o",
-            ms=3,
+            marker="os^D"[j % 4],
+            ms=4,
+            ls="none",
             capsize=2,
+            elinewidth=1,
         )
+    lengths = sorted({r["length"] for r in rows})
+    ax.set_xticks(lengths)
+    for ell in lengths[:-1]:
+        ax.axvline(ell + 0.5, color="0.85", lw=0.6)
     ax.set_xlabel("response length (position of first EOS)")
-    ax.set_ylabel("acceptance")
+    ax.set_ylabel("acceptance (fraction of the rollouts kept)")
     ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Length bias of sequence masks (MoE router noise 0.1, V=3, T=8)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(
+        "Length bias of sequence masks (MoE router noise 0.1, V=3, T=8)\n"
+        f"marker: mean over {n_seeds} seeds; bar: min-max over the seeds "
+        "(lengths with >= 5 rollouts in a seed)",
+        fontsize=9,
+    )
     return _save(fig, out, "length_bias")
 
 
@@ -334,10 +397,8 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread avoids contention on shared cores
     try:
-        t0 = time.perf_counter()
         results = run_training(quick)
         lb = length_bias(quick)
-        seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(n_threads)
     out = Path(out_dir) / SUBDIR
@@ -401,7 +462,6 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
         "totals": totals(results),
         "runs": [{k: r[k] for k in ("regime", "label", "seed", "config", "summary")} for r in results],
         "length_bias": lb,
-        "seconds": round(seconds, 2),
         "quick": quick,
     }
     (out / "train_figures.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,9 +1,10 @@
 """Audit evidence from the chain DP engine (claims C01 and C11 of `trm_bounds.audit.claims`).
 
-Reads the study's results `paper_figures/error_vs_horizon.json` when present (written by
-`trm_bounds.studies.error_vs_horizon`, run by `trm-bounds figures`); otherwise computes a small version
-of the same measurements (a few seconds). Every number is a measurement on exact DP values,
-not a proof.
+Reads the study's results `error_vs_horizon.json` from the audit's measurement folder
+(`trm_bounds.audit.outputs`; written by `trm_bounds.studies.error_vs_horizon`, run by
+`trm-bounds figures`) when present; otherwise computes a small version of the same measurements
+(a few seconds). A file there that cannot be read raises (the claim is then "unchecked").
+Every number is a measurement on exact DP values, not a proof.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ...bounds import PUBLISHED_BOUNDS
 from ...chain import chain_quantities_batch, last_k_transition, random_automaton_transition, random_chain_pair
 from ...studies.error_vs_horizon import CHAIN_MECHANISM
 from ...studies.error_vs_horizon import RESULTS_JSON as RESULTS
-from ..outputs import find_output, output_dirs
+from ..outputs import describe, find_output, output_dirs
 
 __all__ = ["c01_evidence", "c11_evidence", "RESULTS", "C11_FAMILIES"]
 
@@ -31,14 +32,28 @@ def _search_dirs() -> tuple[Path, ...]:
 C11_FAMILIES = ("classical_kl", "pm_kl", "mix_kl", "coupling")
 
 
-@lru_cache(maxsize=1)
 def _study() -> dict:
     """The study's summary JSON, or a small recomputation with the same keys used below."""
     path = find_output(RESULTS, _search_dirs())
-    if path is not None:
-        data = json.loads(path.read_text())
-        data["source"] = f"{path.name} ({data['random_pairs']['instances']} random pairs)"
-        return data
+    if path is None:
+        return _recomputed()
+    return _read_study(str(path), path.stat().st_mtime_ns, describe(path))
+
+
+@lru_cache(maxsize=4)
+def _read_study(path: str, mtime_ns: int, shown: str) -> dict:
+    """The study's JSON at `path` (cached per file version); raises when it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text())
+        data["source"] = f"{shown} ({data['random_pairs']['instances']} random pairs)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{shown} cannot be read: {type(exc).__name__}: {exc}") from exc
+    return data
+
+
+@lru_cache(maxsize=1)
+def _recomputed() -> dict:
+    """A small recomputation of the study, with the keys the evidence below uses."""
     rng = np.random.default_rng(2026)
     grid = [2**i for i in range(6, 11)]
     tr = last_k_transition(4, 2)
@@ -61,7 +76,9 @@ def _study() -> dict:
     kinds = ("dense", "sparse", "stale")
     for T in (8, 64):
         pairs = [
-            random_chain_pair(random_automaton_transition(8, 3, rng), CHAIN_MECHANISM[kinds[i % 3]], 0.1, T, i)
+            random_chain_pair(
+                random_automaton_transition(8, 3, rng), CHAIN_MECHANISM[kinds[i % 3]], 0.1, T, i
+            )
             for i in range(12)
         ]
         for d in chain_quantities_batch(pairs):

@@ -2,9 +2,10 @@
 
 `trm_bounds.audit.claims` imports the ``cNN_evidence`` functions. Each returns
 ``{"evidence": str, ...numbers}`` measured in exact training runs: read from the JSON
-that the training study (`trm_bounds.studies.training`) wrote
-(``paper_figures/training/train_figures.json``) when it exists, otherwise from a tiny
-training run made here (a few seconds). The text says which.
+that the training study (`trm_bounds.studies.training`) wrote (``training/train_figures.json``
+in the audit's measurement folder, `trm_bounds.audit.outputs`) when it exists, otherwise from
+a tiny training run made here (a few seconds). The text says which. A file there that cannot
+be read raises (the claims are then "unchecked").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 
 from ...studies.training import tally_by_threshold
-from ..outputs import find_output, output_dirs
+from ..outputs import describe, find_output, output_dirs
 
 __all__ = ["training_evidence", "c13_evidence", "c18_evidence", "c24_evidence", "EVIDENCE_JSON"]
 
@@ -26,17 +27,27 @@ def _search_dirs() -> tuple[Path, ...]:
     return output_dirs()
 
 
-@functools.lru_cache(maxsize=1)
 def training_evidence() -> dict:
     """{"source": str, "totals": {...}} with totals as `trm_bounds.studies.training.totals` computes them."""
     path = find_output(EVIDENCE_JSON, _search_dirs())
-    if path is not None:
-        data = json.loads(path.read_text())
+    if path is None:
+        return _tiny_evidence()
+    return _read_evidence(str(path), path.stat().st_mtime_ns, describe(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_evidence(path: str, mtime_ns: int, shown: str) -> dict:
+    """The training study's JSON at `path` (cached per file version); raises when it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text())
         kind = "quick" if data.get("quick") else "default"
-        return {
-            "source": f"{EVIDENCE_JSON.as_posix()} ({kind} run of the training study)",
-            "totals": data["totals"],
-        }
+        return {"source": f"{shown} ({kind} run of the training study)", "totals": data["totals"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{shown} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_evidence() -> dict:
     return {"source": "tiny training run made by trm_bounds.audit.evidence.trainer", "totals": _tiny_totals()}
 
 

@@ -1,0 +1,126 @@
+"""Tests for trm_bounds/tightness_search.py, trm_bounds/taskpool.py and trm_bounds/studies/tightness.py."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import trm_bounds.refined  # noqa: F401 - the *_refined keys
+from trm_bounds.chain import chain_quantities, evaluate_chain_file
+from trm_bounds.exact import evaluate_pair_file
+from trm_bounds.studies import tightness as study
+from trm_bounds.taskpool import run_tasks, task_file
+from trm_bounds.tightness_search import (
+    _to_pair,
+    chain_terms,
+    parity_chain,
+    structure_transition,
+    theta_logits,
+    torch_bounds,
+    tree_transition,
+)
+
+
+@pytest.mark.parametrize("structure", ["random8", "mod2", "last2", "sat4"])
+@pytest.mark.parametrize("fixed, target", [("delta", 1e-2), ("eps", 0.05)])
+def test_differentiable_dp_matches_the_chain_engine_and_holds_the_divergence(structure, fixed, target):
+    gen = torch.Generator().manual_seed(3)
+    tr = structure_transition(structure, 5)
+    S, T = tr.shape[0], 37
+    z = torch.randn(2, S, generator=gen, dtype=torch.float64)
+    c = torch.randn(2, S, generator=gen, dtype=torch.float64)
+    r = torch.rand(2, S, generator=gen, dtype=torch.float64)
+    zt = theta_logits(z, c, fixed, target)
+    q = chain_terms(z, zt, r, torch.as_tensor(tr), T)
+    b = torch_bounds(q, T)
+    for n in range(2):
+        d = chain_quantities(_to_pair(z[n], zt[n], r[n], tr, T))
+        assert float(q[fixed][n]) == pytest.approx(target, rel=1e-9)  # max over all states = target
+        assert d[fixed] <= target * (1 + 1e-9)  # over reachable states: at most the target
+        assert float(q["error"][n]) == pytest.approx(d["error"], rel=1e-9, abs=1e-15)
+        assert float(q["surrogate"][n]) == pytest.approx(d["surrogate"], rel=1e-9, abs=1e-15)
+        assert float(q["dkl_seq"][n]) == pytest.approx(d["dkl_seq"], rel=1e-9, abs=1e-15)
+        assert q["dbar"][n].numpy() == pytest.approx(np.array(d["dbar"]), rel=1e-9, abs=1e-15)
+        assert float(q["second_order"][n]) == pytest.approx(d["bounds"]["second_order"], rel=1e-9, abs=1e-15)
+        if d[fixed] == pytest.approx(target, rel=1e-9):  # same divergence: same bound formulas
+            for k in ("pm_kl", "coupling", "adaptive_star", "linear_dbar", "mix_kl"):
+                assert float(b[k][n]) == pytest.approx(d["bounds"][k], rel=1e-9, abs=1e-15), k
+
+
+def test_gradients_flow_through_the_kl_root_and_the_dp():
+    tr = torch.as_tensor(structure_transition("mod2", 0))
+    z = torch.tensor([[0.3, -0.7]], dtype=torch.float64, requires_grad=True)
+    c = torch.tensor([[0.9, -0.4]], dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([[0.1, 0.8]], dtype=torch.float64, requires_grad=True)
+
+    def f(z, c, r):
+        return chain_terms(z, theta_logits(z, c, "delta", 1e-3), r, tr, 12)["error"].sum()
+
+    assert torch.autograd.gradcheck(f, (z, c, r), eps=1e-6, atol=1e-8)
+
+
+def test_parity_chain_has_the_closed_form_error_and_tree_transition_is_the_tree():
+    T, e = 64, 5e-3
+    d = chain_quantities(parity_chain(T, e))
+    assert d["eps"] == pytest.approx(e) and d["delta"] == pytest.approx(-math.log1p(-e))
+    assert d["error"] == pytest.approx((1 - (1 - 2 * e) ** T) / 2 - T * e, rel=1e-12)
+    assert abs(d["error"]) >= T * e - 0.5
+    tr = tree_transition(3)
+    assert tr.shape == (15, 2) and tr[0].tolist() == [1, 2] and tr[6].tolist() == [13, 14]
+    with pytest.raises(ValueError, match="e must"):
+        parity_chain(4, 0.0)
+
+
+def _small_tasks():
+    cfg = dict(trees=[2], chains=[16], structures=["random8"], seeds=1, restarts=4, iters=4)
+    return study.make_tasks(cfg)
+
+
+def test_every_saved_instance_re_evaluates_to_its_ratio_and_no_bound_is_violated(tmp_path):
+    results = run_tasks(study.run_task, _small_tasks(), progress=False)
+    recs, errs = study.records(results, tmp_path)
+    assert {r["fixed"] for r in recs} == {"delta", "eps"} and {r["T"] for r in recs} == {2, 16}
+    assert {"unified", "unified_refined", "second_order", "adaptive_tv_refined"} <= {r["bound"] for r in recs}
+    for r in recs:
+        path = tmp_path / r["instance"]
+        d = evaluate_chain_file(path) if r["kind"] == "chain" else evaluate_pair_file(path)
+        assert d["error"] == r["error"] and d["bounds"][r["bound"]] == r["bound_value"]
+        assert r["verdict"] in ("holds", "attained within rounding"), r
+    # the tight pair of refined.py is found at T = 2: refined adaptive TV attained
+    top = max(r["ratio"] for r in recs if r["bound"] == "adaptive_tv_refined" and r["T"] == 2)
+    assert top == pytest.approx(1.0, rel=1e-9)
+    assert study.exponents(errs, fit_from=2)[0]["worst_abs_error_slope"] > 0
+
+
+def test_taskpool_caches_each_task_resumes_and_pools_agree(tmp_path):
+    tasks = [t for t in _small_tasks() if t["T"] == 16][:3]
+    first = run_tasks(study.run_task, tasks, cache_dir=tmp_path, progress=False)
+    assert all(task_file(tmp_path, t["key"]).exists() for t in tasks)
+    marker = json.loads(task_file(tmp_path, tasks[0]["key"]).read_text())
+    marker["resumed"] = True
+    task_file(tmp_path, tasks[0]["key"]).write_text(json.dumps(marker))
+    again = run_tasks(study.run_task, tasks, cache_dir=tmp_path, progress=False)
+    assert again[0].get("resumed") is True  # loaded, not rerun
+    pooled = run_tasks(study.run_task, tasks, workers=2, progress=False)
+    assert json.dumps(pooled, sort_keys=True) == json.dumps(first, sort_keys=True)
+    with pytest.raises(ValueError, match="unique"):
+        run_tasks(study.run_task, tasks + tasks[:1], progress=False)
+    with pytest.raises(ValueError, match="key"):
+        run_tasks(study.run_task, [{"T": 2}], progress=False)
+
+
+@pytest.mark.slow
+def test_a_small_sweep_on_a_local_ray_instance_gives_the_same_json():
+    ray = pytest.importorskip("ray")
+    tasks = [t for t in _small_tasks() if t["T"] == 16][:2]
+    local = run_tasks(study.run_task, tasks, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
+    finally:
+        ray.shutdown()
+    assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)

@@ -1,0 +1,123 @@
+"""Independent seeded tasks: run in-process, on a local process pool, or on a Ray cluster.
+
+    results = run_tasks(fn, tasks, cache_dir=..., workers=1, ray=None, progress=True)
+
+- `fn(task) -> dict` must be a module-level function (picklable) whose result is JSON-ready
+  and depends only on the task (seeds inside the task; torch runs on one thread inside it, so
+  the numbers do not depend on where it runs: local and Ray runs give identical JSON).
+- Each task is a dict with a unique string "key". With `cache_dir`, every finished task is
+  written to `cache_dir/<key>.json` (atomically, via a temporary file) as soon as it is done,
+  and tasks whose file exists are loaded instead of run: an interrupted sweep resumes.
+- `ray`: None (default, no Ray), "auto" (the cluster `ray start` made on this machine, or a
+  local instance) or an address ("ray://host:10001", "host:6379"); Ray is the optional extra
+  `trm-bounds[ray]`, imported only here and only when asked for.
+- One tqdm progress bar counts finished tasks across all of them (cached ones included).
+Results come back in the order of `tasks`, whatever order they finished in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+__all__ = ["run_tasks", "task_file"]
+
+_KEY = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+def task_file(cache_dir: Path, key: str) -> Path:
+    """Where a finished task's result lives: cache_dir/<key>.json."""
+    return Path(cache_dir) / f"{key}.json"
+
+
+def _checked(tasks: list[dict]) -> list[str]:
+    keys = []
+    for t in tasks:
+        key = t.get("key") if isinstance(t, dict) else None
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ValueError(f"every task must be a dict with a 'key' of [A-Za-z0-9_.=+-], got {key!r}")
+        keys.append(key)
+    if len(set(keys)) != len(keys):
+        raise ValueError("task keys must be unique")
+    return keys
+
+
+def _write(cache_dir: Path | None, key: str, result: dict) -> None:
+    if cache_dir is None:
+        return
+    path = task_file(cache_dir, key)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def run_tasks(
+    fn: Callable[[dict], dict],
+    tasks: list[dict],
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    ray: str | None = None,
+    progress: bool = True,
+    desc: str = "tasks",
+) -> list[dict]:
+    """Run fn on every task (module docstring); results in the order of `tasks`."""
+    keys = _checked(tasks)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    cache = None if cache_dir is None else Path(cache_dir)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for key in keys:
+        if cache is not None and task_file(cache, key).exists():
+            results[key] = json.loads(task_file(cache, key).read_text())
+    todo = [t for t in tasks if t["key"] not in results]
+    with tqdm(total=len(tasks), initial=len(results), desc=desc, unit="task", disable=not progress) as bar:
+
+        def done(key: str, res: dict) -> None:
+            res = json.loads(json.dumps(res, sort_keys=True))  # the same JSON whichever way it ran
+            _write(cache, key, res)
+            results[key] = res
+            bar.update(1)
+
+        if ray is not None:
+            _run_ray(fn, todo, ray, done)
+        elif workers > 1 and len(todo) > 1:
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=workers) as ex:
+                futs = {ex.submit(fn, t): t["key"] for t in todo}
+                for f in as_completed(futs):
+                    done(futs[f], f.result())
+        else:
+            for t in todo:
+                done(t["key"], fn(t))
+    return [results[k] for k in keys]
+
+
+def _run_ray(fn, todo: list[dict], address: str, done) -> None:
+    try:
+        import ray as ray_mod  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ValueError("ray is not installed: pip install 'trm-bounds[ray]' (or pip install ray)") from exc
+    started = False
+    if not ray_mod.is_initialized():
+        ray_mod.init(address=None if address == "local" else address, ignore_reinit_error=True)
+        started = True
+    try:
+        remote = ray_mod.remote(num_cpus=1)(fn)
+        refs = {remote.remote(t): t["key"] for t in todo}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray_mod.wait(pending, num_returns=1)
+            for r in ready:
+                done(refs[r], ray_mod.get(r))
+    finally:
+        if started:
+            ray_mod.shutdown()
