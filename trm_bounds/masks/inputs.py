@@ -51,12 +51,13 @@ __all__ = [
 
 
 def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
-    """(detached tensor, was_numpy); anything numpy can read becomes a tensor without a copy."""
+    """(detached tensor, was_numpy); anything numpy can read becomes a tensor without a copy
+    (a read-only array, e.g. from a loaded file or np.broadcast_to, is copied: torch cannot share it)."""
     if isinstance(x, torch.Tensor):
         return x.detach(), False
     try:
-        a = np.asarray(x)
-        return torch.from_numpy(np.ascontiguousarray(a)), True
+        a = np.ascontiguousarray(np.asarray(x))
+        return torch.from_numpy(a if a.flags.writeable else a.copy()), True
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
 
