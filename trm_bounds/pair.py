@@ -214,7 +214,7 @@ class PolicyPair:
         for key, a in data.items():
             if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
                 raise ValueError(f"{key}: must be a real numeric array, got dtype {a.dtype}")
-            arrays[key] = a.astype(np.float64, copy=False)
+            arrays[key] = a.astype(np.float64, copy=not a.flags.writeable)  # the tensors need writable memory
         R = arrays["reward"]
         if R.ndim == 2 and R.shape[1] != 0:
             V = int(arrays["logp_roll_1"].shape[-1]) if arrays["logp_roll_1"].ndim == 3 else 0
