@@ -202,6 +202,11 @@ def cases(f: dict[str, Path], out: Path):
     def cli(label, *argv, expect=json_ok):
         c.append((f"cli:{argv[0]}", label, [str(a) for a in argv], expect))
 
+    def refuse_files(command, option, keys, *more_keys, extra=()):
+        """`command [extra] option FILE` must be refused for each named file."""
+        for key in (*keys, *" ".join(more_keys).split()):
+            cli(f"{option} {key}", command, *extra, option, f[key], expect=REFUSE)
+
     # ---- bounds API (trm_bounds.bounds, __all__)
     api("api:bounds", "coupling_cap_position(0.0)", lambda: B.coupling_cap_position(0.0), lambda v: v == big)
     api(
@@ -582,11 +587,13 @@ def cases(f: dict[str, Path], out: Path):
     cli("--delta 1e-320", "bounds", "--T", 10, "--delta", 1e-320)
     cli("--T 9007199254740992 --delta 1e-30", "bounds", "--T", 2**53, "--delta", 1e-30)
     cli("--dbar ok", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f["dbar_ok"])
-    for key in (
-        "dbar_nan dbar_big dbar_2d dbar_short dbar_empty dbar_str dbar_npz dbar_trunc truncated "
-        "text empty_file dir"
-    ).split():
-        cli(f"--dbar {key}", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f[key], expect=REFUSE)
+    refuse_files(
+        "bounds",
+        "--dbar",
+        ("truncated", "text", "empty_file", "dir"),
+        "dbar_nan dbar_big dbar_2d dbar_short dbar_empty dbar_str dbar_npz dbar_trunc",
+        extra=("--T", 16, "--delta", 1e-3),
+    )
     cli(
         "--dbar missing", "bounds", "--T", 16, "--delta", 1e-3, "--dbar", f["dir"] / "nope.npy", expect=REFUSE
     )
@@ -594,21 +601,21 @@ def cases(f: dict[str, Path], out: Path):
 
     # ---- CLI: exact
     cli("--pair ok", "exact", "--pair", f["pair"])
-    for key in (
-        *BROKEN,
-        *(
-            "pair_gap pair_level0 pair_nan pair_badshape pair_strings pair_complex pair_unnorm "
-            "pair_posinf pair_missing chain logprobs"
-        ).split(),
-    ):
-        cli(f"--pair {key}", "exact", "--pair", f[key], expect=REFUSE)
+    refuse_files(
+        "exact",
+        "--pair",
+        BROKEN,
+        "pair_gap pair_level0 pair_nan pair_badshape pair_strings",
+        "pair_complex pair_unnorm pair_posinf pair_missing chain logprobs",
+    )
     cli("--chain ok", "exact", "--chain", f["chain"])
     cli("--chain --T 100", "exact", "--chain", f["chain"], "--T", 100)
-    for key in (
-        "truncated npy_as_npz empty_file pickled chain_badT chain_Tfloat chain_T0 chain_Thuge "
-        "chain_badtrans chain_nan pair"
-    ).split():
-        cli(f"--chain {key}", "exact", "--chain", f[key], expect=REFUSE)
+    refuse_files(
+        "exact",
+        "--chain",
+        ("truncated", "npy_as_npz", "empty_file", "pickled"),
+        "chain_badT chain_Tfloat chain_T0 chain_Thuge chain_badtrans chain_nan pair",
+    )
     for flag in (
         ("--mask", "max", "--mask-delta", 0.1),
         ("--mask-delta", 0.1),
@@ -739,14 +746,13 @@ def cases(f: dict[str, Path], out: Path):
     # ---- CLI: certify
     cli("--logprobs ok", "certify", "--logprobs", f["logprobs"], "--json")
     cli("--logprobs ok (text)", "certify", "--logprobs", f["logprobs"])
-    for key in (
-        *BROKEN,
-        *(
-            "lp_positive lp_empty lp_zero_rows lp_nan lp_rollinf lp_shape lp_1d lp_int lp_mask2 "
-            "lp_missing lp_adv_nan lp_adv_shape lp_group_float lp_kl_neg pair"
-        ).split(),
-    ):
-        cli(f"--logprobs {key}", "certify", "--logprobs", f[key], expect=REFUSE)
+    refuse_files(
+        "certify",
+        "--logprobs",
+        BROKEN,
+        "lp_positive lp_empty lp_zero_rows lp_nan lp_rollinf",
+        "lp_shape lp_1d lp_int lp_mask2 lp_missing lp_adv_nan lp_adv_shape lp_group_float lp_kl_neg pair",
+    )
     for flag in (
         ("--confidence", 1.0),
         ("--confidence", "nan"),
