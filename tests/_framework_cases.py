@@ -33,7 +33,7 @@ def random_case(rng: np.random.Generator, dtype: torch.dtype):
         lr[rng.integers(0, B), rng.integers(0, T)] = float(rng.choice([-30.0, 30.0, 20.0, -20.0, 0.0]))
     rlp = -rng.uniform(0.01, 5.0, (B, T))
     mask_dtype = MASK_DTYPES[int(rng.integers(0, len(MASK_DTYPES)))]
-    lp_t = torch.tensor(rlp + lr, dtype=torch.float64).to(dtype)
+    lp_t = torch.tensor(np.minimum(rlp + lr, 0.0), dtype=torch.float64).to(dtype)  # log-probs <= 0
     rlp_t = torch.tensor(rlp, dtype=torch.float64).to(dtype)
     return lp_t, rlp_t, torch.from_numpy(m).to(mask_dtype)
 

@@ -12,7 +12,7 @@ __all__ = ["random_batch", "small_lr", "small_mask"]
 def random_batch(seed=0, B=6, T=12, scale=0.1, empty_row=True):
     rng = np.random.default_rng(seed)
     rlp = -rng.uniform(0.01, 3.0, (B, T))
-    lp = rlp + scale * rng.standard_normal((B, T))
+    lp = np.minimum(rlp + scale * rng.standard_normal((B, T)), 0.0)  # log-probs are <= 0
     lengths = rng.integers(1, T + 1, B)
     if empty_row:
         lengths[0] = 0

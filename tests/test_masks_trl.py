@@ -49,15 +49,14 @@ def test_trl_importance_sampling_modes(mode, clip):
 
 
 def test_trl_sequence_modes_use_the_product_without_clamp():
-    lp = np.log(np.array([[2.0, 2.0], [1.0, 0.5]]))
+    lp = np.log(np.array([[2.0, 2.0], [1.0, 0.5]])) - 1.0  # log-probs <= 0, rollout's are -1
     m = np.ones((2, 2))
-    r = vllm_importance_sampling_ratio(lp, np.zeros((2, 2)), m, "sequence_mask", None, 3.0)
+    r = vllm_importance_sampling_ratio(lp, np.full((2, 2), -1.0), m, "sequence_mask", None, 3.0)
     np.testing.assert_allclose(r, [[0.0], [0.5]])  # 2 * 2 = 4 > 3 masked
-    r = vllm_importance_sampling_ratio(lp, np.zeros((2, 2)), m, "sequence_truncate", None, 3.0)
+    r = vllm_importance_sampling_ratio(lp, np.full((2, 2), -1.0), m, "sequence_truncate", None, 3.0)
     np.testing.assert_allclose(r, [[3.0], [0.5]])
-    ten = np.full((1, 3), 10.0)
     r = vllm_importance_sampling_ratio(
-        ten, np.zeros((1, 3)), np.ones((1, 3)), "sequence_truncate", None, 1e20
+        np.zeros((1, 3)), np.full((1, 3), -10.0), np.ones((1, 3)), "sequence_truncate", None, 1e20
     )
     assert r[0, 0] == pytest.approx(math.exp(30.0))  # no +-20 clamp in TRL
     with pytest.raises(ValueError, match="mode"):

@@ -18,11 +18,16 @@ from trm_bounds.masks.trm import acceptance_metrics, fraction
 
 
 # --------------------------------------------------------------------------- TRM
+def _as_log_probs(lr):
+    """(log_prob, rollout_log_prob) <= 0 with difference exactly lr (masks refuse log-probs > 0)."""
+    return np.minimum(lr, 0.0), -np.maximum(lr, 0.0)
+
+
 @given(lr=small_lr, m=small_mask, delta=st.floats(1e-4, 1.0))
 @example(lr=np.full((4, 7), 0.2), m=np.ones((4, 7), np.int8), delta=0.5 * 0.2**2)
 def test_trm_max_k2_equals_verl_seq_max_k2(lr, m, delta):
     assume(m.any())  # verl refuses a batch without a valid token (tested on its own)
-    mask, keep, _ = trm_mask(lr, np.zeros_like(lr), m, mode="max", max_threshold=delta)
+    mask, keep, _ = trm_mask(*_as_log_probs(lr), m, mode="max", max_threshold=delta)
     want, _ = rollout_rejection_mask(lr, m, "seq_max_k2", delta)
     assert mask.dtype == m.dtype
     np.testing.assert_array_equal(mask, want.astype(m.dtype))
@@ -37,8 +42,8 @@ def test_trm_max_k2_equals_verl_seq_max_k2(lr, m, delta):
 )
 def test_trm_mask_monotone_in_threshold(lr, m, d1, d2, mode):
     lo, hi = sorted((d1, d2))
-    _, k_lo, _ = trm_mask(lr, np.zeros_like(lr), m, mode=mode, max_threshold=lo, avg_threshold=lo)
-    _, k_hi, _ = trm_mask(lr, np.zeros_like(lr), m, mode=mode, max_threshold=hi, avg_threshold=hi)
+    _, k_lo, _ = trm_mask(*_as_log_probs(lr), m, mode=mode, max_threshold=lo, avg_threshold=lo)
+    _, k_hi, _ = trm_mask(*_as_log_probs(lr), m, mode=mode, max_threshold=hi, avg_threshold=hi)
     note(f"lo={lo} hi={hi} k_lo={k_lo} k_hi={k_hi}")
     assert np.all(~k_lo | k_hi)
 

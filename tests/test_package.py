@@ -80,7 +80,7 @@ def test_newcomer_names_are_public_and_lazy():
 # docs/architecture.md: the layers, top to bottom; a module imports only from its own layer or above
 LAYERS = {
     1: ("divergences", "bounds", "refined", "symbolic", "confidence", "_validate", "_json", "_files", "_savefig",
-        "_outdir", "_npz"),
+        "_outdir", "_npz", "_resources"),
     2: ("policies", "rewards", "pair", "mismatch", "adversarial", "counterexamples"),
     3: ("exact", "_tree_kernel", "_chain_kernel", "_compute", "exact_batch", "exact_mp", "chain", "second_order",
         "verdict", "tightness_search"),

@@ -56,7 +56,8 @@ def surrogate_limit(inputs: BoundInputs) -> float:
 
     |L'| <= sum_t E_{d_t^roll}|g_t| <= sum_t Dbar_t (|g_t(c)| <= TV(c)). Returns a float.
     """
-    return float(np.sum(inputs.dbar))
+    u = inputs.dbar_uniform  # a uniform dbar: T times the value, no pass over T entries
+    return float(np.sum(inputs.dbar)) if u is None else u * inputs.T
 
 
 def certifies_possibly(bound: float, limit: float) -> bool:
@@ -193,13 +194,14 @@ def _input_line(inputs: BoundInputs) -> list[str]:
     """One line per input: value and where it came from."""
     src = inputs.sources
     d = inputs.dbar
-    dbar = f"Dbar_t = {_g(d[0])} for every t" if np.all(d == d[0]) else f"Dbar_t in [{_g(d.min())}, {_g(d.max())}]"
+    same = inputs.dbar_uniform is not None or bool(np.all(d == d[0]))
+    dbar = f"Dbar_t = {_g(d[0])} for every t" if same else f"Dbar_t in [{_g(d.min())}, {_g(d.max())}]"
     return [
         f"  delta   = {_g(inputs.delta)}  ({src['delta']})",
         f"  eps     = {_g(inputs.eps)}  ({src['eps']})",
         f"  dkl_seq = {_g(inputs.dkl_seq)}  ({src['dkl_seq']})",
         f"  dtv_seq = {_g(inputs.dtv_seq)}  ({src['dtv_seq']})",
-        f"  {dbar}, sum_t Dbar_t = {_g(float(d.sum()))}  ({src['dbar']})",
+        f"  {dbar}, sum_t Dbar_t = {_g(surrogate_limit(inputs))}  ({src['dbar']})",
     ]
 
 

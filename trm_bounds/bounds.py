@@ -27,7 +27,8 @@ from types import MappingProxyType
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validate import check_divergence, check_horizon, check_tv
+from ._resources import check_memory
+from ._validate import check_divergence, check_horizon, check_tv, scalar
 
 __all__ = [
     "classical_tv",
@@ -51,6 +52,7 @@ __all__ = [
     "mix_tv_closed_form",
     "coupling_closed_form",
     "coupling_cap_position",
+    "uniform_dbar",
     "adaptive_crossover",
     "adaptive_worst_case_sum",
     "ln_trm_weights",
@@ -129,11 +131,67 @@ def _capped_linear_sum(T: np.ndarray, e: np.ndarray) -> np.ndarray:
     return free + (T - n_free)
 
 
+def uniform_dbar(T: int, value: float) -> np.ndarray:
+    """Dbar_t = value for t = 1..T as a read-only (T,) view of one float: no length-T memory.
+
+    The bounds recognise it (zero stride) and use closed forms instead of length-T sums.
+    """
+    T = int(scalar("T", check_horizon(T)))
+    return np.broadcast_to(np.float64(scalar("dbar", check_tv("dbar", value))), (T,))
+
+
 def _as_dbar(dbar: ArrayLike) -> np.ndarray:
+    if isinstance(dbar, np.ndarray) and dbar.ndim >= 1 and dbar.shape[-1] >= 1 and dbar.strides[-1] == 0:
+        first = check_tv("dbar", dbar[..., :1])  # a uniform (broadcast) dbar: check one value per row
+        return np.broadcast_to(first, dbar.shape)
     d = check_tv("dbar", dbar)
     if d.ndim == 0 or d.shape[-1] < 1:
         raise ValueError(f"dbar must have a time axis of length T >= 1, got shape {d.shape}")
     return d
+
+
+def _uniform(d: np.ndarray) -> np.ndarray | None:
+    """(...,) the common value of each row of a uniform (zero-stride) dbar, else None."""
+    return d[..., 0] if d.strides[-1] == 0 else None
+
+
+def _capped_star_sum(T, eps, delta) -> np.ndarray:
+    """sum_{m=0}^{T-1} min(1, m eps, sqrt(m delta / 2)), closed form (no loop over m).
+
+    m eps <= sqrt(m delta/2) exactly while m <= m* = delta / (2 eps^2) (`adaptive_crossover`),
+    so the first n1 = min(T, floor(m*) + 1) terms follow the TV route and the rest the KL route:
+        C(n1, eps) + S(T, sqrt(delta/2)) - S(n1, sqrt(delta/2))   (`_capped_linear_sum`, `_capped_sqrt_sum`).
+    """
+    T = np.asarray(T, dtype=np.int64)
+    cross = adaptive_crossover(eps, delta)
+    n1 = np.minimum(T.astype(np.float64), np.floor(np.minimum(cross, 2.0**62)) + 1.0).astype(np.int64)
+    a = np.sqrt(delta / 2.0)
+    return _capped_linear_sum(n1, eps) + (_capped_sqrt_sum(T, a) - _capped_sqrt_sum(n1, a))
+
+
+def _adaptive_sum(d: np.ndarray, eps, delta, which: str) -> np.ndarray:
+    """sum_t Dbar_t w_t (the Adaptive bounds without their factor 4), w as in `_future_weights`.
+
+    A uniform dbar (zero stride, e.g. `uniform_dbar`) uses the closed forms: Dbar times the
+    capped sums, O(1) memory in T. Otherwise the (..., T) weights are built, after a memory check.
+    """
+    T = d.shape[-1]
+    u = _uniform(d)
+    if u is not None:
+        eps = np.asarray(eps, dtype=np.float64)
+        delta = np.asarray(delta, dtype=np.float64)
+        if which == "tv":
+            s = _capped_linear_sum(T, eps)
+        elif which == "kl":
+            s = _capped_sqrt_sum(T, np.sqrt(delta / 2.0))
+        else:
+            s = _capped_star_sum(T, eps, delta)
+        with np.errstate(invalid="ignore"):  # Dbar = 0 with an infinite sum (never: sums <= T)
+            return u * s
+    rows = np.broadcast_shapes(d.shape[:-1], np.shape(eps), np.shape(delta))
+    n = 6 * 8 * T * max(1, int(np.prod(rows)))
+    check_memory("dbar", n, f"the adaptive bounds' per-t weights (T = {T})")
+    return np.sum(d * _future_weights(T, eps, delta, which), axis=-1)
 
 
 def _future_weights(T: int, eps, delta, which: str) -> np.ndarray:
@@ -142,6 +200,7 @@ def _future_weights(T: int, eps, delta, which: str) -> np.ndarray:
     which: "kl" -> min(1, sqrt((T-t) delta/2)); "tv" -> min(1, (T-t) eps); "star" -> both.
     Shape: broadcast(eps, delta)[..., None] x (T,).
     """
+    check_memory("T", 4 * 8 * T * max(1, np.broadcast(eps, delta).size), f"per-t weights of length T = {T}")
     m = np.arange(T - 1, -1, -1, dtype=np.float64)  # T - t for t = 1..T
     eps = np.asarray(eps, dtype=np.float64)[..., None]
     delta = np.asarray(delta, dtype=np.float64)[..., None]
@@ -171,7 +230,7 @@ def classical_kl(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """Classical trust-region bound, KL form (v1):  B = T (T - 1) delta.  O(T^2), no cap."""
     T = check_horizon(T)
     delta = check_divergence("delta", delta)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # beyond float64: inf, still an upper bound
         out = T * (T - 1.0) * delta
     return np.where((T == 1) & np.isinf(delta), 0.0, out)
 
@@ -189,7 +248,9 @@ def linear_dbar(dbar: ArrayLike) -> np.ndarray:
 
     Args: dbar (..., T). Returns (...,).
     """
-    return 4.0 * _as_dbar(dbar).sum(-1)
+    d = _as_dbar(dbar)
+    u = _uniform(d)
+    return 4.0 * (d.sum(-1) if u is None else u * d.shape[-1])
 
 
 # --------------------------------------------------------------------------- Pinsker-Marginal
@@ -220,7 +281,7 @@ def pm_kl_nocap(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """
     T = check_horizon(T)
     delta = check_divergence("delta", delta)
-    with np.errstate(invalid="ignore"):  # inf * 0 at T = 1
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 at T = 1; beyond float64: inf
         return np.where(T > 1, 2.0 * delta * _sum_sqrt(T), 0.0)
 
 
@@ -271,14 +332,14 @@ def adaptive_kl(dbar: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """
     d = _as_dbar(dbar)
     delta = check_divergence("delta", delta)
-    return 4.0 * np.sum(d * _future_weights(d.shape[-1], 0.0, delta, "kl"), axis=-1)
+    return 4.0 * _adaptive_sum(d, 0.0, delta, "kl")
 
 
 def adaptive_tv(dbar: ArrayLike, eps: ArrayLike) -> np.ndarray:
     """Adaptive bound, TV form (B_Adap^TV, v3):  4 sum_t Dbar_t min(1, (T-t) eps)."""
     d = _as_dbar(dbar)
     eps = check_tv("eps", eps)
-    return 4.0 * np.sum(d * _future_weights(d.shape[-1], eps, 0.0, "tv"), axis=-1)
+    return 4.0 * _adaptive_sum(d, eps, 0.0, "tv")
 
 
 def adaptive_star(dbar: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
@@ -286,7 +347,7 @@ def adaptive_star(dbar: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarr
     d = _as_dbar(dbar)
     eps = check_tv("eps", eps)
     delta = check_divergence("delta", delta)
-    return 4.0 * np.sum(d * _future_weights(d.shape[-1], eps, delta, "star"), axis=-1)
+    return 4.0 * _adaptive_sum(d, eps, delta, "star")
 
 
 # --------------------------------------------------------------------------- closed forms
@@ -328,24 +389,29 @@ def coupling_closed_form(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
 def coupling_cap_position(eps: ArrayLike) -> np.ndarray:
     """First t with (t-1) eps >= 1, i.e. the first t whose term min(1, (t-1) eps) equals 1.
 
-    Returns ceil(1/eps) + 1 (int64; eps = 0 gives a huge sentinel). The paper writes
-    floor(1/eps) + 1, which is the same t unless 1/eps is an integer (audit C04).
+    Returns ceil(1/eps) + 1 (int64). When that exceeds 2**53 (the largest valid horizon:
+    eps = 0, or eps < ~1.1e-16) it returns the sentinel 2**63 - 1 = np.iinfo(np.int64).max:
+    no valid horizon reaches the cap. The paper writes floor(1/eps) + 1, which is the same t
+    unless 1/eps is an integer (audit C04).
     """
     eps = check_tv("eps", eps)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):  # 1/5e-324 = inf: past every horizon
         inv = np.where(eps > 0, 1.0 / np.where(eps > 0, eps, 1.0), np.inf)
-    return np.where(np.isinf(inv), np.iinfo(np.int64).max, np.ceil(inv) + 1).astype(np.int64)
+    far = inv >= 2.0**53  # also eps = 0 (inv = inf); the float -> int64 cast would overflow there
+    t = np.ceil(np.where(far, 0.0, inv)).astype(np.int64) + 1
+    return np.where(far, np.iinfo(np.int64).max, t)
 
 
 def adaptive_crossover(eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """T - t at which the TV and KL future weights cross: m eps = sqrt(m delta / 2) -> m = delta / (2 eps^2).
 
     Below it (small T - t) the TV route min(1, m eps) is smaller; above it the KL route.
+    eps = 0 gives inf (the TV route, 0, is never larger), also when delta = 0 (both routes are 0).
     """
     eps = check_tv("eps", eps)
     delta = check_divergence("delta", delta)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return delta / (2.0 * eps**2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where(eps > 0, delta / (2.0 * eps**2), np.inf)
 
 
 def adaptive_worst_case_sum(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
@@ -356,13 +422,15 @@ def adaptive_worst_case_sum(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
     (terms with T - t >= 2/delta are capped at 1; the rest bounded by an integral). For
     delta < 2/T the formula is not the paper's case; this returns 2/3 sqrt(2 delta) T^1.5
     there (the uncapped integral, whose 4x-prefactored form is the 4/3 T^1.5 delta closed form).
+    delta = 0 gives 0 (every term is 0); delta = inf gives T (every capped term is 1).
     """
     T = check_horizon(T).astype(np.float64)
     delta = check_divergence("delta", delta)
     with np.errstate(divide="ignore", invalid="ignore"):
         capped = (T - 2.0 / delta) + 4.0 / (3.0 * delta)
         free = 2.0 / 3.0 * np.sqrt(delta / 2.0) * T**1.5
-    return np.where(T >= 2.0 / np.where(delta > 0, delta, np.inf), capped, free)
+        use_capped = (delta > 0) & (T >= 2.0 / np.where(delta > 0, delta, 1.0))
+    return np.where(use_capped, capped, np.where(delta > 0, free, 0.0))
 
 
 # --------------------------------------------------------------------------- LN-TRM
@@ -391,11 +459,16 @@ def ln_trm_Z(T: int, eps: ArrayLike | None, delta: ArrayLike, version: str = "v3
 
 
 def ln_trm_score(rho: ArrayLike, eps: ArrayLike | None, delta: ArrayLike, version: str = "v3") -> np.ndarray:
-    """W(y) = sum_t |rho_t - 1| w_t for ratios rho (..., T) of one length T. Returns (...,)."""
-    r = np.asarray(rho, dtype=np.float64)
-    if r.ndim == 0 or np.isnan(r).any() or (r < 0).any():
-        raise ValueError("rho must be a (..., T) array of non-negative ratios without NaN")
-    return np.sum(np.abs(r - 1.0) * ln_trm_weights(r.shape[-1], eps, delta, version), axis=-1)
+    """W(y) = sum_t |rho_t - 1| w_t for ratios rho (..., T) of one length T. Returns (...,).
+
+    rho_t = inf at a position of weight w_t = 0 (always t = T) adds 0; elsewhere W = inf.
+    """
+    r = check_divergence("rho", rho)
+    if r.ndim == 0:
+        raise ValueError("rho must be a (..., T) array of ratios, got a scalar")
+    w = ln_trm_weights(r.shape[-1], eps, delta, version)
+    with np.errstate(invalid="ignore"):
+        return np.sum(np.where(w == 0, 0.0, np.abs(r - 1.0) * w), axis=-1)
 
 
 def ln_trm_bound(expected_W: ArrayLike) -> np.ndarray:
@@ -413,7 +486,9 @@ class BoundInputs:
 
     Fields: T (int >= 1), eps, delta, dkl_seq, dtv_seq (floats), dbar ((T,) array,
     dbar[k] = Dbar_{k+1}), sources (field name -> one of SOURCES, plus free text after
-    ':'), e.g. {"eps": "pinsker: min(1, sqrt(delta/2))"}.
+    ':'), e.g. {"eps": "pinsker: min(1, sqrt(delta/2))"}. Each number may be given as any
+    array of size 1 (or a tensor); dbar may be a single number, meaning Dbar_t = that value
+    for every t, held as a `uniform_dbar` view (no length-T memory, closed-form bounds).
     """
 
     T: int
@@ -425,17 +500,22 @@ class BoundInputs:
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        T = int(check_horizon(self.T))
+        T = int(scalar("T", check_horizon(self.T)))
         object.__setattr__(self, "T", T)
-        object.__setattr__(self, "eps", float(check_tv("eps", self.eps)))
-        object.__setattr__(self, "delta", float(check_divergence("delta", self.delta)))
-        object.__setattr__(self, "dkl_seq", float(check_divergence("dkl_seq", self.dkl_seq)))
-        object.__setattr__(self, "dtv_seq", float(check_tv("dtv_seq", self.dtv_seq)))
-        dbar = _as_dbar(self.dbar)
+        object.__setattr__(self, "eps", float(scalar("eps", check_tv("eps", self.eps))))
+        object.__setattr__(self, "delta", float(scalar("delta", check_divergence("delta", self.delta))))
+        dkl_seq = scalar("dkl_seq", check_divergence("dkl_seq", self.dkl_seq))
+        object.__setattr__(self, "dkl_seq", float(dkl_seq))
+        object.__setattr__(self, "dtv_seq", float(scalar("dtv_seq", check_tv("dtv_seq", self.dtv_seq))))
+        dbar = self.dbar
+        if np.ndim(dbar) == 0 and not isinstance(dbar, (str, bytes)) and dbar is not None:
+            dbar = uniform_dbar(T, check_tv("dbar", dbar))
+        dbar = _as_dbar(dbar)
         if dbar.shape != (T,):
             raise ValueError(f"dbar must have shape ({T},) for T = {T}, got {dbar.shape}")
-        dbar = dbar.copy()
-        dbar.setflags(write=False)
+        if _uniform(dbar) is None:
+            dbar = dbar.copy()
+            dbar.setflags(write=False)
         object.__setattr__(self, "dbar", dbar)
         src = dict(self.sources)
         for name in ("eps", "delta", "dkl_seq", "dtv_seq", "dbar"):
@@ -468,11 +548,11 @@ class BoundInputs:
           derived_notes: field -> caveat appended to a derived value's provenance,
             "pinsker: min(1, sqrt(delta/2)); <note>" (e.g. what a certificate cannot control).
         """
-        T = int(check_horizon(T))
-        delta = float(check_divergence("delta", delta))
-        eps = None if eps is None else float(check_tv("eps", eps))  # validate before deriving
-        dkl_seq = None if dkl_seq is None else float(check_divergence("dkl_seq", dkl_seq))
-        dtv_seq = None if dtv_seq is None else float(check_tv("dtv_seq", dtv_seq))
+        T = int(scalar("T", check_horizon(T)))
+        delta = float(scalar("delta", check_divergence("delta", delta)))
+        eps = None if eps is None else float(scalar("eps", check_tv("eps", eps)))  # validate before deriving
+        dkl_seq = None if dkl_seq is None else float(scalar("dkl_seq", check_divergence("dkl_seq", dkl_seq)))
+        dtv_seq = None if dtv_seq is None else float(scalar("dtv_seq", check_tv("dtv_seq", dtv_seq)))
         given = _given_labels(source)
         notes = dict(derived_notes or {})
         if set(notes) - set(_DERIVED_SOURCES):
@@ -500,21 +580,37 @@ class BoundInputs:
         else:
             src["dtv_seq"] = given["dtv_seq"]
         if dbar is None:
-            dbar = np.full(T, float(check_tv("eps", eps)))
+            dbar = uniform_dbar(T, eps)  # a view of one float: long horizons cost no memory
             src["dbar"] = derived("dbar")
         else:
             src["dbar"] = given["dbar"]
         return cls(T=T, eps=eps, delta=delta, dkl_seq=dkl_seq, dtv_seq=dtv_seq, dbar=dbar, sources=src)
 
-    def to_json(self) -> dict:
-        """JSON-ready dict: the values and their sources (dbar as a list)."""
+    @property
+    def dbar_uniform(self) -> float | None:
+        """The common value of a uniform dbar (held as a `uniform_dbar` view), else None."""
+        u = _uniform(self.dbar)
+        return None if u is None else float(u)
+
+    def to_json(self, full: bool = False) -> dict:
+        """JSON-ready dict: the values and their sources.
+
+        dbar is a list of T floats, except a uniform dbar (`dbar_uniform`), which is one float
+        (Dbar_t for every t, as `sources["dbar"]` says) unless `full` asks for the list.
+        """
+        u = self.dbar_uniform
+        if u is not None and not full:
+            dbar = u
+        else:
+            check_memory("T", 64 * self.T, f"listing dbar (T = {self.T} floats)", "leave full=False")
+            dbar = [float(x) for x in self.dbar]
         return {
             "T": self.T,
             "eps": self.eps,
             "delta": self.delta,
             "dkl_seq": self.dkl_seq,
             "dtv_seq": self.dtv_seq,
-            "dbar": [float(x) for x in self.dbar],
+            "dbar": dbar,
             "sources": dict(self.sources),
         }
 
@@ -793,13 +889,31 @@ def reward_range_factor(name: str, reward_range: float = 1.0) -> float:
 
 
 def evaluate_bounds(
-    inputs: BoundInputs, names: tuple[str, ...] | None = None, *, reward_range: float = 1.0
+    inputs: BoundInputs, names: str | tuple[str, ...] | None = None, *, reward_range: float = 1.0
 ) -> dict[str, float]:
-    """{name: float} for every registered bound (or `names`), evaluated on `inputs`.
+    """{name: float} for every registered bound (or `names`: one name or several), evaluated on `inputs`.
 
     reward_range: max R - min R of the rewards the bounds are for (default 1: R in [0, 1]);
     a wider range scales each bound by `reward_range_factor` (the halved refined bounds and
     `second_order` need a range <= 1, the published ones <= 2).
     """
-    names = tuple(BOUNDS) if names is None else names
+    names = _bound_names(inputs, names)
     return {n: float(get_bound(n)(inputs)) * reward_range_factor(n, reward_range) for n in names}
+
+
+def _bound_names(inputs, names) -> tuple[str, ...]:
+    """`names` as a tuple of str (one str is one name; None: every registered bound); TypeError otherwise."""
+    if not isinstance(inputs, BoundInputs):
+        raise TypeError(f"inputs must be a BoundInputs (from_partial), got {type(inputs).__name__}")
+    if names is None:
+        return tuple(BOUNDS)
+    if isinstance(names, str):
+        return (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(f"names must be a bound name or a sequence of names, got {names!r}") from None
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"names must hold bound names (str), got {bad[0]!r}")
+    return names

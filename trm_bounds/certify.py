@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from ._files import wrong_kind_hint
-from ._validate import check_divergence, check_tv
+from ._validate import check_divergence, check_tv, read_npz
 from .bounds import BoundInputs, evaluate_bounds
 from .confidence import DEFAULT_METHOD, METHODS, upper_confidence_bound
 from .masks import SAFETY_BOUND, trm_mask
-from .masks.inputs import as_float_tensor, prepare_inputs
+from .masks.inputs import as_float_tensor, prepare_inputs, split_log_ratio
 from .second_order import sequence_statistics
 
 __all__ = [
@@ -72,15 +72,7 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
         "response_mask": _to_numpy(response_mask, "response_mask", floating=False),
     }
     if exact_kl is not None:
-        trm_mask(
-            lr,
-            torch.zeros_like(lr),
-            valid,
-            mode="max",
-            max_threshold=0.0,
-            exact_kl=exact_kl,
-            return_metrics=False,
-        )  # validates exact_kl (shape, NaN, sign)
+        _check_exact_kl(lr, valid, exact_kl)
         arrays["exact_kl"] = _to_numpy(exact_kl, "exact_kl")
     path = Path(path)
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent if str(path.parent) else ".")
@@ -94,6 +86,11 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
     return path
 
 
+def _check_exact_kl(lr: torch.Tensor, valid: torch.Tensor, exact_kl) -> None:
+    """ValueError naming exact_kl unless it is (B, T) like the batch, >= 0, not NaN where valid."""
+    trm_mask(*split_log_ratio(lr), valid, mode="max", max_threshold=0.0, exact_kl=exact_kl, return_metrics=False)
+
+
 def _to_numpy(x, name: str, floating: bool = True) -> np.ndarray:
     if floating:
         t, _ = as_float_tensor(x, name)  # half -> float32
@@ -105,11 +102,7 @@ def _to_numpy(x, name: str, floating: bool = True) -> np.ndarray:
 
 def load_logprobs(path) -> dict[str, np.ndarray]:
     """Read a batch written by `save_logprobs` (or dumped from verl/TRL with the same keys)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"logprobs: cannot read {path}: {exc}") from exc
+    data = read_npz(path, "logprobs")
     for key in LOGPROB_KEYS:
         if key not in data:
             raise ValueError(
@@ -188,6 +181,8 @@ def certify(
         if v is not None:
             check_tv(name, v)
 
+    if exact_kl is not None:
+        _check_exact_kl(lr, valid, exact_kl)  # also when no mask will read it
     mode = {(True, True): "max+avg", (True, False): "max", (False, True): "avg"}.get(
         (delta is not None, delta_avg is not None)
     )
@@ -195,8 +190,7 @@ def certify(
         keep = torch.ones(B, dtype=torch.bool)
     else:
         _, keep, _ = trm_mask(
-            lr,
-            torch.zeros_like(lr),
+            *split_log_ratio(lr),
             valid,
             mode=mode,
             max_threshold=delta,
@@ -421,7 +415,7 @@ def certificate_bound_inputs(cert: dict[str, Any]) -> BoundInputs:
         delta=i["delta"],
         dkl_seq=i["dkl_seq"],
         dtv_seq=i["dtv_seq"],
-        dbar=np.full(int(i["T"]), float(i["dbar"])),
+        dbar=float(i["dbar"]),  # Dbar_t = this for every t (a uniform view, as certify built it)
         sources=i["sources"],
     )
 
@@ -462,6 +456,8 @@ def sample_certificate(
       "interval", "kind"}, per_token_mean (estimate of the mean (1 - rho)_+ per token),
       horizon, n_sequences, n_tokens, assumptions, statement.
     """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     lr, valid, B, width, T_max = _prepare_batch(log_prob, rollout_log_prob, response_mask, horizon, "horizon")
     lengths = valid.sum(-1).numpy()
     if lengths.max(initial=0) > T_max:

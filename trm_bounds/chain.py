@@ -82,8 +82,8 @@ import torch
 from . import _chain_kernel
 from ._compute import check_device, engine_threads
 from ._files import wrong_kind_hint
-from ._npz import read_npz
-from ._validate import check_finite_or_inf, check_horizon
+from ._resources import check_memory, format_bytes
+from ._validate import check_finite_or_inf, check_horizon, read_npz, scalar
 from .bounds import BoundInputs, evaluate_bounds
 from .divergences import log_softmax, token_kl, token_tv
 from .mismatch import MechanismView, resolve_one
@@ -196,7 +196,7 @@ class ChainPair:
 
     def with_horizon(self, T: int) -> ChainPair:
         """The same pair at horizon T (time-dependent logits: T <= the stored horizon, a prefix)."""
-        T = int(check_horizon(T))
+        T = int(scalar("T", check_horizon(T)))
         lr, lth = self.logp_roll, self.logp_theta
         if self.time_dependent:
             if T > lr.shape[0]:
@@ -230,10 +230,7 @@ class ChainPair:
     @classmethod
     def load(cls, path: str | Path) -> ChainPair:
         """Read and validate a chain `.npz`; ValueError names the missing or bad field."""
-        try:
-            data = read_npz(path)  # read-only arrays owning their memory: adopted without a copy
-        except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"chain: cannot read {path}: {exc}") from exc
+        data = read_npz(path, "chain")
         required = (
             "T",
             "transition",
@@ -702,6 +699,25 @@ def _finish(r: dict, T: int) -> dict:
     }
 
 
+MAX_CHAIN_STEPS = 2**20  # work guard: the DP runs ~5e3 steps/s on one core (T = 2**20: ~3 min)
+CHAIN_BYTES_PER_STEP = 1024  # per t and pair: step records + per-t JSON lists (700 B measured at S=3 V=2)
+
+
+def check_chain_size(T: int, S: int, V: int, n_pairs: int = 1) -> None:
+    """ValueError naming T, before any work, when the chain DP would take too long or too much memory.
+
+    Memory ~ n_pairs T (CHAIN_BYTES_PER_STEP + 64 S V) bytes (the DP keeps per-step statistics and
+    the result lists every per-t quantity); steps <= MAX_CHAIN_STEPS.
+    """
+    if T > MAX_CHAIN_STEPS:
+        raise ValueError(
+            f"T = {T} exceeds the chain engine's {MAX_CHAIN_STEPS} = 2**20 steps (it keeps and reports every "
+            f"per-t quantity: about {format_bytes(n_pairs * T * (CHAIN_BYTES_PER_STEP + 64 * S * V))} and "
+            f"{T / 5e3:.0f} s); use a shorter horizon"
+        )
+    check_memory("T", n_pairs * T * (CHAIN_BYTES_PER_STEP + 64 * S * V), f"the chain DP over T = {T} steps")
+
+
 def chain_quantities_batch(
     pairs: list[ChainPair], device="cpu", dense: bool | None = None, backend: str | None = None
 ) -> list[dict]:
@@ -721,6 +737,7 @@ def chain_quantities_batch(
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     device = check_device(device)
     _check_batch(pairs)
+    check_chain_size(pairs[0].T, pairs[0].S, pairs[0].V, len(pairs))
     if device.type == "cpu" and dense is None and backend is None and _chain_kernel.available():
         raws = [_run_kernel(p) for p in pairs]  # the fused kernel, pair by pair
         second = [r["second_order"] for r in raws]  # E_roll[Z], second_order_chain's recursion in the kernel
@@ -755,6 +772,10 @@ def chain_quantities(
 
 def evaluate_chain_file(path: str | Path, device="cpu", T: int | None = None) -> dict:
     """Load a chain `.npz`, optionally override its horizon, and return `chain_quantities`."""
+    check_device(device)  # before reading anything
+    if T is not None:
+        T = int(scalar("T", check_horizon(T)))
+        check_chain_size(T, 1, 1)  # the steps guard before loading; memory again once S, V are known
     pair = ChainPair.load(path)
     if T is not None:
         pair = pair.with_horizon(T)

@@ -12,15 +12,20 @@ import their heavy libraries inside `run` unless `add_arguments` needs them (e.g
 choices of `exact --policy`). Commands parse, call one library function and print; logic
 stays in the library.
 
-Errors: a `ValueError` (bad input) or an argparse error prints one line
-``trm-bounds <command>: <message>`` on stderr and exits 2; nothing is written.
+Errors: a `ValueError` or `TypeError` (bad input) or an argparse error prints one line
+``trm-bounds <command>: <message>`` on stderr and exits 2; nothing is written. An `OSError`
+on a path the user named (unreadable input, an output that cannot be written) is bad input too
+(exit 2). Anything else is a bug in trm_bounds: one line saying so, exit 1, and the traceback
+only with TRM_BOUNDS_DEBUG=1 in the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 # name -> (module in trm_bounds.commands, one line for `trm-bounds --help`)
@@ -176,12 +181,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except ValueError as exc:
-        msg = " ".join(str(exc).split())  # one line
-        sys.stderr.write(f"trm-bounds {args.command}: {msg}\n")
-        return 2
     except BrokenPipeError:  # `trm-bounds ... | head`
         return 0
+    except (ValueError, TypeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.filename is None:
+            return _internal_error(args.command, exc)
+        if os.environ.get("TRM_BOUNDS_DEBUG"):
+            traceback.print_exc()
+        sys.stderr.write(f"trm-bounds {args.command}: {_one_line(exc)}\n")
+        return 2
+    except Exception as exc:  # a bug: one line, exit 1 (the traceback with TRM_BOUNDS_DEBUG=1)
+        return _internal_error(args.command, exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _internal_error(command: str, exc: BaseException) -> int:
+    if os.environ.get("TRM_BOUNDS_DEBUG"):
+        traceback.print_exc()
+        hint = ""
+    else:
+        hint = "; rerun with TRM_BOUNDS_DEBUG=1 for the traceback"
+    sys.stderr.write(
+        f"trm-bounds {command}: internal error ({type(exc).__name__}: {_one_line(exc)}); "
+        f"this is a bug in trm_bounds, please report it{hint}\n"
+    )
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

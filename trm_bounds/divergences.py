@@ -71,8 +71,9 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names=("logp_roll", "logp_thet
     for name, x in zip(names, (a, b)):
         if torch.isnan(x).any():
             raise ValueError(f"{name} contains NaN")
-        if (x == float("inf")).any():
-            raise ValueError(f"{name} contains +inf (a log-probability is <= 0)")
+        if (x > 0).any():  # +inf, or a probability above 1 (logits passed by mistake): NaN/garbage below
+            what = "+inf" if bool((x == float("inf")).any()) else f"values > 0 (max {float(x.max()):g})"
+            raise ValueError(f"{name} contains {what} (a log-probability is <= 0)")
 
 
 _NEG_INF = float("-inf")
@@ -179,7 +180,8 @@ def token_kl(logp_roll, logp_theta, *, dtype: torch.dtype = torch.float64, check
 
     (equal to sum_v p log(p/q) because sum_v p = sum_v q = 1). ``0 log(0/q) = 0``;
     ``p > 0 = q`` gives ``+inf``, decided on the log-prob (a log-prob of -1000 is a positive
-    probability even though it underflows). Never NaN for valid log-probabilities.
+    probability even though it underflows). Never NaN for valid log-probabilities; NaN, +inf
+    or any value > 0 (a probability above 1) raises ValueError naming the argument.
     ``check=False`` skips the input checks (for callers that validated already).
     """
     a, was_numpy = _to_torch(logp_roll, dtype)
@@ -236,8 +238,13 @@ def token_tv_from_logits(logits_roll, logits_theta, *, dtype: torch.dtype = torc
 
 
 def pinsker_tv(kl):
-    """Pinsker's upper bound on TV from a KL: min(1, sqrt(KL / 2)). inf -> 1."""
+    """Pinsker's upper bound on TV from a KL: min(1, sqrt(KL / 2)). inf -> 1.
+
+    numpy or torch (differentiable); NaN or a negative KL raises ValueError naming `kl`.
+    """
     if isinstance(kl, torch.Tensor):
+        if bool(torch.isnan(kl).any()) or bool((kl < 0).any()):
+            raise ValueError("kl must be >= 0 and not NaN")
         return torch.clamp(torch.sqrt(kl / 2), max=1.0)
     k = np.asarray(kl, dtype=np.float64)
     if np.isnan(k).any() or (k < 0).any():
@@ -248,6 +255,8 @@ def pinsker_tv(kl):
 def pinsker_kl_lower(tv):
     """Pinsker read backwards: KL >= 2 TV^2 (a lower bound on the KL)."""
     if isinstance(tv, torch.Tensor):
+        if bool(torch.isnan(tv).any()) or bool((tv < 0).any()) or bool((tv > 1).any()):
+            raise ValueError("tv must be in [0, 1]")
         return 2.0 * tv * tv
     x = np.asarray(tv, dtype=np.float64)
     if np.isnan(x).any() or (x < 0).any() or (x > 1).any():

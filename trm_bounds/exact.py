@@ -63,6 +63,7 @@ def exact_J(levels: Sequence, reward, prompt_probs, device="cpu") -> float:
     """
     from .pair import exact_J_tensor
 
+    device = _check_device(device)
     with torch.no_grad():
         lv = [_t(x, device) for x in levels]
         return float(exact_J_tensor(lv, _t(reward, device), _t(prompt_probs, device)))
@@ -546,6 +547,7 @@ def _future_tv(lr, lt, pp, P, V, T) -> list[float]:
 
 def evaluate_pair_file(path: str | Path, device="cpu", **kwargs) -> dict:
     """`exact_quantities` of a pair file (.npz, INTERFACES.md layout); same keys as the CLI JSON."""
+    _check_device(device)  # before reading anything
     pair = PolicyPair.load(path)
     return exact_quantities(
         pair.logp_roll,

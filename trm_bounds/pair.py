@@ -17,6 +17,7 @@ precision, moe, step. ``MISMATCHES`` is the view {name: what it does} of those.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from ._files import wrong_kind_hint
+from ._validate import read_npz
 from .divergences import token_kl
 from .mismatch import MechanismView, resolve_one
 from .policies import exact_J_tensor  # noqa: F401  (kept importable here: exact.py reads it from pair)
@@ -124,6 +126,30 @@ def validate_pair_arrays(
     return P, V, T
 
 
+_LEVEL_KEY = re.compile(r"logp_(roll|theta)_(\d+)")
+
+
+def _level_count(files, fname: str) -> int:
+    """T of a pair file whose level arrays are logp_roll_t, logp_theta_t for exactly t = 1..T.
+
+    A gap (levels 1-4 and 6) or a stray number (0, 07) raises ValueError naming the missing
+    or unexpected array, instead of silently reading the file as a shorter horizon.
+    """
+    levels = {"roll": set(), "theta": set()}
+    for key in files:
+        m = _LEVEL_KEY.fullmatch(key)
+        if m:
+            if m.group(2) != str(int(m.group(2))) or int(m.group(2)) < 1:
+                raise ValueError(f"{key}: level numbers are t = 1..T (no 0, no leading zeros) in {fname}")
+            levels[m.group(1)].add(int(m.group(2)))
+    T = max(max(v, default=0) for v in levels.values())
+    for name, have in levels.items():
+        for t in range(1, T + 1):
+            if t not in have:
+                raise ValueError(f"logp_{name}_{t}: missing level from {fname} (levels up to {T} present)")
+    return T
+
+
 @dataclass(frozen=True)
 class PolicyPair:
     """A rollout / training policy pair on the full tree, with reward and prompt law.
@@ -179,28 +205,16 @@ class PolicyPair:
     def load(cls, path: str | Path) -> PolicyPair:
         """Read and validate a pair file; ValueError names the missing / malformed array."""
         path = Path(path)
-        try:
-            z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"pair: cannot read {path}: {exc}") from exc
-        with z:
-            files = set(z.files)
-            for key in ("reward", "prompt_probs", "logp_roll_1", "logp_theta_1"):
-                if key not in files:
-                    raise ValueError(f"{key}: missing from {path.name}{wrong_kind_hint(files, 'pair')}")
-            T = 0
-            while f"logp_roll_{T + 1}" in files or f"logp_theta_{T + 1}" in files:
-                T += 1
-            for name in ("logp_roll", "logp_theta"):
-                for t in range(1, T + 1):
-                    if f"{name}_{t}" not in files:
-                        raise ValueError(f"{name}_{t}: missing level from {path.name} (T = {T})")
-            arrays = {}
-            for key in files:
-                a = z[key]
-                if not np.issubdtype(a.dtype, np.number):
-                    raise ValueError(f"{key}: must be numeric, got dtype {a.dtype}")
-                arrays[key] = a.astype(np.float64, copy=False)
+        data = read_npz(path, "pair")
+        for key in ("reward", "prompt_probs", "logp_roll_1", "logp_theta_1"):
+            if key not in data:
+                raise ValueError(f"{key}: missing from {path.name}{wrong_kind_hint(data, 'pair')}")
+        T = _level_count(data, path.name)
+        arrays = {}
+        for key, a in data.items():
+            if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+                raise ValueError(f"{key}: must be a real numeric array, got dtype {a.dtype}")
+            arrays[key] = a.astype(np.float64, copy=not a.flags.writeable)  # the tensors need writable memory
         R = arrays["reward"]
         if R.ndim == 2 and R.shape[1] != 0:
             V = int(arrays["logp_roll_1"].shape[-1]) if arrays["logp_roll_1"].ndim == 3 else 0

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._resources import check_memory, format_bytes
 from .divergences import log_softmax
 
 __all__ = [
@@ -52,7 +53,8 @@ __all__ = [
     "MOE_ROUTER_SCALE",
 ]
 
-MAX_LEAVES = 2**26  # largest P * V**T a policy builds (memory guard; the engine itself chunks)
+MAX_LEAVES = 2**23  # largest P * V**T a policy builds (work guard: ~30 s and ~1.3 GiB measured on 2 cores)
+BYTES_PER_LEAF = 160  # measured peak of build + pair + exact engine per leaf (126 B at 2**23), rounded up
 
 
 def _check_tree_size(P: int, V: int, T: int, eos: int | None) -> None:
@@ -62,7 +64,11 @@ def _check_tree_size(P: int, V: int, T: int, eos: int | None) -> None:
     if V < 2:
         raise ValueError(f"V must be >= 2 for a policy to have a choice, got {V}")
     if P * V**T > MAX_LEAVES:
-        raise ValueError(f"P * V**T = {P * V**T} leaves exceeds {MAX_LEAVES}; use a smaller tree")
+        raise ValueError(
+            f"T: P * V**T = {P * V**T} leaves exceeds {MAX_LEAVES} = 2**23 (a tree this size takes minutes "
+            f"and about {format_bytes(BYTES_PER_LEAF * P * V**T)}); use a smaller P, V or T"
+        )
+    check_memory("T", BYTES_PER_LEAF * P * V**T, f"the exact tree of P * V**T = {P * V**T} leaves")
     if eos is not None and (not isinstance(eos, int) or not 0 <= eos < V):
         raise ValueError(f"eos must be None or a token id in [0, {V}), got {eos!r}")
 

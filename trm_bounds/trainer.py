@@ -346,7 +346,12 @@ def method_loss(
     """
     _choice("kind", kind, ("masked_is", "weighted", "ppo_clip"))
     valid = response_mask > 0
-    log_ratio = torch.where(valid, log_prob - rollout_log_prob, torch.zeros_like(log_prob))  # 0 at padding
+    # padding may hold NaN/-inf log-probs: replace them BEFORE any op (exp(NaN)'s backward is NaN even
+    # under a 0 upstream gradient; a torch.where after the op does not stop it)
+    zero = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
+    log_prob = torch.where(valid, log_prob, zero)
+    rollout_log_prob = torch.where(valid, rollout_log_prob, zero.to(rollout_log_prob.dtype))
+    log_ratio = log_prob - rollout_log_prob  # 0 at padding
     if kind == "ppo_clip":
         loss_mat = ppo_clip_loss(log_ratio, torch.zeros_like(log_ratio), advantages)
     elif kind == "weighted":

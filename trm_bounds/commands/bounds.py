@@ -15,7 +15,8 @@ import argparse
 from pathlib import Path
 
 from .._json import dumps
-from ..bound_table import bounds_summary, explain_bounds, format_bounds_table
+from .._validate import number_arg, read_npy
+from ..bound_table import bounds_summary, explain_bounds, format_bounds_table, surrogate_limit
 from ..bounds import BoundInputs
 from ..refined import REFINED_ASSUMPTION  # importing it registers the *_refined bounds
 
@@ -35,7 +36,7 @@ class _Explain(argparse.Action):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--T", type=float, required=True, help="horizon T >= 1 (an integer)")
+    p.add_argument("--T", type=number_arg, required=True, help="horizon T >= 1 (an integer)")
     p.add_argument("--delta", type=float, required=True, help="max token KL D_KL^{tok,max} >= 0")
     p.add_argument("--eps", type=float, default=None, help="max token TV (default: Pinsker from delta)")
     p.add_argument("--dkl-seq", type=float, default=None, help="sequence KL (default: T*delta)")
@@ -65,26 +66,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    dbar = None
-    if args.dbar is not None:
-        try:
-            dbar = np.load(args.dbar, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"dbar: cannot read {args.dbar}: {exc}") from exc
-    T = args.T
-    if T != int(T):
-        raise ValueError(f"T must be an integer, got {T:g}")
-    inputs = BoundInputs.from_partial(int(T), args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
-    summary = bounds_summary(inputs, target=args.target, targets=not args.json, reward_range=args.reward_range)
+    dbar = None if args.dbar is None else read_npy(args.dbar, "dbar")  # the library checks every input
+    inputs = BoundInputs.from_partial(args.T, args.delta, args.eps, args.dkl_seq, args.dtv_seq, dbar)
+    summary = bounds_summary(
+        inputs, target=args.target, targets=not args.json, reward_range=args.reward_range
+    )
     if not args.json:
         print(format_bounds_table(summary))
         return 0
-    out_inputs = inputs.to_json()
+    out_inputs = inputs.to_json(full=args.full)
     if dbar is None and not args.full:
         del out_inputs["dbar"]  # T copies of eps; sources["dbar"] says so
-    out_inputs["dbar_sum"] = float(inputs.dbar.sum())
+    out_inputs["dbar_sum"] = surrogate_limit(inputs)  # sum_t Dbar_t (a uniform dbar: no pass over T)
     out = {
         "inputs": out_inputs,
         "bounds": summary["bounds"],

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._json import dumps
+from .._validate import number_arg
 from ..certify import certificate_targets, certify, load_logprobs, sample_certificate
 from ..confidence import DEFAULT_METHOD, METHODS
 from ..masks import AVG_ESTIMATORS, MAX_ESTIMATORS
@@ -30,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--delta-avg", type=float, default=None, help="TRM-Avg threshold (mean token k3 or exact KL)"
     )
-    p.add_argument("--T", type=float, default=None, help="horizon T_max (default: padded width)")
+    p.add_argument("--T", type=number_arg, default=None, help="horizon T_max (default: padded width)")
     p.add_argument("--eps", type=float, default=None, help="assume this max token TV (default: Pinsker)")
     p.add_argument("--dkl-seq", type=float, default=None, help="assume this sequence KL")
     p.add_argument("--dtv-seq", type=float, default=None, help="assume this sequence TV (default: Pinsker)")

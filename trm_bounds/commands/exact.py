@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from .._json import dumps
+from .._validate import check_output_file
 from ._mismatch_args import add_mismatch_arguments, print_notes, resolve_mismatch_args
 
 HELP = "exact J, surrogate, error, divergences and bounds of a policy pair (JSON)"
@@ -55,7 +56,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+# options that only some sources use: passing one to another source is refused, never ignored
+_POLICY_ONLY = ("P", "V", "eos", "mismatch", "strength", "reward", "seed", "save_pair")
+_TREE_ONLY = ("baseline", "mask", "mask_delta", "mask_delta_avg", "future_tv")
+
+
+def _refuse_unused(args: argparse.Namespace, names, source: str | None = None) -> None:
+    """ValueError naming the first option in `names` given a non-default value (it would be ignored)."""
+    defaults = {"P": 1, "V": 2, "eos": None, "mismatch": "dense", "strength": None, "reward": "random",
+                "seed": 0, "save_pair": None, "baseline": None, "mask": None, "mask_delta": None,
+                "mask_delta_avg": None, "future_tv": False, "T": None}  # fmt: skip
+    if source is None:
+        given = "--chain" if args.chain is not None else "--pair" if args.pair is not None else "--policy"
+        source = f"to {given}"
+    for name in names:
+        if getattr(args, name) != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{name}: {flag} does not apply {source}")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every option the chosen source would ignore, and every output path, before any work."""
+    from .._compute import check_device
+
+    check_device(args.device)
+    if args.chain is not None:
+        _refuse_unused(args, _POLICY_ONLY + _TREE_ONLY)
+    elif args.pair is not None:
+        _refuse_unused(args, _POLICY_ONLY + ("T",))
+    if args.mask is None:
+        _refuse_unused(args, ("mask_delta", "mask_delta_avg"), "without --mask (a threshold needs a rule)")
+    else:
+        for name, needed in (("mask_delta", "max" in args.mask), ("mask_delta_avg", "avg" in args.mask)):
+            if needed and getattr(args, name) is None:
+                raise ValueError(f"{name}: --mask {args.mask} needs --{name.replace('_', '-')}")
+    if args.save_pair is not None:
+        check_output_file(args.save_pair, "save_pair")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.pair is not None and args.save_pair is not None:
+        raise ValueError("save_pair: only with --policy (a --pair file is already saved)")
+    _check_args(args)
     if args.chain is not None:
         from ..chain import evaluate_chain_file  # another layer; imported only when asked
 
@@ -67,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
     if args.mask is not None:
         kwargs["mask"] = {"rule": args.mask, "delta": args.mask_delta, "delta_avg": args.mask_delta_avg}
     if args.pair is not None:
-        if args.save_pair is not None:
-            raise ValueError("save_pair: only with --policy (a --pair file is already saved)")
         out = evaluate_pair_file(args.pair, **kwargs)
     else:
         pair, notes = build_pair(args, with_notes=True)

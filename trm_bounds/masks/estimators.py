@@ -56,6 +56,8 @@ def sequence_stat(values, response_mask, agg: str):
 def row_stat(v: torch.Tensor, valid: torch.Tensor, agg: str) -> torch.Tensor:
     """`sequence_stat` on validated tensors: v (B, T) float, valid (B, T) bool -> (B,) in v's dtype."""
     if agg == "max":
+        if v.shape[-1] == 0:  # T = 0: every row is empty (amax refuses an empty axis)
+            return torch.zeros(v.shape[:-1], dtype=v.dtype, device=v.device)
         mx = v.masked_fill(~valid, -math.inf).amax(dim=-1)
         return torch.where(valid.any(dim=-1), mx, torch.zeros((), dtype=v.dtype))
     s = torch.where(valid, v, torch.zeros((), dtype=v.dtype)).sum(dim=-1)

@@ -15,6 +15,9 @@ One set of rules for every function of `trm_bounds.masks` (and for `trm_bounds.c
   valid position is refused (the rollout cannot sample a token of probability 0, and
   ``-inf - -inf`` would be NaN); ``-inf`` in ``log_prob`` means pi_theta gives the sampled token
   probability 0, log rho = -inf (the verl-compatible code clamps it to -SAFETY_BOUND).
+- ``log_prob`` and ``rollout_log_prob`` are log-probabilities: a value > 0 at a valid position (a
+  probability above 1, e.g. logits passed by mistake) raises ``ValueError`` naming the argument.
+  No tolerance: log-softmax never rounds above 0 in any float format.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "valid_positions",
     "first_index",
     "check_values",
+    "check_log_probs",
+    "split_log_ratio",
     "check_choice",
     "check_threshold",
     "COMPUTE_DTYPES",
@@ -46,12 +51,13 @@ __all__ = [
 
 
 def as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
-    """(detached tensor, was_numpy); anything numpy can read becomes a tensor without a copy."""
+    """(detached tensor, was_numpy); anything numpy can read becomes a tensor without a copy
+    (a read-only array, e.g. from a loaded file or np.broadcast_to, is copied: torch cannot share it)."""
     if isinstance(x, torch.Tensor):
         return x.detach(), False
     try:
-        a = np.asarray(x)
-        return torch.from_numpy(np.ascontiguousarray(a)), True
+        a = np.ascontiguousarray(np.asarray(x))
+        return torch.from_numpy(a if a.flags.writeable else a.copy()), True
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
 
@@ -120,6 +126,28 @@ def check_values(name: str, t: torch.Tensor, valid: torch.Tensor, *, allow_neg_i
             )
 
 
+def check_log_probs(name: str, t: torch.Tensor, valid: torch.Tensor) -> None:
+    """A log-probability is <= 0: ValueError naming `name` when one at a valid position is > 0."""
+    bad = (t > 0) & valid
+    if bad.any():
+        raise ValueError(
+            f"{name} has log-probabilities > 0 (probabilities above 1) at {int(bad.sum())} valid "
+            f"positions, first {first_index(bad)} (max {float(t[bad].max()):g}); pass the log-probs of the "
+            "sampled tokens, not logits"
+        )
+
+
+def split_log_ratio(log_ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log_prob, rollout_log_prob), both <= 0, whose difference is exactly `log_ratio`.
+
+        log_prob = min(log rho, 0),  rollout_log_prob = -max(log rho, 0)
+
+    (one of the two is 0, so the subtraction is exact): how code that holds only log rho calls
+    a mask, which refuses log-probabilities > 0.
+    """
+    return log_ratio.clamp(max=0.0), -log_ratio.clamp(min=0.0)
+
+
 def check_choice(name: str, value: Any, choices: Iterable) -> None:
     """ValueError listing the choices unless `value` is one of them."""
     choices = tuple(choices)
@@ -160,6 +188,8 @@ def prepare_inputs(log_prob, rollout_log_prob, response_mask, compute_dtype: str
     valid = valid_positions(m)
     check_values("log_prob", lp, valid, allow_neg_inf=True)
     check_values("rollout_log_prob", rlp, valid, allow_neg_inf=False)
+    check_log_probs("log_prob", lp, valid)
+    check_log_probs("rollout_log_prob", rlp, valid)
     dtype = torch.promote_types(lp.dtype, rlp.dtype)
     lr = torch.where(valid, lp.to(dtype) - rlp.to(dtype), torch.zeros((), dtype=dtype))
     return lr, valid, m, was_numpy

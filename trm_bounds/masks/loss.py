@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -49,7 +51,9 @@ def masked_policy_loss(
     normalize="kept" (verl default: the rejection edits response_mask): N_tok = sum kept,
         n_b = sum_t kept[b], N_seq = #rows with a kept token.
     A zero denominator gives loss 0 (an all-masked batch contributes no gradient) instead of NaN.
-    ``loss_mat`` keeps its autograd graph; masked entries (even NaN) never reach the sum.
+    ``loss_mat`` keeps its autograd graph; masked entries (even NaN) never reach the sum, and their
+    gradient is 0. Build ``loss_mat`` from log-probs already replaced at padding (``torch.where(mask,
+    log_prob, 0)`` BEFORE ``exp``): ``exp(NaN)``'s backward is NaN even under a zero upstream gradient.
 
     Returns a scalar tensor (numpy in: a float64 numpy scalar).
     """
@@ -75,8 +79,13 @@ def masked_policy_loss(
                 f"seq_keep must have shape ({loss.shape[0]},) or {tuple(loss.shape)}, got {tuple(k.shape)}"
             )
     kept = valid & keep
-    if loss_scale_factor is not None and not float(loss_scale_factor) > 0:
-        raise ValueError(f"loss_scale_factor must be > 0, got {loss_scale_factor}")
+    if loss_scale_factor is not None:
+        try:
+            ok = math.isfinite(float(loss_scale_factor)) and float(loss_scale_factor) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"loss_scale_factor must be a finite number > 0, got {loss_scale_factor!r}")
     dtype = loss.dtype if loss.dtype in (torch.float32, torch.float64) else torch.float32
     x = torch.where(kept, loss.to(dtype), torch.zeros((), dtype=dtype))
     den_mask = valid if normalize == "total" else kept

@@ -20,7 +20,7 @@ import torch
 from .._validate import check_nonneg_finite
 from ..bounds import ln_trm_weights
 from .estimators import row_stat
-from .inputs import check_threshold, compute_dtype, prepare_inputs, to_output
+from .inputs import check_threshold, compute_dtype, prepare_inputs, split_log_ratio, to_output
 from .trm import acceptance_metrics, fraction, trm_mask
 from .verl import clamp_log_ratio
 
@@ -153,8 +153,8 @@ def _m_rs_veto(c: _Ctx, *, tau):
 
 
 def _trm(c: _Ctx, mode: str, **kw):
-    zeros = torch.zeros_like(c.lr)  # c.lr already is log rho: pass it as log_prob against 0
-    _, keep, metrics = trm_mask(c.lr, zeros, c.m, mode=mode, exact_kl=c.exact_kl, **kw)
+    lp, rlp = split_log_ratio(c.lr)  # c.lr already is log rho: as two log-probs <= 0 with that difference
+    _, keep, metrics = trm_mask(lp, rlp, c.m, mode=mode, exact_kl=c.exact_kl, **kw)
     return keep, None, None, metrics
 
 

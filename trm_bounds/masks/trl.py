@@ -151,7 +151,8 @@ def off_policy_sequence_mask(
         raise ValueError(f"advantages has {a.shape[0]} entries but log_prob has {lr.shape[0]} rows")
     if torch.isnan(a).any():
         raise ValueError("advantages contains NaN")
-    # TRL's division: by the mask's own row sum clamped at 1.0 (its dtype sets the result's dtype)
-    avg_k1 = (-lr).sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0)
+    # TRL's sum of (rollout - log_prob) * mask runs in the promoted dtype (bf16 log-probs with a float32
+    # mask: float32), then divides by the mask's own row sum clamped at 1.0
+    avg_k1 = (-lr).to(torch.promote_types(lr.dtype, m.dtype)).sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0)
     keep = (a >= 0) | (avg_k1 <= threshold)
     return to_output(keep.unsqueeze(-1).to(m.dtype), was_numpy)
