@@ -269,3 +269,15 @@ def test_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"trm-bounds {__version__}\n"
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    from trm_bounds.commands import bounds as cmd
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cmd, "run", interrupted)
+    assert main(["bounds", "--T", "4", "--delta", "1e-3"]) == 130
+    err = capsys.readouterr().err
+    assert err == "trm-bounds bounds: interrupted\n"

@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except BrokenPipeError:  # `trm-bounds ... | head`
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (output folders are staged: see _outdir)
+        sys.stderr.write(f"trm-bounds {args.command}: interrupted\n")
+        return 130
     except (ValueError, TypeError, OSError) as exc:
         if isinstance(exc, OSError) and exc.filename is None:
             return _internal_error(args.command, exc)
