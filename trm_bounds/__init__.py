@@ -85,7 +85,14 @@ _LAZY = {
         "masks",
     ),
     **dict.fromkeys(
-        ("MISMATCH_MECHANISMS", "Mismatch", "RolloutEngine", "mismatch_table", "parse_mismatch", "resolve_mismatch"),
+        (
+            "MISMATCH_MECHANISMS",
+            "Mismatch",
+            "RolloutEngine",
+            "mismatch_table",
+            "parse_mismatch",
+            "resolve_mismatch",
+        ),
         "mismatch",
     ),
     "make_policy": "policies",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["save_figure"]
+__all__ = ["save_figure", "save_png_pdf"]
 
 _FIXED_METADATA = {".pdf": {"CreationDate": None, "ModDate": None}, ".svg": {"Date": None}}
 
@@ -22,3 +22,15 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
         kwargs["metadata"] = {**meta, **kwargs.get("metadata", {})}
     fig.savefig(path, **kwargs)
     return path
+
+
+def save_png_pdf(fig, out_dir: str | Path, stem: str, dpi: int = 130) -> list[str]:
+    """Write out_dir/stem.png and out_dir/stem.pdf (`save_figure`), close the figure; the names written."""
+    import matplotlib.pyplot as plt
+
+    names = []
+    for ext in ("png", "pdf"):
+        save_figure(fig, Path(out_dir) / f"{stem}.{ext}", dpi=dpi)
+        names.append(f"{stem}.{ext}")
+    plt.close(fig)
+    return names

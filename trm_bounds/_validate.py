@@ -65,8 +65,11 @@ def check_horizon(T: ArrayLike, name: str = "T") -> np.ndarray:
         raise ValueError(f"{name} must be <= 2**53 (integers exact in float64), got {int(raw)}")
     if isinstance(raw, (list, tuple, np.ndarray)):
         a = np.asarray(raw)
-        big = (a > MAX_HORIZON).any() if a.dtype.kind in "iu" else a.dtype == object and any(
-            isinstance(v, int) and v > MAX_HORIZON for v in a.reshape(-1).tolist()
+        big = (
+            (a > MAX_HORIZON).any()
+            if a.dtype.kind in "iu"
+            else a.dtype == object
+            and any(isinstance(v, int) and v > MAX_HORIZON for v in a.reshape(-1).tolist())
         )
         if big:
             raise ValueError(f"{name} must be <= 2**53 (integers exact in float64), got {a.max()}")

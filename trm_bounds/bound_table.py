@@ -240,7 +240,11 @@ def format_bounds_table(summary: dict) -> str:
     lines += [
         "",
         f"Tightest: {best} = {_g(values[best])}"
-        + (f" (published: {tight['published']} = {_g(values[tight['published']])})" if "published" in tight else ""),
+        + (
+            f" (published: {tight['published']} = {_g(values[tight['published']])})"
+            if "published" in tight
+            else ""
+        ),
         "Certificate: J(theta) - J(roll) = L'(theta) + Error >= L'(theta) - B, so a step certifies an improvement",
         "only when its surrogate gain L'(theta) exceeds B. With R in [0, 1], |g_t(c)| <= TV(c) gives",
         f"|L'(theta)| <= sum_t Dbar_t = {_g(limit)} here: 'never' marks a bound that no attainable L' exceeds.",
@@ -298,6 +302,8 @@ def explain_bounds(name: str | None = None) -> str:
         if n in refined_of:
             lines.append(f"    published:  {refined_of[n]} (twice this)")
         if n not in BOUNDS:
-            lines.append("    not computed by `trm-bounds bounds`: see `trm-bounds exact` and `trm-bounds certify`")
+            lines.append(
+                "    not computed by `trm-bounds bounds`: see `trm-bounds exact` and `trm-bounds certify`"
+            )
         blocks.append("\n".join(lines))
     return "\n".join(blocks) + "\nDefinitions and proofs: docs/theory.md."

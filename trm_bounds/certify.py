@@ -88,7 +88,9 @@ def save_logprobs(path, log_prob, rollout_log_prob, response_mask, exact_kl=None
 
 def _check_exact_kl(lr: torch.Tensor, valid: torch.Tensor, exact_kl) -> None:
     """ValueError naming exact_kl unless it is (B, T) like the batch, >= 0, not NaN where valid."""
-    trm_mask(*split_log_ratio(lr), valid, mode="max", max_threshold=0.0, exact_kl=exact_kl, return_metrics=False)
+    trm_mask(
+        *split_log_ratio(lr), valid, mode="max", max_threshold=0.0, exact_kl=exact_kl, return_metrics=False
+    )
 
 
 def _to_numpy(x, name: str, floating: bool = True) -> np.ndarray:

@@ -154,7 +154,13 @@ def attach_negative_numbers(argv: Sequence[str]) -> list[str]:
         if tok == "--":
             return out + tokens[i:]
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-        if tok.startswith("--") and "=" not in tok and nxt is not None and nxt.startswith("-") and _is_number(nxt):
+        if (
+            tok.startswith("--")
+            and "=" not in tok
+            and nxt is not None
+            and nxt.startswith("-")
+            and _is_number(nxt)
+        ):
             out.append(f"{tok}={nxt}")
             i += 2
             continue

@@ -285,7 +285,9 @@ def _add_second_order(out: dict, logp_roll, logp_theta, prompt_probs) -> None:
     if not out["abs_continuous"]:
         out["notes"].append("second_order is not reported: it needs pi_theta << pi_roll (rho is undefined)")
         return
-    out["bounds"]["second_order"] = second_order_tree(_host(logp_roll), _host(logp_theta), _host([prompt_probs])[0])
+    out["bounds"]["second_order"] = second_order_tree(
+        _host(logp_roll), _host(logp_theta), _host([prompt_probs])[0]
+    )
 
 
 def _host(xs) -> list[np.ndarray]:

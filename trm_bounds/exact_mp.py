@@ -21,7 +21,14 @@ __all__ = ["exact_mp", "published_mp"]
 
 
 def exact_mp(
-    logp_roll, logp_theta, reward, prompt_probs, *, dps: int = 60, renormalize: bool = True, max_dps: int = 4096
+    logp_roll,
+    logp_theta,
+    reward,
+    prompt_probs,
+    *,
+    dps: int = 60,
+    renormalize: bool = True,
+    max_dps: int = 4096,
 ) -> dict:
     """Every quantity of one tiny pair at `dps`+ digits, trajectory by trajectory (mpmath).
 

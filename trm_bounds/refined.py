@@ -147,9 +147,7 @@ __all__ = [
     "REFINED_ASSUMPTION",
 ]
 
-REFINED_ASSUMPTION = (
-    "reward range max R - min R <= 1 (e.g. R in [0, 1]); for a wider range multiply by max R - min R"
-)  # the one assumption every *_refined bound adds to the published ones (module docstring)
+REFINED_ASSUMPTION = "reward range max R - min R <= 1 (e.g. R in [0, 1]); for a wider range multiply by max R - min R"  # the one assumption every *_refined bound adds to the published ones (module docstring)
 
 
 # --------------------------------------------------------------------------- PDI route (A)

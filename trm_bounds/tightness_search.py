@@ -140,7 +140,12 @@ def kl_binary(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def chain_terms(
-    z_roll: torch.Tensor, z_theta: torch.Tensor, reward: torch.Tensor, trans: torch.Tensor, T: int, init: int = 0
+    z_roll: torch.Tensor,
+    z_theta: torch.Tensor,
+    reward: torch.Tensor,
+    trans: torch.Tensor,
+    T: int,
+    init: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Exact quantities of N binary chains at horizon T (module docstring), differentiable.
 
@@ -222,9 +227,11 @@ def torch_bounds(q: dict[str, torch.Tensor], T: int) -> dict[str, torch.Tensor]:
         "linear_dbar": 4 * dbar.sum(-1),
         "second_order": q["second_order"],
     }
-    out["unified"] = torch.stack(
-        [out[n] for n in ("pm_kl", "pm_tv", "mix_kl", "mix_tv", "coupling", "adaptive_star")]
-    ).min(0).values
+    out["unified"] = (
+        torch.stack([out[n] for n in ("pm_kl", "pm_tv", "mix_kl", "mix_tv", "coupling", "adaptive_star")])
+        .min(0)
+        .values
+    )
     return out
 
 
@@ -281,7 +288,6 @@ def search_chains(
     S = trans.shape[0]
     N = int(restarts)
     tr = torch.as_tensor(trans, device=device)
-    kw = dict(dtype=torch.float64, device=device)
     z = (torch.randn(N, S, generator=gen, dtype=torch.float64) * 2.0).to(device).requires_grad_()
     b = (torch.randn(N, S, generator=gen, dtype=torch.float64)).to(device).requires_grad_()
     r = (torch.randn(N, S, generator=gen, dtype=torch.float64) * 3.0).to(device).requires_grad_()
@@ -294,7 +300,10 @@ def search_chains(
         bnd = torch_bounds(q, T)
         logerr = torch.log(q["error"].abs() + 1e-300)
         score = torch.stack(
-            [logerr[n] - (0.0 if o == "abs_error" else torch.log(bnd[o][n] + 1e-300)) for n, o in enumerate(obj)]
+            [
+                logerr[n] - (0.0 if o == "abs_error" else torch.log(bnd[o][n] + 1e-300))
+                for n, o in enumerate(obj)
+            ]
         )
         loss = -score.sum()
         if not torch.isfinite(loss):

@@ -58,13 +58,19 @@ def error_estimates(result: dict, n_ops: int) -> list[tuple[str, float, float]]:
     out = [("float64 direct J_theta - J_roll - L' with rounding bound", float(result["error"]), gamma * size)]
     if result.get("error_second_order") is not None:
         out.append(
-            ("float64 second-order recursion sum_t <mu_t, h_t> with rounding bound",
-             float(result["error_second_order"]), gamma * size)
+            (
+                "float64 second-order recursion sum_t <mu_t, h_t> with rounding bound",
+                float(result["error_second_order"]),
+                gamma * size,
+            )
         )
     elif result.get("error_ratio_identity") is not None:
         out.append(
-            ("float64 ratio identity with rounding bound", float(result["error_ratio_identity"]),
-             gamma * 4.0 * sum_dbar)
+            (
+                "float64 ratio identity with rounding bound",
+                float(result["error_ratio_identity"]),
+                gamma * 4.0 * sum_dbar,
+            )
         )
     return out
 

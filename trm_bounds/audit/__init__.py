@@ -36,7 +36,9 @@ _LAZY = {
         ),
         "tables",
     ),
-    **dict.fromkeys(("Claim", "CLAIM_VERDICTS", "EVIDENCE", "register_evidence", "UncheckedEvidence"), "claim"),
+    **dict.fromkeys(
+        ("Claim", "CLAIM_VERDICTS", "EVIDENCE", "register_evidence", "UncheckedEvidence"), "claim"
+    ),
     **dict.fromkeys(("audit", "claims_to_markdown", "write_audit", "figures_job"), "claims"),
 }
 

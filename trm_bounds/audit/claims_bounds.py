@@ -367,17 +367,23 @@ def _tight() -> Claim:
     if s is None:
         return Claim("S14.tight", claim, "caveat", "pending: run trm-bounds figures (tightness study)", "v3")
     pb = s["per_bound"]
-    fmt = lambda b: f"{b} {pb[b]['T2']:.2g} at T = 2, " + ", ".join(  # noqa: E731
-        f"{v:.2g} at T = {s['T_max']} (fixed {f})" for f, v in sorted(pb[b]["Tmax"].items())
+    fmt = lambda b: (
+        f"{b} {pb[b]['T2']:.2g} at T = 2, "
+        + ", ".join(  # noqa: E731
+            f"{v:.2g} at T = {s['T_max']} (fixed {f})" for f, v in sorted(pb[b]["Tmax"].items())
+        )
     )
-    shown = [b for b in ("unified", "adaptive_star", "coupling", "mix_tv", "pm_kl", "classical_kl") if b in pb]
+    shown = [
+        b for b in ("unified", "adaptive_star", "coupling", "mix_tv", "pm_kl", "classical_kl") if b in pb
+    ]
     verdict = "fails" if s["violations"] else "caveat"
     return Claim(
         "S14.tight",
         claim,
         verdict,
         f"worst |Error| / bound found by search over binary trees (T <= 6) and chains (T <= {s['T_max']}), "
-        f"{s['instances']} saved instances, {s['violations']} violations: " + "; ".join(fmt(b) for b in shown)
+        f"{s['instances']} saved instances, {s['violations']} violations: "
+        + "; ".join(fmt(b) for b in shown)
         + ". Every published bound is attained only up to a factor 2 (its halved *_refined twin reaches "
         "ratio 1 at T = 2); the data-dependent forms (adaptive_star, unified, coupling) stay within a small "
         "factor up to the largest T, the worst-case closed forms (PM, classical, Mix-KL) lose a factor "

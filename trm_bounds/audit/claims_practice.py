@@ -15,9 +15,8 @@ import numpy as np
 from .. import bounds as nb
 from .. import symbolic
 from ..adversarial import PairBatch, random_batch
-from ..divergences import k1, k2, k3, token_kl, token_tv
+from ..divergences import k1, k2, k3, log_softmax, token_kl, token_tv
 from ..exact_batch import BatchInputs, evaluate_bounds_batch, exact_batch
-from ..divergences import log_softmax
 from .claim import Claim, measured_text
 
 __all__ = ["practice_claims"]

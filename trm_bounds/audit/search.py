@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..adversarial import PairBatch, random_batch
-from ..exact_batch import BatchInputs, evaluate_bounds_batch, exact_batch
 from ..divergences import log_softmax
+from ..exact_batch import BatchInputs, evaluate_bounds_batch, exact_batch
 
 __all__ = ["Search", "tiny_search", "ROUNDING"]
 
@@ -65,9 +65,7 @@ def tiny_search(n_batches: int = 6, batch: int = 400, seed: int = 0) -> Search:
         cur, cur_score = pairs.take(best), ratios["unified"][best]
         for _ in range(15):
             moved = cur._replace(
-                logp_theta=tuple(
-                    log_softmax(x + 0.3 * rng.normal(size=x.shape)) for x in cur.logp_theta
-                )
+                logp_theta=tuple(log_softmax(x + 0.3 * rng.normal(size=x.shape)) for x in cur.logp_theta)
             )
             r_new = _ratios(moved)
             total += len(best)

@@ -28,8 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..rewards import REWARDS
 
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pair", type=Path, help="tabular pair file (.npz; docs/formats.md; e.g. docs/examples/pair.npz)")
-    src.add_argument("--chain", type=Path, help="finite-state chain pair file (.npz; docs/formats.md; e.g. docs/examples/chain.npz)")
+    src.add_argument(
+        "--pair", type=Path, help="tabular pair file (.npz; docs/formats.md; e.g. docs/examples/pair.npz)"
+    )
+    src.add_argument(
+        "--chain",
+        type=Path,
+        help="finite-state chain pair file (.npz; docs/formats.md; e.g. docs/examples/chain.npz)",
+    )
     src.add_argument("--policy", choices=sorted(POLICIES), help="build a pair from this policy")
     p.add_argument("--P", type=int, default=1, help="prompts (with --policy)")
     p.add_argument("--V", type=int, default=2, help="vocabulary size (with --policy)")

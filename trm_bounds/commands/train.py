@@ -47,7 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--certified", action="store_true", help="backtrack / skip until L' > B* (J never below J_roll)"
     )
     p.add_argument(
-        "--max-backtracks", type=int, default=d.max_backtracks, help="with --certified: step halvings before a skip"
+        "--max-backtracks",
+        type=int,
+        default=d.max_backtracks,
+        help="with --certified: step halvings before a skip",
     )
     p.add_argument("--policy", default=d.policy, help="tabular | transformer | moe")
     p.add_argument("--reward", default=d.reward, help="reward family (trm_bounds.rewards.REWARDS)")

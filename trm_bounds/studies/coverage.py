@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._savefig import save_figure
+from .._savefig import save_png_pdf
 from ..chain import chain_quantities, last_k_transition, random_chain_pair
 from ..confidence import METHODS, upper_confidence_bound
 from ..exact import exact_quantities
@@ -196,18 +196,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[str]:
-    """Write stem.png and stem.pdf to out_dir, close the figure; the names written."""
-    import matplotlib.pyplot as plt
-
-    out = []
-    for ext in ("png", "pdf"):
-        save_figure(fig, out_dir / f"{stem}.{ext}", dpi=130)
-        out.append(f"{stem}.{ext}")
-    plt.close(fig)
-    return out
-
-
 def _plot_coverage(rows: list[dict], out_dir: Path) -> list[str]:
     """Four panels over N: coverage of sum_t Dbar_t and of D_TV^seq (one dot per pair, dodged
     sideways; colour = method), upper / exact, and certified bound / |Error| (one line per pair;
@@ -288,7 +276,7 @@ def _plot_coverage(rows: list[dict], out_dir: Path) -> list[str]:
     axes[0].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 0.1))
     axes[3].legend(fontsize=6.5, loc="lower left", bbox_to_anchor=(1.0, 0.0))
     fig.tight_layout()
-    return _save(fig, out_dir, "certify_coverage")
+    return save_png_pdf(fig, out_dir, "certify_coverage")
 
 
 def _plot_horizon(rows: list[dict], out_dir: Path) -> list[str]:
@@ -339,7 +327,7 @@ def _plot_horizon(rows: list[dict], out_dir: Path) -> list[str]:
     )
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)
     fig.tight_layout()
-    return _save(fig, out_dir, "certify_horizon")
+    return save_png_pdf(fig, out_dir, "certify_horizon")
 
 
 def figures_job(out_dir: Path, quick: bool) -> list[dict]:
@@ -370,9 +358,7 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
     _write_csv(out_dir / "certify_coverage.csv", cov)
     _write_csv(out_dir / "certify_horizon.csv", hor)
     (out_dir / "certify_coverage.json").write_text(
-        json.dumps(
-            {"coverage": cov, "horizon": hor}, indent=1, default=str
-        )
+        json.dumps({"coverage": cov, "horizon": hor}, indent=1, default=str)
     )
     for name, shows in (
         ("certify_coverage.csv", "the numbers of certify_coverage.png"),

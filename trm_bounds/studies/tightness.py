@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .._json import dumps
-from .._savefig import save_figure
+from .._savefig import save_png_pdf
 from . import pyplot
 from .plotting import overlap_summary
 
@@ -62,8 +62,12 @@ def config(quick: bool, heavy: bool = False) -> dict:
             iters=150,
         )
     return dict(
-        trees=[2, 3, 4], chains=[16, 64, 256, 1024, 4096], structures=["random8"], seeds=1,
-        restarts=8, iters=20,
+        trees=[2, 3, 4],
+        chains=[16, 64, 256, 1024, 4096],
+        structures=["random8"],
+        seeds=1,
+        restarts=8,
+        iters=20,
     )
 
 
@@ -98,22 +102,36 @@ def run_task(task: dict) -> dict:
     "value"}]} keeping, per bound and for |Error|, the best candidate of this task."""
     import torch
 
-    from ..tightness_search import parity_chain, search_chains, structure_transition, tree_transition
+    from ..tightness_search import search_chains, structure_transition, tree_transition
 
     torch.set_num_threads(1)  # the same numbers on any machine and under any pool
     T, fixed, target = task["T"], task["fixed"], task["target"]
     if task["structure"] == "structured":
         pairs = _structured(T, fixed, target)
     else:
-        tr = tree_transition(T) if task["structure"] == "tree" else structure_transition(task["structure"], task["seed"])
+        tr = (
+            tree_transition(T)
+            if task["structure"] == "tree"
+            else structure_transition(task["structure"], task["seed"])
+        )
         pairs = search_chains(tr, T, fixed, target, task["seed"], task["restarts"], task["iters"])
-    kind = "pair" if task["structure"] == "tree" or (task["structure"] == "structured" and T <= 6) else "chain"
+    kind = (
+        "pair" if task["structure"] == "tree" or (task["structure"] == "structured" and T <= 6) else "chain"
+    )
     cands = []
     for p, d in zip(pairs, _evaluate(pairs, kind)):
         e = abs(d["error"])
         ratios = {b: (e / v if v > 0 else (0.0 if e == 0 else math.inf)) for b, v in d["bounds"].items()}
-        cands.append({"kind": kind, "arrays": _arrays(p), "ratios": ratios, "error": d["error"],
-                      "value": d[fixed], "bounds": d["bounds"]})
+        cands.append(
+            {
+                "kind": kind,
+                "arrays": _arrays(p),
+                "ratios": ratios,
+                "error": d["error"],
+                "value": d[fixed],
+                "bounds": d["bounds"],
+            }
+        )
     keep = {max(range(len(cands)), key=lambda i: abs(cands[i]["error"]))}
     for b in cands[0]["ratios"]:
         keep.add(max(range(len(cands)), key=lambda i: cands[i]["ratios"][b]))
@@ -154,12 +172,14 @@ def _evaluate(pairs: list, kind: str) -> list[dict]:
     out = []
     for pair in pairs:
         tree, T = chain_to_tree(pair), pair.T
-        out.append(exact_quantities(
-            [tree[f"logp_roll_{t}"] for t in range(1, T + 1)],
-            [tree[f"logp_theta_{t}"] for t in range(1, T + 1)],
-            tree["reward"],
-            tree["prompt_probs"],
-        ))
+        out.append(
+            exact_quantities(
+                [tree[f"logp_roll_{t}"] for t in range(1, T + 1)],
+                [tree[f"logp_theta_{t}"] for t in range(1, T + 1)],
+                tree["reward"],
+                tree["prompt_probs"],
+            )
+        )
     return out
 
 
@@ -178,11 +198,19 @@ def _arrays(pair) -> dict:
 def _pair_of(arrays: dict):
     from ..chain import ChainPair
 
-    a = {k: (np.asarray(v, dtype=np.float64) if k.startswith(("logp", "reward", "prompt")) else v)
-         for k, v in arrays.items()}
-    return ChainPair(T=a["T"], transition=np.asarray(a["transition"], dtype=np.int64),
-                     init_state=np.asarray(a["init_state"], dtype=np.int64), prompt_probs=a["prompt_probs"],
-                     logp_roll=a["logp_roll"], logp_theta=a["logp_theta"], reward_final=a["reward_final"])
+    a = {
+        k: (np.asarray(v, dtype=np.float64) if k.startswith(("logp", "reward", "prompt")) else v)
+        for k, v in arrays.items()
+    }
+    return ChainPair(
+        T=a["T"],
+        transition=np.asarray(a["transition"], dtype=np.int64),
+        init_state=np.asarray(a["init_state"], dtype=np.int64),
+        prompt_probs=a["prompt_probs"],
+        logp_roll=a["logp_roll"],
+        logp_theta=a["logp_theta"],
+        reward_final=a["reward_final"],
+    )
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -201,7 +229,10 @@ def aggregate(results: list[dict]) -> tuple[list[tuple[dict, dict]], dict]:
                 k = (b, task["T"], task["fixed"])
                 if k not in best or r > best[k][0]:
                     best[k] = (r, c)
-    recs = [({"bound": b, "T": T, "fixed": f}, c) for (b, T, f), (_, c) in sorted(best.items(), key=lambda x: (x[0][2], x[0][0], x[0][1]))]
+    recs = [
+        ({"bound": b, "T": T, "fixed": f}, c)
+        for (b, T, f), (_, c) in sorted(best.items(), key=lambda x: (x[0][2], x[0][0], x[0][1]))
+    ]
     return recs, worst_err
 
 
@@ -264,22 +295,25 @@ def records(results: list[dict], out: Path) -> tuple[list[dict], dict]:
         v = _verdict(c, stub["bound"], out / rel, cache)
         d = v.pop("result")
         err, bval = float(d["error"]), float(d["bounds"][stub["bound"]])
-        out_recs.append({
-            **stub,
-            "value": float(d[stub["fixed"]]),
-            "error": err,
-            "bound_value": bval,
-            "ratio": abs(err) / bval if bval > 0 else (0.0 if err == 0 else math.inf),
-            "instance": rel,
-            "kind": c["kind"],
-            "verdict": _verdict_word(v),
-            "verdict_method": v["method"],
-        })
+        out_recs.append(
+            {
+                **stub,
+                "value": float(d[stub["fixed"]]),
+                "error": err,
+                "bound_value": bval,
+                "ratio": abs(err) / bval if bval > 0 else (0.0 if err == 0 else math.inf),
+                "instance": rel,
+                "kind": c["kind"],
+                "verdict": _verdict_word(v),
+                "verdict_method": v["method"],
+            }
+        )
     errs = {}
     for (fixed, T), c in sorted(worst_err.items()):
         rel = _save_instance(c, inst_dir, fixed)
-        errs.setdefault(fixed, []).append({"T": T, "abs_error": abs(c["error"]), "value": c["value"],
-                                           "instance": rel, "kind": c["kind"]})
+        errs.setdefault(fixed, []).append(
+            {"T": T, "abs_error": abs(c["error"]), "value": c["value"], "instance": rel, "kind": c["kind"]}
+        )
     return out_recs, errs
 
 
@@ -297,23 +331,38 @@ def exponents(errs: dict, fit_from: int = 16) -> list[dict]:
         slope = float(np.polyfit(np.log(T), np.log(np.maximum(y, 1e-300)), 1)[0])
         e = EPS if fixed == "eps" else -math.expm1(-DELTA)
         par = np.abs((1 - (1 - 2 * e) ** T) / 2 - T * e)
-        rows.append({
-            "fixed": fixed,
-            "value": EPS if fixed == "eps" else DELTA,
-            "T_range": [int(T.min()), int(T.max())],
-            "worst_abs_error_slope": slope,
-            "parity_slope": float(np.polyfit(np.log(T), np.log(par), 1)[0]),
-            "proved_upper": "|Error| <= sum_t Dbar_t + D_TV^seq <= T eps + 1 (docs/tightness.md): slope <= 1 for large T",
-            "proved_lower": "parity family: |Error| = T e - (1 - (1 - 2e)^T)/2 >= T e - 1/2 (slope -> 1)",
-            "worst_abs_error": [float(v) for v in y],
-            "T": [int(t) for t in T],
-        })
+        rows.append(
+            {
+                "fixed": fixed,
+                "value": EPS if fixed == "eps" else DELTA,
+                "T_range": [int(T.min()), int(T.max())],
+                "worst_abs_error_slope": slope,
+                "parity_slope": float(np.polyfit(np.log(T), np.log(par), 1)[0]),
+                "proved_upper": "|Error| <= sum_t Dbar_t + D_TV^seq <= T eps + 1 (docs/tightness.md): slope <= 1 for large T",
+                "proved_lower": "parity family: |Error| = T e - (1 - (1 - 2e)^T)/2 >= T e - 1/2 (slope -> 1)",
+                "worst_abs_error": [float(v) for v in y],
+                "T": [int(t) for t in T],
+            }
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- outputs
-SHOWN = ("classical_tv", "classical_kl", "linear", "pm_kl", "pm_tv", "mix_kl", "mix_tv", "coupling",
-         "adaptive_kl", "adaptive_tv", "adaptive_star", "unified", "second_order")
+SHOWN = (
+    "classical_tv",
+    "classical_kl",
+    "linear",
+    "pm_kl",
+    "pm_tv",
+    "mix_kl",
+    "mix_tv",
+    "coupling",
+    "adaptive_kl",
+    "adaptive_tv",
+    "adaptive_star",
+    "unified",
+    "second_order",
+)
 
 
 def plot(recs: list[dict], errs: dict, out: Path) -> list[str]:
@@ -331,10 +380,26 @@ def plot(recs: list[dict], errs: dict, out: Path) -> list[str]:
                     xs, curves[b] = x, y
         ax.axhline(1.0, color="r", lw=0.8, ls="--")
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
-        ax.text(0.99, 1.08, "1: the published bound is attained", transform=ax.get_yaxis_transform(),
-                ha="right", va="bottom", fontsize=7, color="r")
-        ax.text(0.99, 0.47, "0.5: the refined (halved) bound is attained", transform=ax.get_yaxis_transform(),
-                ha="right", va="top", fontsize=7, bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
+        ax.text(
+            0.99,
+            1.08,
+            "1: the published bound is attained",
+            transform=ax.get_yaxis_transform(),
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="r",
+        )
+        ax.text(
+            0.99,
+            0.47,
+            "0.5: the refined (halved) bound is attained",
+            transform=ax.get_yaxis_transform(),
+            ha="right",
+            va="top",
+            fontsize=7,
+            bbox=dict(fc="white", ec="none", alpha=0.8, pad=1),
+        )
         note = overlap_summary(xs or [], curves) if curves else ""
         if note:  # which curves hide which (on a log axis identical ratios draw one line)
             note = "\n".join(textwrap.fill(line, 100, subsequent_indent="  ") for line in note.splitlines())
@@ -353,34 +418,57 @@ def plot(recs: list[dict], errs: dict, out: Path) -> list[str]:
         T = np.array([p["T"] for p in pts], dtype=float)
         ax.plot(T, [p["abs_error"] for p in pts], mk, label=f"worst |Error| found, fixed {fixed}")
         e = EPS if fixed == "eps" else -math.expm1(-DELTA)
-        ax.plot(T, np.abs((1 - (1 - 2 * e) ** T) / 2 - T * e), "--", lw=1, label=f"parity construction, fixed {fixed}")
-        ax.plot(T, T * (EPS if fixed == "eps" else min(1, math.sqrt(DELTA / 2))) + 1, ":", lw=1,
-                label=f"proved upper T eps + 1, fixed {fixed}")
+        ax.plot(
+            T,
+            np.abs((1 - (1 - 2 * e) ** T) / 2 - T * e),
+            "--",
+            lw=1,
+            label=f"parity construction, fixed {fixed}",
+        )
+        ax.plot(
+            T,
+            T * (EPS if fixed == "eps" else min(1, math.sqrt(DELTA / 2))) + 1,
+            ":",
+            lw=1,
+            label=f"proved upper T eps + 1, fixed {fixed}",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("horizon T (tokens)")
     ax.set_ylabel("|Error| (objective units, R in [0, 1])")
     ax.set_title("worst |Error| found vs the proved sandwich", fontsize=9)
     ax.legend(fontsize=6)
-    ax.text(0.0, -0.16, "at fixed eps the worst found is the parity construction\n(the two curves coincide)",
-            transform=ax.transAxes, ha="left", va="top", fontsize=6.5)
+    ax.text(
+        0.0,
+        -0.16,
+        "at fixed eps the worst found is the parity construction\n(the two curves coincide)",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=6.5,
+    )
     fig.subplots_adjust(left=0.05, right=0.99, top=0.93, bottom=0.3, wspace=0.22)
-    names = []
-    for ext in ("png", "pdf"):
-        save_figure(fig, out / f"tightness.{ext}", dpi=130)
-        names.append(f"tightness.{ext}")
-    plt.close(fig)
-    return names
+    return save_png_pdf(fig, out, "tightness")
 
 
 def write_tables(recs: list[dict], errs: dict, exps: list[dict], out: Path) -> list[str]:
     (out / RESULTS_JSON).write_text(dumps(recs, indent=1) + "\n")
-    (out / "tightness_exponents.json").write_text(dumps({"exponents": exps, "worst_abs_error": errs}, indent=1) + "\n")
+    (out / "tightness_exponents.json").write_text(
+        dumps({"exponents": exps, "worst_abs_error": errs}, indent=1) + "\n"
+    )
     with open(out / "tightness_exponents.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["fixed", "value", "T_min", "T_max", "worst_abs_error_slope", "parity_slope"])
         for r in exps:
-            w.writerow([r["fixed"], r["value"], *r["T_range"], f"{r['worst_abs_error_slope']:.3f}", f"{r['parity_slope']:.3f}"])
+            w.writerow(
+                [
+                    r["fixed"],
+                    r["value"],
+                    *r["T_range"],
+                    f"{r['worst_abs_error_slope']:.3f}",
+                    f"{r['parity_slope']:.3f}",
+                ]
+            )
     lines = [
         "# Growth exponent of the worst |Error| in T (searched, binary chains)",
         "",
@@ -388,13 +476,20 @@ def write_tables(recs: list[dict], errs: dict, exps: list[dict], out: Path) -> l
         "|---|---|---|---|---|---|",
     ]
     for r in exps:
-        lines.append(f"| {r['fixed']} | {r['value']:g} | {r['T_range'][0]}-{r['T_range'][1]} | "
-                     f"{r['worst_abs_error_slope']:.2f} | {r['parity_slope']:.2f} | between T e - 1/2 and T eps + 1 |")
+        lines.append(
+            f"| {r['fixed']} | {r['value']:g} | {r['T_range'][0]}-{r['T_range'][1]} | "
+            f"{r['worst_abs_error_slope']:.2f} | {r['parity_slope']:.2f} | between T e - 1/2 and T eps + 1 |"
+        )
     worst = {}
     for r in recs:
         worst[r["bound"]] = max(worst.get(r["bound"], 0.0), r["ratio"])
-    lines += ["", "Worst |Error| / bound found over all T and both settings:", "",
-              "| bound | worst ratio | verdicts |", "|---|---|---|"]
+    lines += [
+        "",
+        "Worst |Error| / bound found over all T and both settings:",
+        "",
+        "| bound | worst ratio | verdicts |",
+        "|---|---|---|",
+    ]
     for b in sorted(worst):
         vs = sorted({r["verdict"] for r in recs if r["bound"] == b})
         lines.append(f"| {b} | {worst[b]:.4g} | {', '.join(vs)} |")
@@ -402,8 +497,16 @@ def write_tables(recs: list[dict], errs: dict, exps: list[dict], out: Path) -> l
     return [RESULTS_JSON, "tightness_exponents.json", "tightness_exponents.csv", "tightness_exponents.md"]
 
 
-def run_study(out_dir: Path, quick: bool, *, heavy: bool = False, workers: int = 1, ray: str | None = None,
-              cache_dir: Path | None = None, progress: bool = True) -> list[dict]:
+def run_study(
+    out_dir: Path,
+    quick: bool,
+    *,
+    heavy: bool = False,
+    workers: int = 1,
+    ray: str | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Run every task, write outputs into out_dir (the tightness folder); figure-job records."""
     from ..taskpool import run_tasks
 
@@ -412,8 +515,15 @@ def run_study(out_dir: Path, quick: bool, *, heavy: bool = False, workers: int =
     out.mkdir(parents=True, exist_ok=True)
     if (out / "instances").exists():  # only what this run reports stays
         shutil.rmtree(out / "instances")
-    results = run_tasks(run_task, make_tasks(cfg), cache_dir=cache_dir, workers=workers, ray=ray,
-                        progress=progress, desc="tightness")
+    results = run_tasks(
+        run_task,
+        make_tasks(cfg),
+        cache_dir=cache_dir,
+        workers=workers,
+        ray=ray,
+        progress=progress,
+        desc="tightness",
+    )
     recs, errs = records(results, out)
     exps = exponents(errs)
     inputs = {"quick": quick, "heavy": heavy, "delta": DELTA, "eps": EPS, **cfg}
@@ -428,8 +538,13 @@ def run_study(out_dir: Path, quick: bool, *, heavy: bool = False, workers: int =
     files = plot(recs, errs, out) + write_tables(recs, errs, exps, out)
     recs_out = [{"path": p, "shows": shows[p], "inputs": inputs} for p in files]
     for p in sorted((out / "instances").glob("*.npz")):
-        recs_out.append({"path": f"instances/{p.name}", "shows": "a worst instance (trm-bounds exact re-evaluates it)",
-                         "inputs": inputs})
+        recs_out.append(
+            {
+                "path": f"instances/{p.name}",
+                "shows": "a worst instance (trm-bounds exact re-evaluates it)",
+                "inputs": inputs,
+            }
+        )
     return recs_out
 
 
@@ -443,14 +558,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI configuration (a few seconds)")
     ap.add_argument("--heavy", action="store_true", help="the long search (more T, structures, seeds, steps)")
-    ap.add_argument("--out", type=Path, default=Path("paper_figures"), help="figures directory (writes OUT/tightness)")
+    ap.add_argument(
+        "--out", type=Path, default=Path("paper_figures"), help="figures directory (writes OUT/tightness)"
+    )
     ap.add_argument("--workers", type=int, default=1, help="local processes (default 1: in-process)")
     ap.add_argument("--ray", default=None, help="'auto' (running cluster), 'local', or a Ray address")
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="folder of finished tasks (resume); default OUT/tightness_cache")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder of finished tasks (resume); default OUT/tightness_cache",
+    )
     args = ap.parse_args(argv)
     cache = args.cache if args.cache is not None else args.out / "tightness_cache"
-    for rec in run_study(args.out / SUBDIR, args.quick, heavy=args.heavy, workers=args.workers, ray=args.ray,
-                         cache_dir=cache):
+    for rec in run_study(
+        args.out / SUBDIR, args.quick, heavy=args.heavy, workers=args.workers, ray=args.ray, cache_dir=cache
+    ):
         print(args.out / SUBDIR / rec["path"])
     return 0
