@@ -3,7 +3,7 @@
     python experiments/tightness_sweep.py [--quick | --heavy] [--workers N] [--ray auto|local|ADDRESS]
                                           [--out paper_figures] [--cache DIR]
 
-Default: the configuration of `trm-bounds figures` (about 20-30 s on 2 idle cores); --heavy: the
+Default: the configuration of `trm-bounds figures` (7 s measured on a quiet 2-core machine); --heavy: the
 long search (9 horizons to 4096, 5 chain structures, 4 seeds, 150 steps; use --workers or --ray).
 Writes OUT/tightness/ (tightness.json, instances/, tightness.png/.pdf, tightness_exponents.*);
 finished tasks are kept in --cache (default OUT/tightness_cache, untracked) so a rerun resumes.
