@@ -99,7 +99,7 @@ def test_betting_closed_form_at_n1():
     root = x + (1 / alpha - 1) / lam
     u = float(betting_upper([x], alpha))
     assert u == pytest.approx(root, rel=1e-13)
-    assert 1 + lam * (u - x) >= (1 / alpha) * (1 - 1e-15)  # the returned mean is rejected
+    assert 1 + lam * (u - x) >= 1 / alpha  # the returned mean is rejected (the upper end of the bracket)
     assert float(betting_upper([0.0], 0.5)) == 1.0  # K_1(1) = 1.9 < 2: nothing rejected
 
 

@@ -147,7 +147,7 @@ __all__ = [
     "register_bound",
     # divergences, the exact engine, chains, masks, trainer, symbolic, tables, audit (lazy)
     *_LAZY,
-    # halved-constant bounds (THEORY.md section 9)
+    # halved-constant bounds (docs/theory.md section 9)
     "REFINED_OF",
     "log_softmax_log1p",
     "tight_pair",

@@ -1,7 +1,7 @@
 """Fused CPU kernel of the exact tree engine (numba, optional): one depth-first pass per subtree.
 
 `trm_bounds.exact` computes, level by level, the forward context laws, the token
-divergences and the backward values Q_t / V_t / g_t of THEORY.md sections 2-5. This module
+divergences and the backward values Q_t / V_t / g_t of docs/theory.md sections 2-5. This module
 computes the same sums for every subtree below a split level s in one fused pass per level
 of a small task (<= TASK_LEAVES leaves): each row of every level is read once, its token
 terms (pi_roll, pi_theta, pi_theta - pi_roll, KL, TV) are computed once and kept in

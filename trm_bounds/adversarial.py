@@ -1,8 +1,8 @@
 """Adversarial random pairs for testing and measuring the bounds: the one builder (numpy only).
 
-A *pair* here is what `trm_bounds.exact.exact_quantities` takes (THEORY.md section 2):
+A *pair* here is what `trm_bounds.exact.exact_quantities` takes (docs/theory.md section 2):
 log-prob levels ``logp_roll[t-1], logp_theta[t-1]`` of shape ``(P, V**(t-1), V)`` (row =
-base-V digits of y_<t, INTERFACES.md layout, -inf = probability 0), reward ``(P, V**T)`` in
+base-V digits of y_<t, docs/formats.md layout, -inf = probability 0), reward ``(P, V**T)`` in
 [0, 1] and the prompt law ``(P,)``. Every row is normalised with
 `trm_bounds.divergences.log_softmax` (log1p form), so it is a distribution to rounding even at logits
 of 1e3.

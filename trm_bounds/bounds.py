@@ -1,7 +1,7 @@
 """Every published error bound of the TRM paper (docs/theory.md section 5), vectorized.
 
 Each bound upper-bounds |Error| = |J(theta) - J(roll) - L'(theta)|. Names are the
-INTERFACES.md contract keys. Inputs broadcast (numpy rules) over arrays of T, delta, eps,
+docs/formats.md contract keys. Inputs broadcast (numpy rules) over arrays of T, delta, eps,
 dkl_seq, dtv_seq; capped sums use prefix sums, so T up to 1e6 costs no loop over t.
 
 Symbols: T horizon (int >= 1); eps = D_TV^{tok,max} in [0, 1]; delta = D_KL^{tok,max} >= 0
@@ -665,7 +665,7 @@ _BOUNDS: dict[str, Callable[[BoundInputs], float]] = {
     "adaptive_star": lambda b: adaptive_star(b.dbar, b.eps, b.delta),
     "unified": unified,
 }
-PUBLISHED_BOUNDS: tuple[str, ...] = tuple(_BOUNDS)  # the INTERFACES.md contract keys, in order
+PUBLISHED_BOUNDS: tuple[str, ...] = tuple(_BOUNDS)  # the docs/formats.md contract keys, in order
 _BOUNDS["linear_dbar"] = lambda b: linear_dbar(b.dbar)
 _BOUNDS["pm_kl_nocap"] = lambda b: pm_kl_nocap(b.T, b.delta)
 _BOUNDS["unified_v2"] = unified_v2

@@ -1,4 +1,4 @@
-"""What a TRM mask certifies about a batch, and what it does not (THEORY.md sections 7, 9, 10 C18).
+"""What a TRM mask certifies about a batch, and what it does not (docs/theory.md sections 7, 9, 10 C18).
 
 From a batch's per-token log-probs (and, when full logits were kept, the exact token KL) the
 certificate reports:
@@ -452,7 +452,7 @@ def sample_certificate(
       method: confidence bound, one of `trm_bounds.confidence.METHODS`.
 
     Returns:
-      JSON-ready dict (INTERFACES.md "Sample certificate"): confidence, units, method,
+      JSON-ready dict (docs/formats.md "Sample certificate"): confidence, units, method,
       sum_dbar / dtv_seq {"estimate", "upper", "range", "by_method"}, bounds {linear_dbar,
       linear_dbar_refined}, bound (the smallest), bound_name, second_order {"estimate",
       "interval", "kind"}, per_token_mean (estimate of the mean (1 - rho)_+ per token),

@@ -1,4 +1,4 @@
-"""Finite-state ("chain") policy pairs and their exact long-horizon engine (THEORY.md 1-4).
+"""Finite-state ("chain") policy pairs and their exact long-horizon engine (docs/theory.md 1-4).
 
 A chain pair is a policy pair whose context c_t = (x, y_<t) enters only through a finite
 state: s_1 = init_state[x], s_{t+1} = transition[s_t, y_t], y_t ~ pi(. | s_t) with log-probs
@@ -15,7 +15,7 @@ time-homogeneous and small, gather/scatter otherwise):
       U_{T+1}(s) = reward_final[s]
       q_t(s, v)  = reward_step[s, v] / T + U_{t+1}(transition[s, v])
       U_t(s)     = sum_v pi_roll(v|s) q_t(s, v)
-      g_t(s)     = sum_v (pi_theta - pi_roll)(v|s) q_t(s, v)     (the g_t of THEORY.md 2)
+      g_t(s)     = sum_v (pi_theta - pi_roll)(v|s) q_t(s, v)     (the g_t of docs/theory.md 2)
       Delta_t(s) = U^theta_t(s) - U_t(s) = g_t(s) + sum_v pi_theta(v|s) Delta_{t+1}(transition[s, v])
       h_t(s)     = sum_v (pi_theta - pi_roll)(v|s) Delta_{t+1}(transition[s, v])
   (the past step rewards of c_t drop out of g_t because sum_v (pi_theta - pi_roll) = 0).
@@ -110,7 +110,7 @@ _REWARD_TOL = 1e-12  # rounding allowed in max(reward_final) + max(reward_step) 
 # --------------------------------------------------------------------------- the pair record
 @dataclass(frozen=True)
 class ChainPair:
-    """A finite-state policy pair (INTERFACES.md "Finite-state pair file").
+    """A finite-state policy pair (docs/formats.md "Finite-state pair file").
 
     Fields (S states, V tokens, P prompts, horizon T):
       T: horizon >= 1.
@@ -214,7 +214,7 @@ class ChainPair:
         )
 
     def save(self, path: str | Path) -> None:
-        """Write the INTERFACES.md chain `.npz` (keys T, transition, init_state, ...)."""
+        """Write the docs/formats.md chain `.npz` (keys T, transition, init_state, ...)."""
         np.savez(
             path,
             T=np.int64(self.T),
@@ -615,7 +615,7 @@ def _per_pair(raw: dict[str, np.ndarray], n: int) -> dict:
 
 
 def _finish(r: dict, T: int) -> dict:
-    """Assemble the INTERFACES.md chain JSON dict of one pair from its reduced raw arrays:
+    """Assemble the docs/formats.md chain JSON dict of one pair from its reduced raw arrays:
     U1 (B, 2), w (B,), stat_c (T, K, B, 2), stat_g_sum (2, B, 2) (sums over t of the K = roll,
     theta rows of <mu_t, g_t> and <mu_t, h_t>), state_tv (T + 1,), g_inf (T,), eps, delta."""
     stat_c = r["stat_c"]  # (T, K, B, 2)
@@ -760,7 +760,7 @@ def chain_quantities(
     """Exact J, L', Error, eps, delta, Dbar_t, D_KL^seq, max|g_t| of a chain pair, plus
     proven bounds on D_TV^seq and TV(d_t^theta, d_t^roll) (module docstring).
 
-    Returns the INTERFACES.md chain JSON as a dict: J_roll, J_theta, surrogate, error,
+    Returns the docs/formats.md chain JSON as a dict: J_roll, J_theta, surrogate, error,
     error_ratio_identity (None when undefined), eps, delta, dkl_seq, dbar (T,), g_inf (T,),
     dtv_seq_upper, dtv_seq_max_prompt_upper, context_tv_upper (T,), bounds (on those
     inputs); beside them error_second_order (= sum_t <mu_t^roll, h_t>, always defined),
@@ -784,7 +784,7 @@ def evaluate_chain_file(path: str | Path, device="cpu", T: int | None = None) ->
 
 # --------------------------------------------------------------------------- conversions
 def chain_to_tree(pair: ChainPair) -> dict[str, np.ndarray]:
-    """Enumerate a chain pair as a tabular pair (INTERFACES.md "Exact policy-pair file").
+    """Enumerate a chain pair as a tabular pair (docs/formats.md "Exact policy-pair file").
 
     Returns {"logp_roll_{t}", "logp_theta_{t}": (P, V**(t-1), V) for t = 1..T, "reward":
     (P, V**T), "prompt_probs": (P,)}; row k of level t is the context whose tokens are the

@@ -1,4 +1,4 @@
-"""Token divergences from log-probabilities (THEORY.md sections 3 and 7).
+"""Token divergences from log-probabilities (docs/theory.md sections 3 and 7).
 
 Conventions (the paper's):
 - ``logp_roll``, ``logp_theta``: log pi_roll(.|c), log pi_theta(.|c), shape ``(..., V)``;
@@ -272,7 +272,7 @@ def _log_ratio(log_ratio, dtype):
 
 
 def k1(log_ratio, *, dtype: torch.dtype = torch.float64):
-    """k1 = -log rho (THEORY.md section 7); E_roll[k1] = KL(roll || theta)."""
+    """k1 = -log rho (docs/theory.md section 7); E_roll[k1] = KL(roll || theta)."""
     t, was_numpy = _log_ratio(log_ratio, dtype)
     return _out(-t, was_numpy)
 

@@ -1,4 +1,4 @@
-"""The exact engine: every quantity of THEORY.md sections 2-5 on an enumerable tree.
+"""The exact engine: every quantity of docs/theory.md sections 2-5 on an enumerable tree.
 
 Given the two log-prob trees (level t: ``(P, V**(t-1), V)``, row k = base-V digits of
 y_<t, see `trm_bounds.pair`), the reward ``(P, V**T)`` and the prompt law ``(P,)``, it
@@ -127,7 +127,7 @@ def exact_quantities(
     chunk_leaves: int = DEFAULT_CHUNK_LEAVES,
     validate: bool = True,
 ) -> dict:
-    """Every exact quantity of a pair (THEORY.md sections 2-5, 7), as a JSON-ready dict.
+    """Every exact quantity of a pair (docs/theory.md sections 2-5, 7), as a JSON-ready dict.
 
     Args:
       logp_roll, logp_theta: T levels, level t of shape (P, V**(t-1), V), log-probs
@@ -145,7 +145,7 @@ def exact_quantities(
       validate: check shapes / normalisation / ranges first (ValueError naming the array).
 
     Returns:
-      dict with the INTERFACES.md keys J_roll, J_theta, surrogate (L'), error
+      dict with the docs/formats.md keys J_roll, J_theta, surrogate (L'), error
       (J_theta - J_roll - L'), error_ratio_identity (-Delta or None), eps, delta, dkl_seq,
       dtv_seq (joint), dtv_seq_max_prompt, dbar, context_tv, g_inf (lists of T), bounds
       (every registered bound on exact inputs), notes (list of str); and T, P, V, leaves,
@@ -548,7 +548,7 @@ def _future_tv(lr, lt, pp, P, V, T) -> list[float]:
 
 
 def evaluate_pair_file(path: str | Path, device="cpu", **kwargs) -> dict:
-    """`exact_quantities` of a pair file (.npz, INTERFACES.md layout); same keys as the CLI JSON."""
+    """`exact_quantities` of a pair file (.npz, docs/formats.md layout); same keys as the CLI JSON."""
     _check_device(device)  # before reading anything
     pair = PolicyPair.load(path)
     return exact_quantities(

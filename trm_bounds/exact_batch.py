@@ -2,7 +2,7 @@
 
 `exact_batch(logp_roll, logp_theta, reward)` computes, for B pairs stacked on axis 0
 (level k: ``(B, V**k, V)``, reward ``(B, V**T)``; e.g. `trm_bounds.adversarial.random_batch`),
-the quantities of THEORY.md sections 2-5 by enumerating all V**T responses:
+the quantities of docs/theory.md sections 2-5 by enumerating all V**T responses:
 
     J(pi) = sum_y P^pi(y) R(y),   L' = E_roll[R sum_t (rho_t - 1)],   Error = J_theta - J_roll - L',
     eps = max_c TV(c), delta = max_c KL(c) (every context: rows have full support),

@@ -32,7 +32,7 @@ def exact_mp(
 ) -> dict:
     """Every quantity of one tiny pair at `dps`+ digits, trajectory by trajectory (mpmath).
 
-    Definitions (THEORY.md sections 2-5), no shared code with the float64 engine:
+    Definitions (docs/theory.md sections 2-5), no shared code with the float64 engine:
       J(pi) = sum_{x,y} P(x) P^pi(y|x) R(x, y);
       L' = sum_{x,y} P(x) R sum_t P^roll(y_<t) (pi_theta - pi_roll)(y_t|c_t) P^roll(y_>t | c_{t+1})
            (= E_roll[R sum_t (rho_t - 1)] when pi_theta << pi_roll; defined always);
@@ -203,7 +203,7 @@ def _leaf(y, V) -> int:
 
 
 def published_mp(T, eps, delta, dkl_seq, dtv_seq, dbar) -> dict:
-    """Every published bound of THEORY.md section 5 by its formula, one term per t (mpmath)."""
+    """Every published bound of docs/theory.md section 5 by its formula, one term per t (mpmath)."""
     one, zero = mp.mpf(1), mp.mpf(0)
 
     def sq(m, x):  # sqrt(m x / 2) with 0 * inf = 0 (x < 0 only from unnormalised literal rows)

@@ -1,6 +1,6 @@
 """The one vocabulary of mismatch mechanisms: how pi_roll comes to differ from pi_theta.
 
-THEORY.md section 8 names three real sources: backend numerics, MoE routing flips and
+docs/theory.md section 8 names three real sources: backend numerics, MoE routing flips and
 staleness. Each mechanism below simulates one of them, has ONE name and ONE strength S (its
 meaning, its default), and says how it applies to each of three targets:
 
@@ -221,7 +221,7 @@ class MismatchMechanism:
     """
 
     name: str
-    simulates: str  # THEORY.md section 8: "backend numerics", "MoE routing flips" or "staleness"
+    simulates: str  # docs/theory.md section 8: "backend numerics", "MoE routing flips" or "staleness"
     description: str  # what happens, with S the strength
     strength: str  # what S means
     default: object  # S of a bare name

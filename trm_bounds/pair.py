@@ -1,7 +1,7 @@
 """Policy pairs (pi_roll, pi_theta) over an enumerable tree: the .npz layout, validation,
 construction from a policy plus a perturbation, and trajectory sampling.
 
-Layout (INTERFACES.md, "Exact policy-pair file"): for t = 1..T,
+Layout (docs/formats.md, "Exact policy-pair file"): for t = 1..T,
 ``logp_roll_{t}``, ``logp_theta_{t}`` of shape ``(P, V**(t-1), V)``, float64 log-probs;
 row ``k`` of level ``t`` is the context whose tokens ``y_1..y_{t-1}`` are the base-V digits
 of ``k`` (``y_1`` most significant), so the children of row ``k`` at level ``t+1`` are rows
@@ -187,7 +187,7 @@ class PolicyPair:
         return validate_pair_arrays(self.logp_roll, self.logp_theta, self.reward, self.prompt_probs)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The .npz dict (float64 numpy), keys as INTERFACES.md."""
+        """The .npz dict (float64 numpy), keys as docs/formats.md."""
         out = {}
         for name, levels in (("logp_roll", self.logp_roll), ("logp_theta", self.logp_theta)):
             for k, x in enumerate(levels):

@@ -7,15 +7,15 @@ Every policy is a ``torch.nn.Module`` with attributes ``P`` (prompts), ``V`` (vo
 
 returning levels t = 1..T, level t of shape ``(P, V**(t-1), V)``, float64,
 differentiable w.r.t. the parameters. Row k of level t is the context whose tokens
-y_1..y_{t-1} are the base-V digits of k (y_1 most significant): the INTERFACES.md layout.
+y_1..y_{t-1} are the base-V digits of k (y_1 most significant): the docs/formats.md layout.
 
 - ``compute_dtype`` (e.g. ``torch.bfloat16``): the network's forward pass up to the logits
   runs in that dtype (parameters cast on the fly), like a low-precision rollout engine; the
   final log-softmax is taken in float64, so every row is still a distribution.
 - ``eos``: after an EOS token both policies emit EOS with probability 1 (absorbing), so a
-  variable-length response lives inside the fixed-horizon formulas (THEORY.md section 1).
+  variable-length response lives inside the fixed-horizon formulas (docs/theory.md section 1).
 - ``router_noise_std`` (MoEPolicy only): Gaussian noise on the router logits before top-k,
-  the way a rollout engine's routing flips are simulated (THEORY.md section 8).
+  the way a rollout engine's routing flips are simulated (docs/theory.md section 8).
 
 Policies: TabularPolicy (free logits per context), TransformerPolicy (tiny causal
 transformer, config `TransformerConfig`), MoEPolicy (top-k mixture of experts, config

@@ -1,6 +1,6 @@
-"""Refined bounds: every published bound of THEORY.md section 5 with its leading constant halved.
+"""Refined bounds: every published bound of docs/theory.md section 5 with its leading constant halved.
 
-THEORY.md section 9 asks whether each bound holds with its leading constant halved. It
+docs/theory.md section 9 asks whether each bound holds with its leading constant halved. It
 does: below is a written proof (checked step by step by hand, not machine-checked), then
 one refined function per published bound, registered under the published key plus
 ``_refined`` (``pm_kl_refined``, ..., ``unified_refined``). Published keys are untouched.
@@ -9,7 +9,7 @@ The constant 2 of the refined bounds cannot be lowered further (tightness exampl
 Setting and assumptions. A finite tabular pair (P prompts, vocabulary V, horizon T), rewards
 with max R - min R <= 1 (REFINED_ASSUMPTION; R in [0, 1] is the usual case), eps / delta the
 maxima of the token TV / KL(pi_roll || pi_theta) over contexts reachable under either policy
-(THEORY.md section 3), Dbar_t = E_{d_t^roll}[TV(c_t)]. No absolute continuity is assumed
+(docs/theory.md section 3), Dbar_t = E_{d_t^roll}[TV(c_t)]. No absolute continuity is assumed
 anywhere. For a wider range r = max R - min R every refined bound holds multiplied by r:
 Error is linear in R and unchanged by R -> R + c (for R = 1 both J's are 1 and every g_t is
 sum_v (pi_theta - pi_roll)(v|c) = 0), so Error(R) = r Error((R - min R) / r). With R in
@@ -25,7 +25,7 @@ A. The performance-difference (PDI) route: classical_tv, classical_kl, pm_kl, pm
        g_t(c) = sum_{v+} |.| Q_t(v) - sum_{v-} |.| Q_t(v) lies in
        [-TV(c) (max Q - min Q), TV(c) (max Q - min Q)], so |g_t(c)| <= TV(c) (range <= 1).
        The published building block is 2 TV(c) (it drops sum_v (pi_theta - pi_roll) = 0).
-   A2. Error = sum_t (E_{d_t^theta} - E_{d_t^roll})[g_t] (THEORY.md section 2). For
+   A2. Error = sum_t (E_{d_t^theta} - E_{d_t^roll})[g_t] (docs/theory.md section 2). For
        probability laws mu, nu and f with values in [-G, G],
        |E_mu f - E_nu f| <= (sup f - inf f) TV(mu, nu) <= 2 G TV(mu, nu). With
        G_t = sup_c |g_t(c)| <= min(1, eps, sqrt(delta/2)) (A1, then TV <= 1 and Pinsker):
@@ -43,7 +43,7 @@ B. The future-value route: adaptive_kl, adaptive_tv, adaptive_star, linear_dbar 
        V^roll_t(c). Two laws of the future tokens y_{>=t} given c, and R of range <= 1, give
        |h_t(c)| <= TV_fut(c), the TV of those two laws.
    B2. Telescoping (an identity). With g_t(c) = sum_v (pi_theta - pi_roll)(v|c) V^roll_{t+1}(cv)
-       (the g_t of THEORY.md section 2, Q_t = V^roll_{t+1}) and
+       (the g_t of docs/theory.md section 2, Q_t = V^roll_{t+1}) and
        k_t(c) = sum_v (pi_theta - pi_roll)(v|c) h_{t+1}(cv):
            h_t(c) = sum_v pi_theta V^theta_{t+1}(cv) - sum_v pi_roll V^roll_{t+1}(cv)
                   = g_t(c) + k_t(c) + sum_v pi_roll(v|c) h_{t+1}(cv).

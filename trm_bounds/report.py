@@ -1,6 +1,6 @@
 """Bounds-vs-horizon scaling: the numbers (CSV/JSON) and the log-log figure (PNG/PDF).
 
-Two settings, each a family of bound inputs indexed by T (THEORY.md section 6):
+Two settings, each a family of bound inputs indexed by T (docs/theory.md section 6):
 - "small divergence": delta = 1e-4, eps = 5e-3, D_KL^seq = min(0.01, T delta),
   D_TV^seq = min(0.05, sqrt(D_KL^seq / 2)), Dbar_t = eps (worst case) - the v3 KL+TV column at T = 4096;
 - "large divergence": delta = 1, eps = min(1, sqrt(delta/2)), D_KL^seq = min(1, T delta),

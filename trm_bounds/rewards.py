@@ -2,7 +2,7 @@
 
 Every function returns a float64 tensor of shape ``(P, V**T)``: entry ``[x, k]`` is
 R(x, y) for the response y whose tokens are the base-V digits of k (y_1 most
-significant), the INTERFACES.md leaf order. No Python loop over leaves: token
+significant), the docs/formats.md leaf order. No Python loop over leaves: token
 positions are peeled off the leaf index one digit at a time (O(T V**T)).
 
 With an absorbing EOS token, the response length is the position of the first EOS

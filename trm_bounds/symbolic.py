@@ -1,6 +1,6 @@
 """The bounds as sympy expressions, and the paper's hand derivations redone by sympy.
 
-THEORY.md sections 5 and 10 (claims C02-C06, C08, C11, C15, C16). Two parts:
+docs/theory.md sections 5 and 10 (claims C02-C06, C08, C11, C15, C16). Two parts:
 
 1. `bound_expr(name)`: each bound family of section 5 as a sympy expression in the
    symbols below (sums stay unevaluated `Sum`s over t = 1..T; Dbar_t is `Dbar[t]`,
@@ -92,7 +92,7 @@ def _pm_sum(capped: bool) -> sp.Expr:
 
 
 def bound_expr(name: str, capped: bool = True) -> sp.Expr:
-    """The bound `name` (INTERFACES.md key) as a sympy expression (THEORY.md section 5).
+    """The bound `name` (docs/formats.md key) as a sympy expression (docs/theory.md section 5).
 
     capped=False drops every min(1, .) cap (the "no cap" column of v2 Table 1); eps and
     dtv_seq are <= 1, so their caps never change a value. The data-dependent bounds use

@@ -198,7 +198,7 @@ SEARCH_BOUNDS = (*PUBLISHED_BOUNDS, "linear_dbar", "second_order")  # what torch
 
 
 def torch_bounds(q: dict[str, torch.Tensor], T: int) -> dict[str, torch.Tensor]:
-    """The published bounds (THEORY.md section 5) and second_order on `chain_terms` output, (N,) each.
+    """The published bounds (docs/theory.md section 5) and second_order on `chain_terms` output, (N,) each.
 
     D_TV^seq is the proxy q["dtv_proxy"]; the refined bounds are these halved (not listed).
     """

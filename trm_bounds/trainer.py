@@ -1,6 +1,6 @@
 """A policy-gradient trainer on the exact environment, with the TRM guarantee checked every step.
 
-Each optimizer step (THEORY.md sections 2, 7, 8):
+Each optimizer step (docs/theory.md sections 2, 7, 8):
 
 1. pi_roll = the rollout engine's view of the parameters (`trm_bounds.mismatch`: bf16/fp16 forward,
    MoE router noise, staleness), exact log-prob tree ``(P, V**(t-1), V)`` per level, detached.
@@ -28,7 +28,7 @@ Certified mode (beyond the paper): after the optimizer step, the parameter step 
 ``max_backtracks`` times until the certificate holds; if it never does the update is skipped (the
 parameters stay pi_theta_old). An applied update is then always certified, so J_new > J_roll exactly.
 
-The training log (INTERFACES.md "Training log") is one JSON object per step; `train` returns them.
+The training log (docs/formats.md "Training log") is one JSON object per step; `train` returns them.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def ppo_clip_loss(
         -min(rho_t A, clip(rho_t, lo, hi) A),  rho_t = exp(log_prob - rollout_log_prob)
 
     With A < 0 and rho_t > hi the unclipped term rho_t A is the minimum: that token's ratio is not
-    clipped (THEORY.md section 8, the paper's argument against token-level fixes).
+    clipped (docs/theory.md section 8, the paper's argument against token-level fixes).
     """
     rho = torch.exp(log_prob - rollout_log_prob)
     A = advantages[:, None]

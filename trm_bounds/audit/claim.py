@@ -1,6 +1,6 @@
-"""One audited claim, and the measured evidence attached to claims (THEORY.md section 10).
+"""One audited claim, and the measured evidence attached to claims (docs/theory.md section 10).
 
-`Claim` is the INTERFACES.md record of `trm-bounds audit --json`. `EVIDENCE` maps a claim id
+`Claim` is the docs/formats.md record of `trm-bounds audit --json`. `EVIDENCE` maps a claim id
 ("C01", "C11", ...) to the functions that measure it; the built-in ones are imported here by
 name from `trm_bounds.audit.evidence` and listed in one literal dict. `register_evidence`
 adds one more (a user's own measurement); `measured(claim)` calls them, reporting an error
@@ -41,13 +41,13 @@ __all__ = [
     "UncheckedEvidence",
 ]
 
-# "unchecked": the evidence could not be computed or loaded (INTERFACES.md)
+# "unchecked": the evidence could not be computed or loaded (docs/formats.md)
 CLAIM_VERDICTS = ("holds", "fails", "caveat", "imprecise", "unchecked")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One audited claim (INTERFACES.md `trm-bounds audit --json`)."""
+    """One audited claim (docs/formats.md `trm-bounds audit --json`)."""
 
     id: str
     claim: str

@@ -1,4 +1,4 @@
-"""The audit of the TRM paper's claims (THEORY.md section 10): run it, render it, write it.
+"""The audit of the TRM paper's claims (docs/theory.md section 10): run it, render it, write it.
 
 `audit()` returns every claim C01..C24 (split into sub-ids) and S9 as a `Claim` with a verdict
 (holds | fails | caveat | imprecise | unchecked) and its evidence, computed now by the two claim groups
@@ -31,7 +31,7 @@ __all__ = ["audit", "claims_to_markdown", "write_audit", "figures_job"]
 def audit(
     quick: bool = False, *, measurements: str | Path | None = None, allow_unchecked: bool = False
 ) -> list[Claim]:
-    """Every claim of THEORY.md section 10 with a verdict and evidence computed now.
+    """Every claim of docs/theory.md section 10 with a verdict and evidence computed now.
 
     quick=True uses a smaller random search for C01 / section 9 (150 instead of 400 pairs per batch).
     measurements: the folder holding the studies' JSON (`trm_bounds.audit.outputs`; default: the
@@ -71,7 +71,7 @@ def verdict_summary(claims: list[Claim]) -> str:
 def claims_to_markdown(claims: list[Claim], measurements: str | None = None) -> str:
     """The audit as one Markdown table with a verdict summary (and the measurement folder)."""
     out = [
-        "# Audit of the TRM paper's claims (THEORY.md section 10)",
+        "# Audit of the TRM paper's claims (docs/theory.md section 10)",
         "",
         verdict_summary(claims),
         "",
@@ -107,8 +107,8 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
     shows = {
         "table.md": "every table and worked number of the TRM paper (v1-v3), recomputed, with verdicts",
         "table.csv": "the regenerated table cells (CSV)",
-        "table.json": "the regenerated table cells (JSON, INTERFACES.md format)",
-        "audit.md": "every claim of THEORY.md section 10 with verdict and computed evidence",
-        "audit.json": "the audit (JSON, INTERFACES.md format)",
+        "table.json": "the regenerated table cells (JSON, docs/formats.md format)",
+        "audit.md": "every claim of docs/theory.md section 10 with verdict and computed evidence",
+        "audit.json": "the audit (JSON, docs/formats.md format)",
     }
     return [{"path": p, "shows": s, "inputs": {"T": T_PAPER, "quick": quick}} for p, s in shows.items()]

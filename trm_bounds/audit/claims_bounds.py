@@ -63,7 +63,7 @@ def _c01(search: Search) -> list[Claim]:
                 f"{key} bounds |Error| = |J(theta) - J(roll) - L'(theta)|",
                 verdict,
                 "; ".join(parts),
-                "v1-v3 theorems (THEORY.md section 5)",
+                "v1-v3 theorems (docs/theory.md section 5)",
             )
         )
     return claims
@@ -339,7 +339,7 @@ def _section9(search: Search) -> Claim:
         "to 1.0 in float64 (the reported 0.705; 637 of 132,000 seeded pairs), and all 637 are within the "
         "refined bounds when recomputed at 120-960 digits (13 of them within 1e-28 of equality; one is "
         "pinned in tests/test_refined.py); divergences.log_softmax (log1p form) keeps such rows normalised.",
-        "THEORY.md section 9",
+        "docs/theory.md section 9",
     )
 
 

@@ -105,7 +105,7 @@ def _c14_c18() -> list[Claim]:
         + ". D_KL^seq is fixed while delta grows without bound, so no finite-valued f "
         "exists (at D_KL^seq = 0, delta = 0 is forced: theta = roll on roll-reachable contexts makes the "
         "theta-reachable set the same, so f(0) = 0 works there). The paper's own proof is not part of "
-        "THEORY.md and is not checked here.",
+        "docs/theory.md and is not checked here.",
         "v2 proposition",
     )
     r = _rare_context_pair(5.0, 0.01)
@@ -291,7 +291,7 @@ def _c20() -> Claim:
         "holds",
         "computed min(rho A, clip(rho, 0.8, 1.28) A): "
         + "; ".join(rows)
-        + ". The exact wording of v2's table cells is not in THEORY.md; the computed cases agree with the "
+        + ". The exact wording of v2's table cells is not in docs/theory.md; the computed cases agree with the "
         "stated one.",
         "v2 table",
     )

@@ -2,7 +2,7 @@
 
 `parse_printed("1.68e7")` reads the relation ("=", "<=", "<"), the value and the unit of the
 last printed digit; `printed_verdict(computed, printed)` says whether the computed value,
-rounded half-up to that unit, is the printed number (INTERFACES.md cell verdicts:
+rounded half-up to that unit, is the printed number (docs/formats.md cell verdicts:
 match | rounding | mismatch). Pure Python (decimal), no numpy.
 """
 
@@ -70,7 +70,7 @@ def parse_printed(text: str) -> Printed:
 
 
 def printed_verdict(computed: float, printed: Printed) -> tuple[str, str]:
-    """(verdict, note) for a computed value against a printed one (INTERFACES.md cell verdicts).
+    """(verdict, note) for a computed value against a printed one (docs/formats.md cell verdicts).
 
     match: computed, rounded half-up to the printed unit, is the printed value ("<= x": the
     same, so computed <= x + unit/2 and it is tight; "<x": computed < x).

@@ -1,7 +1,7 @@
-"""The paper's tables and worked numbers regenerated (THEORY.md section 6), with verdicts.
+"""The paper's tables and worked numbers regenerated (docs/theory.md section 6), with verdicts.
 
 `paper_tables()` recomputes every table cell and worked number with `trm_bounds.bounds` as a
-`TableCell` (INTERFACES.md: table, row, column, computed, published, printed_precision,
+`TableCell` (docs/formats.md: table, row, column, computed, published, printed_precision,
 verdict, note), labelled by paper version, with the "no cap" column and the ratios. The
 verdict compares the computed value with the printed one at the printed precision
 (`trm_bounds.audit.printed`). The writers render Markdown, CSV and JSON, all before writing.
@@ -40,7 +40,7 @@ T_PAPER = 4096
 
 @dataclass(frozen=True)
 class TableCell:
-    """One regenerated table cell (INTERFACES.md `trm-bounds table --json`), plus its version and ids."""
+    """One regenerated table cell (docs/formats.md `trm-bounds table --json`), plus its version and ids."""
 
     table: str
     row: str
@@ -96,7 +96,7 @@ def bound_value(b: nb.BoundInputs, name: str) -> float:
 
 
 def paper_tables() -> list[TableCell]:
-    """Every table and worked number of THEORY.md section 6, recomputed by `trm_bounds.bounds`."""
+    """Every table and worked number of docs/theory.md section 6, recomputed by `trm_bounds.bounds`."""
     T = T_PAPER
     small = nb.BoundInputs.from_partial(T, 1e-4, dkl_seq=0.01)  # eps, D_TV^seq by Pinsker; Dbar_t = eps
     large = nb.BoundInputs.from_partial(T, 1.0, dkl_seq=1.0)

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         print(claims_to_markdown(claims, label), end="")
     else:
         width = max(80, shutil.get_terminal_size((160, 24)).columns)
-        print("# Audit of the TRM paper's claims (THEORY.md section 10)\n")
+        print("# Audit of the TRM paper's claims (docs/theory.md section 10)\n")
         print(verdict_summary(claims))
         print(f"Measurements read from: {label}.\n")
         for c in claims:

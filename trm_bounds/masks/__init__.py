@@ -1,10 +1,10 @@
 """Sequence masks on (B, T) per-token log-probs: TRM and its relatives, verl/TRL compatible.
 
-Conventions (verl's; INTERFACES.md "Sequence masks", ECOSYSTEM.md section 4):
+Conventions (verl's; docs/formats.md "Sequence masks", ECOSYSTEM.md section 4):
 - ``log_prob``, ``rollout_log_prob``: (B, T) log pi_theta(y_t | c_t) and log pi_roll(y_t | c_t) of the
   sampled tokens; ``response_mask``: (B, T) of 0/1 (any dtype), zeros after the end of each response.
 - ``log_ratio = log_prob - rollout_log_prob = log rho_t`` with ``rho_t = pi_theta / pi_roll``.
-- Sample estimators of KL(pi_roll || pi_theta) at c_t (THEORY.md section 7):
+- Sample estimators of KL(pi_roll || pi_theta) at c_t (docs/theory.md section 7):
   ``k1 = -log rho``, ``k2 = 1/2 (log rho)^2``, ``k3 = rho - 1 - log rho``.
 - Masks come back in ``response_mask``'s dtype; numpy in gives numpy out.
 

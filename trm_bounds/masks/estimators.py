@@ -1,6 +1,6 @@
 """Sample estimators of the token KL from log rho, and their per-sequence aggregates.
 
-THEORY.md section 7: with log rho_t = log pi_theta(y_t|c_t) - log pi_roll(y_t|c_t) of a sampled
+docs/theory.md section 7: with log rho_t = log pi_theta(y_t|c_t) - log pi_roll(y_t|c_t) of a sampled
 token, unbiased or one-sided estimators of KL(pi_roll || pi_theta)(c_t) are
     k1 = -log rho,  k2 = 1/2 (log rho)^2,  k3 = rho - 1 - log rho   (and |log rho|, v1's writing).
 A sequence rule aggregates them over the row's valid tokens (max, mean, sum). Inputs (B, T) as in

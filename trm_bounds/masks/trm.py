@@ -1,4 +1,4 @@
-"""Trust Region Masking (THEORY.md section 7): keep whole sequences whose divergence is small.
+"""Trust Region Masking (docs/theory.md section 7): keep whole sequences whose divergence is small.
 
 ``trm_mask`` is the paper's TRM-Max / TRM-Avg / both, from the sample estimators k2/k3 of the
 clamped log rho (verl-compatible) or from the exact token KL when full logits were kept. Its
@@ -53,7 +53,7 @@ def trm_mask(
     verl_aliases: bool = True,
     compute_dtype: str = "float32",
 ):
-    """Trust Region Masking (THEORY.md section 7): keep whole sequences whose divergence is small.
+    """Trust Region Masking (docs/theory.md section 7): keep whole sequences whose divergence is small.
 
         TRM-Max:  M_i = 1[ max_{t <= T_i} D_t <= max_threshold ]
         TRM-Avg:  M_i = 1[ (1/T_i) sum_{t <= T_i} D'_t <= avg_threshold ]

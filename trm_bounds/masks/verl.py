@@ -2,7 +2,7 @@
 
 Bit-for-bit twins of verl's ``compute_rollout_rejection_mask``, ``compute_rollout_correction_weights``
 and ``compute_offpolicy_metrics`` (verl-project/verl at 1dda039b; ECOSYSTEM.md sections 1 and 4).
-Conventions (verl's; INTERFACES.md "Sequence masks"):
+Conventions (verl's; docs/formats.md "Sequence masks"):
 - ``log_ratio = log_prob - rollout_log_prob = log rho_t`` with ``rho_t = pi_theta / pi_roll``, (B, T);
   ``response_mask`` (B, T) of 0/1; masks come back in ``response_mask``'s dtype, numpy in numpy out.
 - verl clamps log rho to [-SAFETY_BOUND, SAFETY_BOUND] before k1/k2/k3 and exp; its masked means

@@ -10,7 +10,7 @@ structured candidates (the parity construction of docs/tightness.md, the tight p
 (`exact_quantities` / `chain_quantities`); the worst instance per (bound, T, fixed) is saved
 and its "bound holds" verdict comes from `trm_bounds.verdict` (rounding bound, or mpmath).
 
-Writes into out_dir/tightness: tightness.json (INTERFACES.md "Tightness results": a list of
+Writes into out_dir/tightness: tightness.json (docs/formats.md "Tightness results": a list of
 {"bound", "T", "fixed", "value", "error", "bound_value", "ratio", "instance", "kind"} plus
 "verdict", "verdict_method"), instances/*.npz, tightness.png/.pdf (worst ratio vs T per bound;
 worst |Error| vs T with the proved sandwich), tightness_exponents.md/.csv/.json (fitted growth
@@ -38,6 +38,7 @@ import numpy as np
 
 from .._json import dumps
 from .._savefig import save_png_pdf
+from ..bounds import PUBLISHED_BOUNDS
 from . import pyplot
 from .plotting import overlap_summary
 
@@ -348,21 +349,7 @@ def exponents(errs: dict, fit_from: int = 16) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- outputs
-SHOWN = (
-    "classical_tv",
-    "classical_kl",
-    "linear",
-    "pm_kl",
-    "pm_tv",
-    "mix_kl",
-    "mix_tv",
-    "coupling",
-    "adaptive_kl",
-    "adaptive_tv",
-    "adaptive_star",
-    "unified",
-    "second_order",
-)
+SHOWN = (*PUBLISHED_BOUNDS, "second_order")  # the plotted keys: every published bound and the second-order one
 
 
 def plot(recs: list[dict], errs: dict, out: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Toy analogues of the TRM paper's training figures (THEORY.md section 8), with exact J every step.
+"""Toy analogues of the TRM paper's training figures (docs/theory.md section 8), with exact J every step.
 
 What it measures, on the exact environment (MoE policy, P = 3 prompts, V = 4 with EOS, T = 5,
 `match` reward, GRPO groups 8 x 8, Adam), over seeds 0, 1, 2 (mean line, min-max band):

@@ -1,4 +1,4 @@
-"""Evidence for THEORY.md section 9 (halved constants): an adversarial search and a 60+ digit re-check.
+"""Evidence for docs/theory.md section 9 (halved constants): an adversarial search and a 60+ digit re-check.
 
 `trm_bounds.refined` holds the written proof and registers the halved bounds. This module
 measures them, which is evidence, never a proof:

@@ -1,4 +1,4 @@
-"""Audit evidence from the trainer (claims C13, C18, C24 of THEORY.md section 10).
+"""Audit evidence from the trainer (claims C13, C18, C24 of docs/theory.md section 10).
 
 `trm_bounds.audit.claims` imports the ``cNN_evidence`` functions. Each returns
 ``{"evidence": str, ...numbers}`` measured in exact training runs: read from the JSON
