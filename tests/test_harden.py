@@ -441,3 +441,21 @@ def test_available_bytes_and_the_override(monkeypatch):
     with pytest.raises(ValueError, match="TRM_BOUNDS_MAX_BYTES"):
         available_bytes()
     assert format_bytes(1536) == "1.5 KiB" and format_bytes(3 * 2**30) == "3 GiB"
+
+
+def test_small_estimates_skip_the_meminfo_read_unless_overridden(monkeypatch):
+    """Below SMALL no free-memory read happens (hot loops); with the override the check still applies."""
+    import trm_bounds._resources as res
+
+    calls = []
+    monkeypatch.delenv("TRM_BOUNDS_MAX_BYTES", raising=False)
+    monkeypatch.setattr(res, "available_bytes", lambda: calls.append(1) or 0)
+    res.check_memory("x", res.SMALL - 1, "a small array")
+    assert calls == []
+    with pytest.raises(ValueError, match="^x: a large array needs about"):
+        res.check_memory("x", res.SMALL, "a large array")
+    assert calls == [1]
+    monkeypatch.undo()
+    monkeypatch.setenv("TRM_BOUNDS_MAX_BYTES", "1000")
+    with pytest.raises(ValueError, match="^y: "):
+        check_memory("y", 2000, "a tiny array")

@@ -400,3 +400,18 @@ def test_quick_experiment_has_zero_violations_and_certified_mode_holds(tmp_path)
     for r in rows:
         if r["regime"] in mod.CERTIFIED_REGIMES and r["run"] == "certified" and r["skipped"] == "0":
             assert float(r["J_new"]) > float(r["J_roll"])
+
+
+def test_training_runs_give_the_same_json_in_process_and_in_worker_processes(monkeypatch):
+    """The figure runs are seeded tasks: a spawned 2-process pool returns exactly the in-process results."""
+    from trm_bounds.studies import training
+
+    monkeypatch.setattr(training, "_steps", lambda quick: 2)
+    tasks = training.training_tasks(quick=True)
+    few = [tasks[0], tasks[len(tasks) // 2], tasks[-1]]  # a Fig. 1 run, a Fig. 3 run, a certified run
+    monkeypatch.setattr(training, "training_tasks", lambda quick: few)
+    one = training.run_training(quick=True, progress=False, workers=1)
+    two = training.run_training(quick=True, progress=False, workers=2)
+    assert [r["label"] for r in one] == [t["label"] for t in few]
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+    assert all(len(r["steps"]) == 2 for r in one)

@@ -21,6 +21,7 @@ import os
 __all__ = ["available_bytes", "check_memory", "format_bytes", "FRACTION"]
 
 FRACTION = 0.8  # of the available bytes one computation may take
+SMALL = 32 * 2**20  # estimates below this pass without reading /proc (hot loops call check_memory)
 
 
 def format_bytes(n: float) -> str:
@@ -105,7 +106,11 @@ def check_memory(name: str, nbytes: float, what: str, hint: str = "") -> None:
 
     The message carries the estimate and the free memory, e.g.
     "T: the exact tree of P V**T = 2**26 leaves needs about 13 GiB; 9.5 GiB are available ...".
+    Estimates below `SMALL` (32 MiB) pass unchecked unless TRM_BOUNDS_MAX_BYTES is set: reading
+    the free memory costs more than such a computation (the trainer evaluates bounds every step).
     """
+    if nbytes < SMALL and not os.environ.get("TRM_BOUNDS_MAX_BYTES"):
+        return
     avail = available_bytes()
     if avail is None or nbytes <= FRACTION * avail:
         return

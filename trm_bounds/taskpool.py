@@ -89,9 +89,13 @@ def run_tasks(
         if ray is not None:
             _run_ray(fn, todo, ray, done)
         elif workers > 1 and len(todo) > 1:
+            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=workers) as ex:
+            # spawn, not fork: a forked child of a process that already ran a numba parallel
+            # kernel or torch's thread pool can hang; spawned workers import afresh
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
                 futs = {ex.submit(fn, t): t["key"] for t in todo}
                 for f in as_completed(futs):
                     done(futs[f], f.result())

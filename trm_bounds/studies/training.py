@@ -31,17 +31,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import masks
+from .._compute import kernel_threads
 from .._savefig import save_figure
 from ..mismatch import RolloutEngine
 from ..pair import sample_trajectories, token_kl_along, token_logprobs
 from ..policies import MoEConfig, MoEPolicy
+from ..taskpool import run_tasks
 from ..trainer import TrainConfig, _response_mask, train
 from . import pyplot
 
-__all__ = ["SUBDIR", "run_training", "length_bias", "totals", "tally_by_threshold", "figures_job", "main"]
+__all__ = [
+    "SUBDIR",
+    "training_tasks",
+    "run_one",
+    "run_training",
+    "length_bias",
+    "totals",
+    "tally_by_threshold",
+    "figures_job",
+    "main",
+]
 
 SUBDIR = "training"
 SEEDS = (0, 1, 2)
@@ -92,33 +103,55 @@ def _steps(quick: bool) -> int:
     return 3 if quick else 80
 
 
-def run_training(quick: bool, progress: bool = True) -> list[dict]:
-    """Every (regime, run, seed) of Figs. 1-3 plus the certified-mode runs; one dict per run with its log."""
+def training_tasks(quick: bool) -> list[dict]:
+    """The runs of Figs. 1-3 and of the certified mode, one seeded task each (`run_one`'s input)."""
     seeds = _seeds(quick)
-    jobs = [(reg, label, seed) for reg in REGIMES for label in RUNS for seed in seeds]
-    jobs += [
+    runs = [(reg, label, seed) for reg in REGIMES for label in RUNS for seed in seeds]
+    runs += [
         (reg, mode, seed) for reg in CERTIFIED_REGIMES for mode in ("plain", "certified") for seed in seeds
     ]
-    out = []
-    for reg, label, seed in tqdm(jobs, desc="train_figures", unit="run", disable=not progress):
-        if reg in CERTIFIED_REGIMES:
-            mode = dict(certified=label == "certified")
-            cfg = TrainConfig(steps=_steps(quick), seed=seed, **mode, **CERTIFIED_REGIMES[reg])
-        else:
-            method, kw = RUNS[label]
-            cfg = TrainConfig(method=method, steps=_steps(quick), seed=seed, **REGIMES[reg], **kw)
-        res = train(cfg)
-        out.append(
-            {
-                "regime": reg,
-                "label": label,
-                "seed": seed,
-                "config": cfg.to_json(),
-                "summary": res.summary,
-                "steps": res.steps,
-            }
-        )
-    return out
+    return [
+        {"key": f"run{i:03d}", "regime": reg, "label": label, "seed": seed, "steps": _steps(quick)}
+        for i, (reg, label, seed) in enumerate(runs)
+    ]
+
+
+def run_one(task: dict) -> dict:
+    """One training run of `training_tasks` -> {regime, label, seed, config, summary, steps}.
+
+    Depends only on the task (its seed; torch on one thread inside `train`), so the same
+    numbers come back in-process or from a worker process.
+    """
+    reg, label, seed, steps = task["regime"], task["label"], task["seed"], task["steps"]
+    if reg in CERTIFIED_REGIMES:
+        mode = dict(certified=label == "certified")
+        cfg = TrainConfig(steps=steps, seed=seed, **mode, **CERTIFIED_REGIMES[reg])
+    else:
+        method, kw = RUNS[label]
+        cfg = TrainConfig(method=method, steps=steps, seed=seed, **REGIMES[reg], **kw)
+    res = train(cfg)
+    return {
+        "regime": reg,
+        "label": label,
+        "seed": seed,
+        "config": cfg.to_json(),
+        "summary": res.summary,
+        "steps": res.steps,
+    }
+
+
+def run_training(quick: bool, progress: bool = True, workers: int | None = None) -> list[dict]:
+    """Every (regime, run, seed) of Figs. 1-3 plus the certified-mode runs; one dict per run with its log.
+
+    workers: local processes (`trm_bounds.taskpool`); None = the cores free now
+    (TRM_BOUNDS_THREADS overrides). The results do not depend on it (tests check).
+    """
+    tasks = training_tasks(quick)
+    if workers is None:
+        workers = kernel_threads()
+    return run_tasks(
+        run_one, tasks, workers=min(workers, len(tasks)), progress=progress, desc="train_figures"
+    )
 
 
 def length_bias(quick: bool) -> list[dict]:
