@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from . import _outdir
+from . import _outdir, taskpool
 from .audit import outputs
 
 if TYPE_CHECKING:
@@ -73,6 +73,22 @@ def _run_job(job: Job, stage: Path, quick: bool, quiet: bool) -> list[dict]:
     except BaseException:
         sys.stderr.write(held.getvalue())
         raise
+
+
+def _start_background(jobs: dict[str, Job], quick: bool) -> list[tuple[str, Job]]:
+    """Start the background part of every selected job that has one (`trm_bounds.jobs.BACKGROUND`)
+    when other jobs run too; returns the (name, job) pairs in the order to run them: the jobs
+    without background work first, then those with it (their workers had the most time), and
+    "paper_tables" last (it reads the other jobs' measurements). Outputs and manifest order do not
+    depend on this order (tests check)."""
+    from .jobs import BACKGROUND
+
+    started = [n for n in jobs if n in BACKGROUND] if len(jobs) > 1 else []
+    for name in started:
+        BACKGROUND[name](quick)
+    last = [n for n in jobs if n == "paper_tables"]
+    first = [n for n in jobs if n not in started and n not in last]
+    return [(n, jobs[n]) for n in first + started + last]
 
 
 def sha256(path: Path) -> str:
@@ -193,7 +209,8 @@ def make_figures(
         measured_in = (stage, out) if out.is_dir() else (stage,)
         new, seconds = [], {}
         with outputs.reading_measurements(measured_in, label="this folder"):
-            bar = tqdm(jobs.items(), desc="figures", unit="job", disable=not progress)
+            order = _start_background(jobs, quick)
+            bar = tqdm(order, desc="figures", unit="job", disable=not progress)
             for name, job in bar:
                 bar.set_postfix_str(name)
                 t0 = time.perf_counter()
@@ -225,6 +242,7 @@ def make_figures(
         _write_run_record(stage, out, manifest, seconds)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     except BaseException:
+        taskpool.cancel_background()
         shutil.rmtree(stage, ignore_errors=True)
         raise
     try:

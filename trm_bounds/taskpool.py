@@ -13,6 +13,11 @@
   `trm-bounds[ray]`, imported only here and only when asked for.
 - One tqdm progress bar counts finished tasks across all of them (cached ones included).
 Results come back in the order of `tasks`, whatever order they finished in.
+
+`start_background(name, fn, tasks, workers=...)` starts the same work on worker processes and
+returns at once; `collect_background(name)` waits for it and returns what `run_tasks` would
+(`trm-bounds figures` starts a long job's tasks first and runs the other jobs meanwhile);
+`cancel_background()` stops every started pool (its workers are terminated).
 """
 
 from __future__ import annotations
@@ -20,12 +25,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-__all__ = ["run_tasks", "task_file"]
+__all__ = [
+    "run_tasks",
+    "task_file",
+    "start_background",
+    "has_background",
+    "collect_background",
+    "cancel_background",
+]
 
 _KEY = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
@@ -65,8 +78,12 @@ def run_tasks(
     ray: str | None = None,
     progress: bool = True,
     desc: str = "tasks",
+    processes: bool = False,
 ) -> list[dict]:
-    """Run fn on every task (module docstring); results in the order of `tasks`."""
+    """Run fn on every task (module docstring); results in the order of `tasks`.
+
+    workers > 1 (or processes=True, even with one worker) runs them on spawned worker processes.
+    """
     keys = _checked(tasks)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -74,6 +91,7 @@ def run_tasks(
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    pool = _pool_slot()
     for key in keys:
         if cache is not None and task_file(cache, key).exists():
             results[key] = json.loads(task_file(cache, key).read_text())
@@ -88,7 +106,7 @@ def run_tasks(
 
         if ray is not None:
             _run_ray(fn, todo, ray, done)
-        elif workers > 1 and len(todo) > 1:
+        elif todo and (processes or (workers > 1 and len(todo) > 1)):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -96,6 +114,7 @@ def run_tasks(
             # kernel or torch's thread pool can hang; spawned workers import afresh
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+                pool.append(ex)
                 futs = {ex.submit(fn, t): t["key"] for t in todo}
                 for f in as_completed(futs):
                     done(futs[f], f.result())
@@ -125,3 +144,61 @@ def _run_ray(fn, todo: list[dict], address: str, done) -> None:
     finally:
         if started:
             ray_mod.shutdown()
+
+
+# --------------------------------------------------------------------------- background runs
+_local = threading.local()  # the pool a background thread's run_tasks made (for cancel_background)
+_background: dict[str, tuple[threading.Thread, dict, list]] = {}
+
+
+def _pool_slot() -> list:
+    return getattr(_local, "pool", [])
+
+
+def start_background(name: str, fn: Callable[[dict], dict], tasks: list[dict], *, workers: int) -> None:
+    """Start `run_tasks(fn, tasks, workers=workers, progress=False)` in a thread; returns at once.
+
+    The tasks run on `workers` spawned processes while the caller goes on; `collect_background(name)`
+    returns the results (or raises what the run raised). Starting a name twice is a ValueError.
+    """
+    _checked(tasks)
+    if name in _background:
+        raise ValueError(f"background run {name!r} already started")
+    box: dict = {}
+    pools: list = []
+
+    def target() -> None:
+        _local.pool = pools
+        try:
+            box["results"] = run_tasks(fn, tasks, workers=workers, progress=False, processes=True)
+        except BaseException as exc:  # handed to collect_background
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"trm-bounds background {name}", daemon=True)
+    _background[name] = (thread, box, pools)
+    thread.start()
+
+
+def has_background(name: str) -> bool:
+    """True when `start_background(name, ...)` ran and its results were not collected yet."""
+    return name in _background
+
+
+def collect_background(name: str) -> list[dict]:
+    """Wait for the background run `name`; its results in task order (KeyError if never started)."""
+    thread, box, _ = _background.pop(name)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["results"]
+
+
+def cancel_background() -> None:
+    """Stop every background run not collected yet: pending tasks dropped, worker processes terminated."""
+    while _background:
+        _, (thread, _box, pools) = _background.popitem()
+        for ex in pools:
+            for proc in list(getattr(ex, "_processes", {}).values()):
+                proc.terminate()
+            ex.shutdown(wait=False, cancel_futures=True)
+        thread.join(timeout=5)

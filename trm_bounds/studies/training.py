@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import masks
+from .. import masks, taskpool
 from .._compute import kernel_threads
 from .._savefig import save_figure
 from ..mismatch import RolloutEngine
@@ -47,6 +47,7 @@ __all__ = [
     "training_tasks",
     "run_one",
     "run_training",
+    "start_background",
     "length_bias",
     "totals",
     "tally_by_threshold",
@@ -140,12 +141,30 @@ def run_one(task: dict) -> dict:
     }
 
 
+def _background_name(quick: bool) -> str:
+    return f"train_figures-quick={quick}"
+
+
+def start_background(quick: bool) -> None:
+    """Start the figure runs on worker processes (the cores free now) and return at once.
+
+    `trm-bounds figures` calls this first and runs its other jobs meanwhile; `run_training`
+    (workers=None) then collects the results instead of running them again.
+    """
+    taskpool.start_background(
+        _background_name(quick), run_one, training_tasks(quick), workers=kernel_threads()
+    )
+
+
 def run_training(quick: bool, progress: bool = True, workers: int | None = None) -> list[dict]:
     """Every (regime, run, seed) of Figs. 1-3 plus the certified-mode runs; one dict per run with its log.
 
-    workers: local processes (`trm_bounds.taskpool`); None = the cores free now
-    (TRM_BOUNDS_THREADS overrides). The results do not depend on it (tests check).
+    workers: local processes (`trm_bounds.taskpool`); None = the runs `start_background` started
+    if it was called, else the cores free now (TRM_BOUNDS_THREADS overrides). The results do not
+    depend on where they ran (tests check).
     """
+    if workers is None and taskpool.has_background(_background_name(quick)):
+        return taskpool.collect_background(_background_name(quick))
     tasks = training_tasks(quick)
     if workers is None:
         workers = kernel_threads()
