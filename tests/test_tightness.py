@@ -101,7 +101,8 @@ def test_taskpool_caches_each_task_resumes_and_pools_agree(tmp_path):
     first = run_tasks(study.run_task, tasks, cache_dir=tmp_path, progress=False)
     assert all(task_file(tmp_path, t["key"]).exists() for t in tasks)
     marker = json.loads(task_file(tmp_path, tasks[0]["key"]).read_text())
-    marker["resumed"] = True
+    assert marker["task"] == tasks[0]  # each file holds its task beside the result
+    marker["result"]["resumed"] = True
     task_file(tmp_path, tasks[0]["key"]).write_text(json.dumps(marker))
     again = run_tasks(study.run_task, tasks, cache_dir=tmp_path, progress=False)
     assert again[0].get("resumed") is True  # loaded, not rerun

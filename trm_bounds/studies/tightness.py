@@ -349,7 +349,10 @@ def exponents(errs: dict, fit_from: int = 16) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- outputs
-SHOWN = (*PUBLISHED_BOUNDS, "second_order")  # the plotted keys: every published bound and the second-order one
+SHOWN = (
+    *PUBLISHED_BOUNDS,
+    "second_order",
+)  # the plotted keys: every published bound and the second-order one
 
 
 def plot(recs: list[dict], errs: dict, out: Path) -> list[str]:
@@ -542,20 +545,15 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from ..taskpool import add_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI configuration (a few seconds)")
     ap.add_argument("--heavy", action="store_true", help="the long search (more T, structures, seeds, steps)")
     ap.add_argument(
         "--out", type=Path, default=Path("paper_figures"), help="figures directory (writes OUT/tightness)"
     )
-    ap.add_argument("--workers", type=int, default=1, help="local processes (default 1: in-process)")
-    ap.add_argument("--ray", default=None, help="'auto' (running cluster), 'local', or a Ray address")
-    ap.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="folder of finished tasks (resume); default OUT/tightness_cache",
-    )
+    add_arguments(ap, "tightness_cache")
     args = ap.parse_args(argv)
     cache = args.cache if args.cache is not None else args.out / "tightness_cache"
     for rec in run_study(
