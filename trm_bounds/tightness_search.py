@@ -344,7 +344,8 @@ def _ascend(
     device,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Adam from `restarts` seeded random starts, restart n maximising log of objectives[n % len]
-    (|Error| or |Error| / bound) of terms(z_roll, z_theta, reward); the final (z, z_theta, reward)."""
+    (|Error| or |Error| / bound) of terms(z_roll, z_theta, reward); the final (z, z_theta, reward
+    logits); callers take sigmoid row by row (as the pairs have always been made: bit for bit)."""
     gen = torch.Generator().manual_seed(int(seed))
     N = int(restarts)
     z = (torch.randn(N, n_policy, generator=gen, dtype=torch.float64) * 2.0).to(device).requires_grad_()
@@ -372,7 +373,7 @@ def _ascend(
             p.grad = torch.nan_to_num(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
         opt.step()
     with torch.no_grad():
-        return z.detach(), theta_logits(z, torch.tanh(b), fixed, target), torch.sigmoid(r).detach()
+        return z.detach(), theta_logits(z, torch.tanh(b), fixed, target), r.detach()
 
 
 def search_chains(
@@ -403,7 +404,7 @@ def search_chains(
         objectives,
         device,
     )
-    return [_to_pair(z[n], zt[n], r[n], trans, T) for n in range(z.shape[0])]
+    return [_to_pair(z[n], zt[n], torch.sigmoid(r[n]), trans, T) for n in range(z.shape[0])]
 
 
 def search_trees(
@@ -434,9 +435,11 @@ def search_trees(
     )
     pad = torch.zeros(z.shape[0], 2**T, dtype=z.dtype, device=z.device)
     z, zt = torch.cat([z, pad], 1), torch.cat([zt, pad], 1)
-    r = torch.cat([torch.zeros(r.shape[0], 2**T - 1, dtype=r.dtype, device=r.device), r], 1)
+    lead = torch.zeros(2**T - 1, dtype=r.dtype, device=r.device)
     trans = tree_transition(T)
-    return [_to_pair(z[n], zt[n], r[n], trans, T) for n in range(z.shape[0])]
+    return [
+        _to_pair(z[n], zt[n], torch.cat([lead, torch.sigmoid(r[n])]), trans, T) for n in range(z.shape[0])
+    ]
 
 
 def _to_pair(z, zt, reward, trans, T) -> ChainPair:
