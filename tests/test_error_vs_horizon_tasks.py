@@ -77,14 +77,9 @@ def test_a_cache_of_another_configuration_is_refused_not_reused(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_local_ray_instance_gives_the_same_json(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_a_local_ray_instance_gives_the_same_json(tmp_path, local_ray):
     tasks = study.make_tasks(CFG)
     local = run_tasks(study.run_task, tasks, progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
-    finally:
-        ray.shutdown()
+    remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)
     assert _final_json(tasks, remote, tmp_path / "ray") == _final_json(tasks, local, tmp_path / "local")

@@ -158,13 +158,8 @@ def test_taskpool_caches_each_task_resumes_and_pools_agree(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_small_sweep_on_a_local_ray_instance_gives_the_same_json():
-    ray = pytest.importorskip("ray")
+def test_a_small_sweep_on_a_local_ray_instance_gives_the_same_json(local_ray):
     tasks = [t for t in _small_tasks() if t["T"] == 16][:2]
     local = run_tasks(study.run_task, tasks, progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
-    finally:
-        ray.shutdown()
+    remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)

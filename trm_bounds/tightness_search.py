@@ -391,19 +391,8 @@ def search_chains(
     log of objectives[n % len] (|Error| or |Error| / bound); returns the final ChainPairs."""
     S = trans.shape[0]
     tr = torch.as_tensor(trans, device=device)
-    z, zt, r = _ascend(
-        S,
-        S,
-        lambda a, b, c: chain_terms(a, b, c, tr, T),
-        T,
-        fixed,
-        target,
-        seed,
-        restarts,
-        iters,
-        objectives,
-        device,
-    )
+    run = (T, fixed, target, seed, restarts, iters, objectives, device)
+    z, zt, r = _ascend(S, S, lambda a, b, c: chain_terms(a, b, c, tr, T), *run)
     return [_to_pair(z[n], zt[n], torch.sigmoid(r[n]), trans, T) for n in range(z.shape[0])]
 
 
@@ -420,19 +409,8 @@ def search_trees(
     """`search_chains` on the full binary tree of depth T through `tree_terms` (2^T - 1 free
     contexts, 2^T rewards); returns tree-shaped ChainPairs (`tree_transition`; the leaves'
     own policy rows are never used within T steps and are set to 1/2)."""
-    z, zt, r = _ascend(
-        2**T - 1,
-        2**T,
-        lambda a, b, c: tree_terms(a, b, c, T),
-        T,
-        fixed,
-        target,
-        seed,
-        restarts,
-        iters,
-        objectives,
-        device,
-    )
+    run = (T, fixed, target, seed, restarts, iters, objectives, device)
+    z, zt, r = _ascend(2**T - 1, 2**T, lambda a, b, c: tree_terms(a, b, c, T), *run)
     pad = torch.zeros(z.shape[0], 2**T, dtype=z.dtype, device=z.device)
     z, zt = torch.cat([z, pad], 1), torch.cat([zt, pad], 1)
     lead = torch.zeros(2**T - 1, dtype=r.dtype, device=r.device)
