@@ -10,17 +10,19 @@ import pytest
 import torch
 
 import trm_bounds.refined  # noqa: F401 - the *_refined keys
-from trm_bounds.chain import chain_quantities, evaluate_chain_file
-from trm_bounds.exact import evaluate_pair_file
+from trm_bounds.chain import chain_quantities, chain_to_tree, evaluate_chain_file
+from trm_bounds.exact import evaluate_pair_file, exact_quantities
 from trm_bounds.studies import tightness as study
 from trm_bounds.taskpool import run_tasks, task_file
 from trm_bounds.tightness_search import (
     _to_pair,
     chain_terms,
     parity_chain,
+    search_trees,
     structure_transition,
     theta_logits,
     torch_bounds,
+    tree_terms,
     tree_transition,
 )
 
@@ -49,6 +51,47 @@ def test_differentiable_dp_matches_the_chain_engine_and_holds_the_divergence(str
         if d[fixed] == pytest.approx(target, rel=1e-9):  # same divergence: same bound formulas
             for k in ("pm_kl", "coupling", "adaptive_star", "linear_dbar", "mix_kl"):
                 assert float(b[k][n]) == pytest.approx(d["bounds"][k], rel=1e-9, abs=1e-15), k
+
+
+@pytest.mark.parametrize("T", [1, 3, 6])
+def test_the_tree_dp_equals_the_chain_dp_on_the_tree_and_the_exact_engine(T):
+    gen = torch.Generator().manual_seed(T)
+    n_int = 2**T - 1
+    z = torch.randn(2, n_int, generator=gen, dtype=torch.float64)
+    zt = theta_logits(z, torch.randn(2, n_int, generator=gen, dtype=torch.float64), "eps", 0.05)
+    r = torch.rand(2, 2**T, generator=gen, dtype=torch.float64)
+    q = tree_terms(z, zt, r, T)
+    pad = torch.zeros(2, 2**T, dtype=torch.float64)  # the leaves' rows: never used within T steps
+    rc = torch.cat([torch.zeros(2, n_int, dtype=torch.float64), r], 1)
+    c = chain_terms(
+        torch.cat([z, pad], 1), torch.cat([zt, pad], 1), rc, torch.as_tensor(tree_transition(T)), T
+    )
+    for k in q:
+        assert q[k].numpy() == pytest.approx(c[k].numpy(), rel=1e-10, abs=1e-15), k
+    for n in range(2):
+        tree = chain_to_tree(
+            _to_pair(torch.cat([z[n], pad[n]]), torch.cat([zt[n], pad[n]]), rc[n], tree_transition(T), T)
+        )
+        d = exact_quantities(
+            [tree[f"logp_roll_{t}"] for t in range(1, T + 1)],
+            [tree[f"logp_theta_{t}"] for t in range(1, T + 1)],
+            tree["reward"],
+            tree["prompt_probs"],
+        )
+        assert float(q["error"][n]) == pytest.approx(d["error"], rel=1e-9, abs=1e-15)
+        assert float(q["eps"][n]) == pytest.approx(0.05, rel=1e-9) and d["eps"] <= 0.05 * (1 + 1e-9)
+        assert q["dbar"][n].numpy() == pytest.approx(np.array(d["dbar"]), rel=1e-9, abs=1e-15)
+    with pytest.raises(ValueError, match="2\\^T - 1"):
+        tree_terms(z[:, :-1], zt[:, :-1], r, T)
+
+
+def test_the_tree_search_reaches_large_T_and_improves_on_its_start():
+    T = 10
+    start = search_trees(T, "delta", 1e-4, seed=1, restarts=2, iters=0, objectives=("abs_error",))
+    found = search_trees(T, "delta", 1e-4, seed=1, restarts=2, iters=15, objectives=("abs_error",))
+    assert found[0].S == 2 ** (T + 1) - 1 and found[0].T == T
+    err = lambda p: abs(chain_quantities(p)["error"])  # noqa: E731
+    assert max(map(err, found)) > max(map(err, start))
 
 
 def test_gradients_flow_through_the_kl_root_and_the_dp():
@@ -101,7 +144,8 @@ def test_taskpool_caches_each_task_resumes_and_pools_agree(tmp_path):
     first = run_tasks(study.run_task, tasks, cache_dir=tmp_path, progress=False)
     assert all(task_file(tmp_path, t["key"]).exists() for t in tasks)
     marker = json.loads(task_file(tmp_path, tasks[0]["key"]).read_text())
-    marker["resumed"] = True
+    assert marker["task"] == tasks[0]  # each file holds its task beside the result
+    marker["result"]["resumed"] = True
     task_file(tmp_path, tasks[0]["key"]).write_text(json.dumps(marker))
     again = run_tasks(study.run_task, tasks, cache_dir=tmp_path, progress=False)
     assert again[0].get("resumed") is True  # loaded, not rerun
@@ -114,13 +158,8 @@ def test_taskpool_caches_each_task_resumes_and_pools_agree(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_small_sweep_on_a_local_ray_instance_gives_the_same_json():
-    ray = pytest.importorskip("ray")
+def test_a_small_sweep_on_a_local_ray_instance_gives_the_same_json(local_ray):
     tasks = [t for t in _small_tasks() if t["T"] == 16][:2]
     local = run_tasks(study.run_task, tasks, progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
-    finally:
-        ray.shutdown()
+    remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)

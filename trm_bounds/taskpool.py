@@ -5,9 +5,11 @@
 - `fn(task) -> dict` must be a module-level function (picklable) whose result is JSON-ready
   and depends only on the task (seeds inside the task; torch runs on one thread inside it, so
   the numbers do not depend on where it runs: local and Ray runs give identical JSON).
-- Each task is a dict with a unique string "key". With `cache_dir`, every finished task is
-  written to `cache_dir/<key>.json` (atomically, via a temporary file) as soon as it is done,
-  and tasks whose file exists are loaded instead of run: an interrupted sweep resumes.
+- Each task is a JSON-ready dict with a unique string "key". With `cache_dir`, every finished
+  task is written to `cache_dir/<key>.json` as {"task": task, "result": result} (atomically, via
+  a temporary file) as soon as it is done, and tasks whose file exists are loaded instead of
+  run: an interrupted sweep resumes. A file written for a different task under the same key
+  (another configuration in the same folder) is refused with a ValueError, never reused.
 - `ray`: None (default, no Ray), "auto" (the cluster `ray start` made on this machine, or a
   local instance) or an address ("ray://host:10001", "host:6379"); Ray is the optional extra
   `trm-bounds[ray]`, imported only here and only when asked for.
@@ -18,10 +20,12 @@ Results come back in the order of `tasks`, whatever order they finished in.
 returns at once; `collect_background(name)` waits for it and returns what `run_tasks` would
 (`trm-bounds figures` starts a long job's tasks first and runs the other jobs meanwhile);
 `cancel_background()` stops every started pool (its workers are terminated).
+`add_arguments` gives a sweep script the matching --workers / --ray / --cache options.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -34,6 +38,7 @@ from tqdm.auto import tqdm
 __all__ = [
     "run_tasks",
     "task_file",
+    "add_arguments",
     "start_background",
     "has_background",
     "collect_background",
@@ -60,13 +65,31 @@ def _checked(tasks: list[dict]) -> list[str]:
     return keys
 
 
-def _write(cache_dir: Path | None, key: str, result: dict) -> None:
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def _write(cache_dir: Path | None, task: dict, result: dict) -> None:
     if cache_dir is None:
         return
-    path = task_file(cache_dir, key)
+    path = task_file(cache_dir, task["key"])
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, sort_keys=True))
+    tmp.write_text(_canonical({"task": task, "result": result}))
     os.replace(tmp, path)
+
+
+def _load(path: Path, task: dict) -> dict:
+    """The cached result of `task`; ValueError when the file holds another task's result."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cache_dir: {path} cannot be read ({exc}); delete it to rerun that task") from exc
+    if not isinstance(saved, dict) or _canonical(saved.get("task")) != _canonical(task):
+        raise ValueError(
+            f"cache_dir: {path} holds the result of a different task under key {task['key']!r} "
+            "(another configuration?): use another cache folder or delete it"
+        )
+    return saved["result"]
 
 
 def run_tasks(
@@ -90,17 +113,19 @@ def run_tasks(
     cache = None if cache_dir is None else Path(cache_dir)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
+    tasks = [json.loads(_canonical(t)) for t in tasks]  # JSON-ready: the same task on any worker
     results: dict[str, dict] = {}
     pool = _pool_slot()
-    for key in keys:
-        if cache is not None and task_file(cache, key).exists():
-            results[key] = json.loads(task_file(cache, key).read_text())
+    for t in tasks:
+        if cache is not None and task_file(cache, t["key"]).exists():
+            results[t["key"]] = _load(task_file(cache, t["key"]), t)
     todo = [t for t in tasks if t["key"] not in results]
+    by_key = {t["key"]: t for t in tasks}
     with tqdm(total=len(tasks), initial=len(results), desc=desc, unit="task", disable=not progress) as bar:
 
         def done(key: str, res: dict) -> None:
-            res = json.loads(json.dumps(res, sort_keys=True))  # the same JSON whichever way it ran
-            _write(cache, key, res)
+            res = json.loads(_canonical(res))  # the same JSON whichever way it ran
+            _write(cache, by_key[key], res)
             results[key] = res
             bar.update(1)
 
@@ -144,6 +169,23 @@ def _run_ray(fn, todo: list[dict], address: str, done) -> None:
     finally:
         if started:
             ray_mod.shutdown()
+
+
+def add_arguments(ap: argparse.ArgumentParser, default_cache: str) -> None:
+    """--workers, --ray and --cache (default OUT/<default_cache>) for a sweep script's parser."""
+    ap.add_argument("--workers", type=int, default=1, help="local processes (default 1: in-process)")
+    ap.add_argument(
+        "--ray",
+        default=None,
+        help="'auto' (the cluster `ray start` made on this node, else a local instance), 'local', "
+        "or the address of an existing cluster (ray://HEAD:10001 or HEAD:6379)",
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help=f"folder of finished tasks, so a rerun resumes (default OUT/{default_cache})",
+    )
 
 
 # --------------------------------------------------------------------------- background runs

@@ -28,6 +28,16 @@ come from log2(T) batched matrix products (`powers_apply`):
 D_TV^seq enters the objective only through the proxy min(1, sum_t Dbar_t, sqrt(D_KL^seq / 2))
 (an upper bound); reported ratios always come from the exact engines.
 
+Enumerable trees (every context its own state) use `tree_terms`, the same quantities by one
+pass per level over the 2^(t-1) contexts of level t (O(2^T) work and memory, no S x S
+matrices), so the tree search reaches T = 12 and more (`search_trees`):
+    mu_{t+1}(c v) = mu_t(c) pi_roll(v|c),  U^pi_t(c) = sum_v pi(v|c) U^pi_{t+1}(c v),
+    h_t(c) = d(c) (Delta_{t+1}(c 0) - Delta_{t+1}(c 1)),
+    g_t(c) = d(c) (U^roll_{t+1}(c 0) - U^roll_{t+1}(c 1)),
+    W_t(c) = TV(c) + sum_v pi_roll(v|c) W_{t+1}(c v)  (W_{T+1} = 0),
+    E_roll[Z] = sum_t sum_c mu_t(c) |d(c)| (W_{t+1}(c 0) + W_{t+1}(c 1)),
+with d(c) = pi_theta(0|c) - pi_roll(0|c) = -(pi_theta(1|c) - pi_roll(1|c)) and TV(c) = |d(c)|.
+
 Torch, float64, CPU by default (`device`).
 """
 
@@ -52,6 +62,8 @@ __all__ = [
     "structure_transition",
     "tree_transition",
     "search_chains",
+    "tree_terms",
+    "search_trees",
     "parity_chain",
     "kl_binary",
 ]
@@ -193,6 +205,53 @@ def chain_terms(
     }
 
 
+def tree_terms(
+    z_roll: torch.Tensor, z_theta: torch.Tensor, reward: torch.Tensor, T: int
+) -> dict[str, torch.Tensor]:
+    """`chain_terms` of N binary enumerable trees of depth T, level by level (module docstring).
+
+    Args:
+      z_roll, z_theta: (N, 2^T - 1) token-0 logits of the internal contexts in level order
+        (context k of length t - 1 at index 2^(t-1) - 1 + k, y_1 most significant: the states
+        of `tree_transition`); reward: (N, 2^T) terminal reward in [0, 1] per full context.
+    Returns the keys of `chain_terms`; eps and delta are maxima over all internal contexts.
+    """
+    N = z_roll.shape[0]
+    if z_roll.shape[1] != 2**T - 1 or reward.shape[1] != 2**T:
+        raise ValueError(f"T = {T}: need 2^T - 1 = {2**T - 1} logits and 2^T rewards per tree")
+    lv = [slice(2 ** (t - 1) - 1, 2**t - 1) for t in range(1, T + 1)]  # level t: index t - 1
+    pr, pt = torch.sigmoid(z_roll), torch.sigmoid(z_theta)  # pi(0|c)
+    d = pt - pr
+    tv, kl = d.abs(), kl_binary(z_roll, z_theta)
+    ones = torch.ones(N, 1, dtype=z_roll.dtype, device=z_roll.device)
+    mu = [ones]  # mu_t over level t's contexts
+    for t in range(T - 1):
+        mu.append(torch.stack([mu[t] * pr[:, lv[t]], mu[t] * (1 - pr[:, lv[t]])], -1).reshape(N, -1))
+    Ur, Ut, W = reward, reward, torch.zeros_like(reward)  # level T + 1
+    err, sur, Z = (torch.zeros(N, dtype=z_roll.dtype, device=z_roll.device) for _ in range(3))
+    for t in range(T - 1, -1, -1):  # level t + 1, children at level t + 2
+        p, q, dd, m = pr[:, lv[t]], pt[:, lv[t]], d[:, lv[t]], mu[t]
+        r0, r1, t0, t1, w0, w1 = Ur[:, 0::2], Ur[:, 1::2], Ut[:, 0::2], Ut[:, 1::2], W[:, 0::2], W[:, 1::2]
+        err = err + (m * dd * ((t0 - r0) - (t1 - r1))).sum(-1)
+        sur = sur + (m * dd * (r0 - r1)).sum(-1)
+        Z = Z + (m * dd.abs() * (w0 + w1)).sum(-1)
+        Ur, Ut = p * r0 + (1 - p) * r1, q * t0 + (1 - q) * t1
+        W = tv[:, lv[t]] + p * w0 + (1 - p) * w1
+    dbar = torch.stack([(mu[t] * tv[:, lv[t]]).sum(-1) for t in range(T)], -1)  # (N, T)
+    dkl = sum((mu[t] * kl[:, lv[t]]).sum(-1) for t in range(T))
+    return {
+        "error": err,
+        "surrogate": sur,
+        "dJ": (Ut - Ur)[:, 0],
+        "dbar": dbar,
+        "dkl_seq": dkl,
+        "second_order": Z,
+        "eps": tv.max(-1).values,
+        "delta": kl.max(-1).values,
+        "dtv_proxy": torch.minimum(torch.minimum(torch.ones_like(dkl), dbar.sum(-1)), torch.sqrt(dkl / 2)),
+    }
+
+
 # --------------------------------------------------------------------------- bounds in torch
 SEARCH_BOUNDS = (*PUBLISHED_BOUNDS, "linear_dbar", "second_order")  # what torch_bounds returns
 
@@ -271,32 +330,33 @@ def theta_logits(z: torch.Tensor, c: torch.Tensor, fixed: str, target: float) ->
     raise ValueError(f"fixed must be 'delta' or 'eps', got {fixed!r}")
 
 
-def search_chains(
-    trans: np.ndarray,
+def _ascend(
+    n_policy: int,
+    n_reward: int,
+    terms,
     T: int,
     fixed: str,
     target: float,
     seed: int,
-    restarts: int = 16,
-    iters: int = 60,
-    objectives: tuple[str, ...] = OBJECTIVES,
-    device="cpu",
-) -> list[ChainPair]:
-    """Gradient ascent (Adam) from `restarts` random starts, restart n maximising
-    log of objectives[n % len] (|Error| or |Error| / bound); returns the final ChainPairs."""
+    restarts: int,
+    iters: int,
+    objectives: tuple[str, ...],
+    device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Adam from `restarts` seeded random starts, restart n maximising log of objectives[n % len]
+    (|Error| or |Error| / bound) of terms(z_roll, z_theta, reward); the final (z, z_theta, reward
+    logits); callers take sigmoid row by row (as the pairs have always been made: bit for bit)."""
     gen = torch.Generator().manual_seed(int(seed))
-    S = trans.shape[0]
     N = int(restarts)
-    tr = torch.as_tensor(trans, device=device)
-    z = (torch.randn(N, S, generator=gen, dtype=torch.float64) * 2.0).to(device).requires_grad_()
-    b = (torch.randn(N, S, generator=gen, dtype=torch.float64)).to(device).requires_grad_()
-    r = (torch.randn(N, S, generator=gen, dtype=torch.float64) * 3.0).to(device).requires_grad_()
+    z = (torch.randn(N, n_policy, generator=gen, dtype=torch.float64) * 2.0).to(device).requires_grad_()
+    b = (torch.randn(N, n_policy, generator=gen, dtype=torch.float64)).to(device).requires_grad_()
+    r = (torch.randn(N, n_reward, generator=gen, dtype=torch.float64) * 3.0).to(device).requires_grad_()
     obj = [objectives[n % len(objectives)] for n in range(N)]
     opt = torch.optim.Adam([z, b, r], lr=0.15)
     for _ in range(int(iters)):
         opt.zero_grad()
         zt = theta_logits(z, torch.tanh(b), fixed, target)
-        q = chain_terms(z, zt, torch.sigmoid(r), tr, T)
+        q = terms(z, zt, torch.sigmoid(r))
         bnd = torch_bounds(q, T)
         logerr = torch.log(q["error"].abs() + 1e-300)
         score = torch.stack(
@@ -313,8 +373,51 @@ def search_chains(
             p.grad = torch.nan_to_num(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
         opt.step()
     with torch.no_grad():
-        zt = theta_logits(z, torch.tanh(b), fixed, target)
-        return [_to_pair(z[n], zt[n], torch.sigmoid(r[n]), trans, T) for n in range(N)]
+        return z.detach(), theta_logits(z, torch.tanh(b), fixed, target), r.detach()
+
+
+def search_chains(
+    trans: np.ndarray,
+    T: int,
+    fixed: str,
+    target: float,
+    seed: int,
+    restarts: int = 16,
+    iters: int = 60,
+    objectives: tuple[str, ...] = OBJECTIVES,
+    device="cpu",
+) -> list[ChainPair]:
+    """Gradient ascent (Adam) from `restarts` random starts, restart n maximising
+    log of objectives[n % len] (|Error| or |Error| / bound); returns the final ChainPairs."""
+    S = trans.shape[0]
+    tr = torch.as_tensor(trans, device=device)
+    run = (T, fixed, target, seed, restarts, iters, objectives, device)
+    z, zt, r = _ascend(S, S, lambda a, b, c: chain_terms(a, b, c, tr, T), *run)
+    return [_to_pair(z[n], zt[n], torch.sigmoid(r[n]), trans, T) for n in range(z.shape[0])]
+
+
+def search_trees(
+    T: int,
+    fixed: str,
+    target: float,
+    seed: int,
+    restarts: int = 16,
+    iters: int = 60,
+    objectives: tuple[str, ...] = OBJECTIVES,
+    device="cpu",
+) -> list[ChainPair]:
+    """`search_chains` on the full binary tree of depth T through `tree_terms` (2^T - 1 free
+    contexts, 2^T rewards); returns tree-shaped ChainPairs (`tree_transition`; the leaves'
+    own policy rows are never used within T steps and are set to 1/2)."""
+    run = (T, fixed, target, seed, restarts, iters, objectives, device)
+    z, zt, r = _ascend(2**T - 1, 2**T, lambda a, b, c: tree_terms(a, b, c, T), *run)
+    pad = torch.zeros(z.shape[0], 2**T, dtype=z.dtype, device=z.device)
+    z, zt = torch.cat([z, pad], 1), torch.cat([zt, pad], 1)
+    lead = torch.zeros(2**T - 1, dtype=r.dtype, device=r.device)
+    trans = tree_transition(T)
+    return [
+        _to_pair(z[n], zt[n], torch.cat([lead, torch.sigmoid(r[n])]), trans, T) for n in range(z.shape[0])
+    ]
 
 
 def _to_pair(z, zt, reward, trans, T) -> ChainPair:

@@ -381,7 +381,8 @@ def _tight() -> Claim:
         "S14.tight",
         claim,
         verdict,
-        f"worst |Error| / bound found by search over binary trees (T <= 6) and chains (T <= {s['T_max']}), "
+        f"worst |Error| / bound found by search over binary trees (T <= {s['T_tree_max']}) and chains "
+        f"(T <= {s['T_max']}), "
         f"{s['instances']} saved instances, {s['violations']} violations: "
         + "; ".join(fmt(b) for b in shown)
         + ". Every published bound is attained only up to a factor 2 (its halved *_refined twin reaches "

@@ -16,7 +16,14 @@ What it measures, all exactly with the finite-state DP engine (`trm_bounds.chain
    (0 where the unified bound is 0: at T = 1, where |Error| = 0 too).
 3. Ratio distributions: |Error| / bound over many random automata, mechanisms, levels and T.
 
-    python experiments/error_vs_horizon.py [--quick] [--out paper_figures]   (`main`)
+    python experiments/error_vs_horizon.py [--quick] [--out paper_figures] [--workers N]
+                                           [--ray auto|local|ADDRESS] [--cache DIR]   (`main`)
+
+Every exact batch is an independent seeded task (`make_tasks`, `run_task`, run by
+`trm_bounds.taskpool`): in-process by default, a local process pool with --workers, a Ray
+cluster with --ray; one progress bar counts the tasks; the JSON is byte-identical however they
+ran. The script keeps finished tasks in --cache (default OUT/error_vs_horizon_cache, untracked),
+so rerunning an interrupted command resumes it; `trm-bounds figures` runs in-process, uncached.
 
 Writes error_vs_horizon.{png,pdf,csv}, error_vs_horizon_map.{png,pdf,csv},
 error_vs_horizon_ratios.{png,pdf,csv} and error_vs_horizon.json (every plotted number,
@@ -33,7 +40,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .._json import dumps
 from .._savefig import save_figure
@@ -50,7 +56,7 @@ from ..chain import (
 from . import pyplot
 from .plotting import LEVEL_ONE_NOTE, overlap_summary
 
-__all__ = ["run_study", "figures_job", "main", "RESULTS_JSON"]
+__all__ = ["make_tasks", "run_task", "run_study", "figures_job", "main", "RESULTS_JSON"]
 
 RESULTS_JSON = "error_vs_horizon.json"  # read back by trm_bounds.audit.evidence.chain
 # the study's labels (JSON keys) -> the chain mechanism (trm_bounds.mismatch) they run
@@ -124,29 +130,112 @@ def _abs_error(d: dict) -> float:
     return abs(d["error_second_order"])  # = |J_theta - J_roll - L'|, summed without O(1) cancellation
 
 
+# --------------------------------------------------------------------------- tasks
+# Every exact evaluation belongs to one independent seeded task (`trm_bounds.taskpool`): one
+# batch of pairs, as the figures group them (the seeds of one (family, mechanism, T); the levels
+# of one map column; the random pairs of one T). A task holds everything its pairs are built
+# from, so the numbers do not depend on where or in which order the tasks run.
+def make_tasks(cfg: dict) -> list[dict]:
+    """The study's tasks (JSON-ready dicts with a unique "key"), the most expensive first."""
+    tasks = []
+    base = {"V": cfg["V"], "k": cfg["k"]}
+    for fam in FAMILIES:
+        for T in _T_grid(cfg["T_max"] if fam == "last2" else cfg["T_max_counter"]):
+            for name in MECHANISMS:
+                tasks.append(
+                    {"key": f"sweep_{fam}_{name}_T{T}", "part": "sweep", "family": fam, "mechanism": name}
+                    | {"T": T, "seeds": cfg["seeds"], **base}
+                )
+    for T in _T_grid(min(cfg["T_max"], 4096)):
+        tasks.append({"key": f"map_T{T}", "part": "map", "T": T, "levels": cfg["map_levels"], **base})
+    tasks += _random_tasks(cfg)
+    return sorted(tasks, key=_cost, reverse=True)  # a pool stays busy to the end
+
+
+def _cost(task: dict) -> int:
+    n = {"sweep": task.get("seeds"), "map": task.get("levels")}.get(task["part"]) or len(task["pairs"])
+    return task["T"] * n
+
+
+def _random_tasks(cfg: dict) -> list[dict]:
+    """One task per T of the random-pairs part; the draws of the one seeded generator are made
+    here, in a fixed order, and carried by the tasks (automaton, mechanism, level, seed)."""
+    rng = np.random.default_rng(2026)
+    per_T = cfg["random_pairs"] // len(cfg["random_T"])
+    tasks = []
+    for T in cfg["random_T"]:
+        pairs = []
+        for i in range(per_T):
+            kind = ("dense", "sparse", "stale")[i % 3]
+            level = float(10 ** rng.uniform(-2.5, 0.0)) if kind != "sparse" else float(rng.uniform(0.01, 0.5))
+            tr = random_automaton_transition(16, 4, rng)
+            seed = int(rng.integers(2**31))
+            pairs.append(
+                {"mechanism": kind, "level": level, "transition": tr.tolist(), "seed": seed}
+                | {"reward": ("final", "both")[i % 2]}
+            )
+        tasks.append({"key": f"random_T{T}", "part": "random", "T": T, "pairs": pairs})
+    return tasks
+
+
+def _task_pairs(task: dict) -> list[ChainPair]:
+    T = task["T"]
+    if task["part"] == "random":
+        return [
+            random_chain_pair(
+                np.asarray(p["transition"], dtype=np.int64),
+                CHAIN_MECHANISM[p["mechanism"]],
+                p["level"],
+                T,
+                seed=p["seed"],
+                reward=p["reward"],
+            )
+            for p in task["pairs"]
+        ]
+    tr = last_k_transition(task["V"], task["k"])
+    if task["part"] == "map":
+        levels = np.logspace(-3, 0.3, task["levels"])
+        return [random_chain_pair(tr, "dense", float(lv), T, seed=7) for lv in levels]
+    kind, level, _ = MECHANISMS[task["mechanism"]]
+    if task["family"] == "last2":
+        return [random_chain_pair(tr, kind, level, T, seed=100 + s) for s in range(task["seeds"])]
+    return [counter_pair(kind, level, T, seed=100 + s) for s in range(task["seeds"])]
+
+
+def run_task(task: dict) -> dict:
+    """Exact results of one task's pairs, JSON-ready: {"pairs": [{"abs_error", "eps", "delta",
+    "bounds": {published bound: value}}]} in the task's order."""
+    return {
+        "pairs": [
+            {
+                "abs_error": _abs_error(d),
+                "eps": float(d["eps"]),
+                "delta": float(d["delta"]),
+                "bounds": {b: float(d["bounds"][b]) for b in PUBLISHED_BOUNDS},
+            }
+            for d in chain_quantities_batch(_task_pairs(task))
+        ]
+    }
+
+
 # --------------------------------------------------------------------------- 1. horizon sweep
-def horizon_sweep(cfg: dict, bar) -> dict:
-    """{family/mechanism: arrays over seeds x T grid, slopes, first T with median bound > 1}."""
-    tr = last_k_transition(cfg["V"], cfg["k"])
+def horizon_sweep(cfg: dict, results: dict[str, dict]) -> dict:
+    """{family/mechanism: arrays over seeds x T grid, slopes, first T with median bound > 1}
+    from the sweep tasks' results (key -> run_task result)."""
     out = {}
     for fam in FAMILIES:
         grid = _T_grid(cfg["T_max"] if fam == "last2" else cfg["T_max_counter"])
-        for name, (kind, level, label) in MECHANISMS.items():
+        for name, (_, _, label) in MECHANISMS.items():
             err = np.zeros((cfg["seeds"], len(grid)))
             bnd = {b: np.zeros((cfg["seeds"], len(grid))) for b in PUBLISHED_BOUNDS}
             eps = np.zeros(cfg["seeds"])
             delta = np.zeros(cfg["seeds"])
             for i, T in enumerate(grid):
-                if fam == "last2":
-                    pairs = [random_chain_pair(tr, kind, level, T, seed=100 + s) for s in range(cfg["seeds"])]
-                else:
-                    pairs = [counter_pair(kind, level, T, seed=100 + s) for s in range(cfg["seeds"])]
-                for s, d in enumerate(chain_quantities_batch(pairs)):
-                    err[s, i] = _abs_error(d)
+                for s, d in enumerate(results[f"sweep_{fam}_{name}_T{T}"]["pairs"]):
+                    err[s, i] = d["abs_error"]
                     for b in PUBLISHED_BOUNDS:
                         bnd[b][s, i] = d["bounds"][b]
-                    eps[s], delta[s] = d["eps"], d["delta"]
-                bar.update(T)
+                    eps[s], delta[s] = d["eps"], d["delta"]  # reported: those at the largest T
             out[f"{fam}/{name}"] = dict(
                 family=fam,
                 label=label,
@@ -197,8 +286,8 @@ def _slopes(grid, err, bnd) -> dict:
 
 
 # --------------------------------------------------------------------------- 2. (delta, T) map
-def delta_T_map(cfg: dict, bar) -> dict:
-    tr = last_k_transition(cfg["V"], cfg["k"])
+def delta_T_map(cfg: dict, results: dict[str, dict]) -> dict:
+    """Tightest published bound and |Error| / unified over (dense level, T), from the map tasks."""
     grid = _T_grid(min(cfg["T_max"], 4096))
     levels = np.logspace(-3, 0.3, cfg["map_levels"])
     tight = np.empty((len(levels), len(grid)), dtype=object)
@@ -206,14 +295,12 @@ def delta_T_map(cfg: dict, bar) -> dict:
     ratio = np.zeros((len(levels), len(grid)))
     delta = np.zeros(len(levels))
     for i, T in enumerate(grid):
-        pairs = [random_chain_pair(tr, "dense", float(lv), T, seed=7) for lv in levels]
-        for j, d in enumerate(chain_quantities_batch(pairs)):
+        for j, d in enumerate(results[f"map_T{T}"]["pairs"]):
             cand = {b: d["bounds"][b] for b in TIGHT_CANDIDATES}
             tight[j, i] = "=".join(tightest(cand))
             tight_value[j, i] = min(cand.values())
-            ratio[j, i] = _abs_error(d) / d["bounds"]["unified"] if d["bounds"]["unified"] > 0 else 0.0
+            ratio[j, i] = d["abs_error"] / d["bounds"]["unified"] if d["bounds"]["unified"] > 0 else 0.0
             delta[j] = d["delta"]
-        bar.update(T)
     return dict(
         T=grid, levels=levels, delta=delta, tightest=tight, tightest_value=tight_value, ratio_unified=ratio
     )
@@ -229,34 +316,17 @@ def tightest(values: dict[str, float], rtol: float = 1e-9) -> list[str]:
 
 
 # --------------------------------------------------------------------------- 3. random pairs
-def random_ratios(cfg: dict, bar) -> dict:
-    rng = np.random.default_rng(2026)
+def random_ratios(cfg: dict, results: dict[str, dict]) -> dict:
+    """|Error| / bound over the random pairs, one row per pair, from the random tasks."""
     rows = []
-    per_T = cfg["random_pairs"] // len(cfg["random_T"])
-    for T in cfg["random_T"]:
-        pairs, meta = [], []
-        for i in range(per_T):
-            kind = ("dense", "sparse", "stale")[i % 3]
-            level = float(10 ** rng.uniform(-2.5, 0.0)) if kind != "sparse" else float(rng.uniform(0.01, 0.5))
-            tr = random_automaton_transition(16, 4, rng)
-            pairs.append(
-                random_chain_pair(
-                    tr,
-                    CHAIN_MECHANISM[kind],
-                    level,
-                    T,
-                    seed=int(rng.integers(2**31)),
-                    reward=("final", "both")[i % 2],
-                )
-            )
-            meta.append((kind, level))
-        for (kind, level), d in zip(meta, chain_quantities_batch(pairs)):
-            e = _abs_error(d)
+    for task in _random_tasks(cfg):
+        for p, d in zip(task["pairs"], results[task["key"]]["pairs"]):
+            e = d["abs_error"]
             rows.append(
                 dict(
-                    T=T,
-                    mechanism=kind,
-                    level=level,
+                    T=task["T"],
+                    mechanism=p["mechanism"],
+                    level=p["level"],
                     abs_error=e,
                     delta=d["delta"],
                     eps=d["eps"],
@@ -266,7 +336,6 @@ def random_ratios(cfg: dict, bar) -> dict:
                     },
                 )
             )
-        bar.update(T * per_T // 8)
     worst = {b: max(r[f"ratio_{b}"] for r in rows) for b in PUBLISHED_BOUNDS}
     return dict(rows=rows, worst=worst)
 
@@ -586,17 +655,35 @@ def write_tables(sweep, m, rr, cfg, out_dir: Path) -> list[str]:
     ]
 
 
-def run_study(out_dir: Path, quick: bool, progress: bool = True) -> list[dict]:
-    """Compute everything, write figures + tables into out_dir; return figure-job records."""
+def run_study(
+    out_dir: Path,
+    quick: bool,
+    progress: bool = True,
+    *,
+    workers: int = 1,
+    ray: str | None = None,
+    cache_dir: Path | None = None,
+) -> list[dict]:
+    """Run every task (in-process, `workers` local processes or on Ray; finished tasks kept in
+    `cache_dir`), write figures + tables into out_dir; return figure-job records."""
+    from ..taskpool import run_tasks
+
     cfg = _config(quick)
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = 3 * sum(_T_grid(cfg["T_max"])) + 3 * sum(_T_grid(cfg["T_max_counter"]))
-    total += sum(_T_grid(min(cfg["T_max"], 4096)))
-    total += sum(t * (cfg["random_pairs"] // len(cfg["random_T"])) // 8 for t in cfg["random_T"])
-    with tqdm(total=total, desc="error_vs_horizon", unit="step", disable=not progress) as bar:
-        sweep = horizon_sweep(cfg, bar)
-        m = delta_T_map(cfg, bar)
-        rr = random_ratios(cfg, bar)
+    tasks = make_tasks(cfg)
+    done = run_tasks(
+        run_task,
+        tasks,
+        cache_dir=cache_dir,
+        workers=workers,
+        ray=ray,
+        progress=progress,
+        desc="error_vs_horizon",
+    )
+    results = {t["key"]: r for t, r in zip(tasks, done)}
+    sweep = horizon_sweep(cfg, results)
+    m = delta_T_map(cfg, results)
+    rr = random_ratios(cfg, results)
     inputs = {"quick": quick, **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
     inputs["families"] = FAMILIES
     recs = []
@@ -635,10 +722,14 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from ..taskpool import add_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small configuration (CI, a few seconds)")
     ap.add_argument("--out", type=Path, default=Path("paper_figures"), help="output directory")
+    add_arguments(ap, "error_vs_horizon_cache")
     args = ap.parse_args(argv)
-    for rec in run_study(args.out, args.quick):
+    cache = args.cache if args.cache is not None else args.out / "error_vs_horizon_cache"
+    for rec in run_study(args.out, args.quick, workers=args.workers, ray=args.ray, cache_dir=cache):
         print(args.out / rec["path"])
     return 0

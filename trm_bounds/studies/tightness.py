@@ -3,7 +3,8 @@
 At a fixed per-token divergence (delta = max token KL, or separately eps = max token TV), it
 maximises |Error| and |Error| / B for every registered bound (published, refined, second_order)
 over binary policy pairs with rewards in [0, 1] (`trm_bounds.tightness_search`): enumerable
-trees for T <= 6 (saved as tabular pairs) and finite-state chains for T = 16 .. 4096 (saved as
+trees for T = 2 .. 10 (to 14 with --heavy; gradient ascent through the level-by-level tree DP
+`tree_terms`; saved as tabular pairs) and finite-state chains for T = 16 .. 4096 (saved as
 chain files), from seeded random restarts (gradient ascent through an exact DP) plus
 structured candidates (the parity construction of docs/tightness.md, the tight pair of
 `trm_bounds.refined`). Every candidate is re-evaluated by the exact engines
@@ -20,7 +21,8 @@ exponent of the worst |Error| in T at fixed delta and at fixed eps).
 
 Every (fixed, T, structure, seed) is an independent task (`trm_bounds.taskpool`): in-process by
 default, a process pool with --workers, a Ray cluster with --ray; finished tasks are cached in
-the cache folder so an interrupted sweep resumes. Default 7 s measured on a quiet 2-core machine.
+the cache folder so an interrupted sweep resumes. Default 15 s measured on a 2-core machine
+(7 s when trees stopped at T = 4).
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ DELTA, EPS = 1e-4, 5e-3  # the paper's KL+TV column of v3 Table 1
 
 
 def config(quick: bool, heavy: bool = False) -> dict:
-    """Grid and effort. quick: CI (~5 s); default: the figures job (~20-30 s); heavy: the sweep."""
+    """Grid and effort. quick: CI (~5 s); default: the figures job (trees T = 2 .. 10, 15 s measured
+    quiet); heavy: the sweep (trees to T = 14, chains to 4096, more structures, seeds, steps)."""
     if quick:
         return dict(trees=[2, 3], chains=[16, 64], structures=["random8"], seeds=1, restarts=6, iters=12)
     if heavy:
         return dict(
-            trees=[2, 3, 4, 5, 6],
+            trees=list(range(2, 15)),
             chains=[16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
             structures=["mod2", "mod4", "sat4", "last2", "random8"],
             seeds=4,
@@ -63,7 +66,7 @@ def config(quick: bool, heavy: bool = False) -> dict:
             iters=150,
         )
     return dict(
-        trees=[2, 3, 4],
+        trees=list(range(2, 11)),
         chains=[16, 64, 256, 1024, 4096],
         structures=["random8"],
         seeds=1,
@@ -78,7 +81,8 @@ def make_tasks(cfg: dict) -> list[dict]:
     tasks = []
     for fixed, target in (("delta", DELTA), ("eps", EPS)):
         for T in cfg["trees"] + cfg["chains"]:
-            structs = ["tree"] if T in cfg["trees"] else cfg["structures"]
+            kind = "pair" if T in cfg["trees"] else "chain"
+            structs = ["tree"] if kind == "pair" else cfg["structures"]
             for st in structs + ["structured"]:
                 for seed in range(cfg["seeds"] if st != "structured" else 1):
                     tasks.append(
@@ -87,6 +91,7 @@ def make_tasks(cfg: dict) -> list[dict]:
                             fixed=fixed,
                             target=target,
                             T=T,
+                            kind=kind,
                             structure=st,
                             seed=1000 * seed + T,
                             restarts=cfg["restarts"],
@@ -103,22 +108,19 @@ def run_task(task: dict) -> dict:
     "value"}]} keeping, per bound and for |Error|, the best candidate of this task."""
     import torch
 
-    from ..tightness_search import search_chains, structure_transition, tree_transition
+    from ..tightness_search import search_chains, search_trees, structure_transition
 
     torch.set_num_threads(1)  # the same numbers on any machine and under any pool
-    T, fixed, target = task["T"], task["fixed"], task["target"]
+    T, fixed, target, kind = task["T"], task["fixed"], task["target"], task["kind"]
+    effort = (task["seed"], task["restarts"], task["iters"])
     if task["structure"] == "structured":
         pairs = _structured(T, fixed, target)
+    elif task["structure"] == "tree":
+        pairs = search_trees(T, fixed, target, *effort)
     else:
-        tr = (
-            tree_transition(T)
-            if task["structure"] == "tree"
-            else structure_transition(task["structure"], task["seed"])
+        pairs = search_chains(
+            structure_transition(task["structure"], task["seed"]), T, fixed, target, *effort
         )
-        pairs = search_chains(tr, T, fixed, target, task["seed"], task["restarts"], task["iters"])
-    kind = (
-        "pair" if task["structure"] == "tree" or (task["structure"] == "structured" and T <= 6) else "chain"
-    )
     cands = []
     for p, d in zip(pairs, _evaluate(pairs, kind)):
         e = abs(d["error"])
@@ -126,7 +128,7 @@ def run_task(task: dict) -> dict:
         cands.append(
             {
                 "kind": kind,
-                "arrays": _arrays(p),
+                "arrays": _arrays(p, tree=task["structure"] == "tree"),
                 "ratios": ratios,
                 "error": d["error"],
                 "value": d[fixed],
@@ -184,10 +186,11 @@ def _evaluate(pairs: list, kind: str) -> list[dict]:
     return out
 
 
-def _arrays(pair) -> dict:
+def _arrays(pair, tree: bool = False) -> dict:
+    """The chain's fields as lists; a searched tree's transition (`tree_transition(T)`) as None."""
     return {
         "T": int(pair.T),
-        "transition": pair.transition.tolist(),
+        "transition": None if tree else pair.transition.tolist(),
         "init_state": pair.init_state.tolist(),
         "prompt_probs": pair.prompt_probs.tolist(),
         "logp_roll": pair.logp_roll.tolist(),
@@ -198,6 +201,7 @@ def _arrays(pair) -> dict:
 
 def _pair_of(arrays: dict):
     from ..chain import ChainPair
+    from ..tightness_search import tree_transition
 
     a = {
         k: (np.asarray(v, dtype=np.float64) if k.startswith(("logp", "reward", "prompt")) else v)
@@ -205,7 +209,11 @@ def _pair_of(arrays: dict):
     }
     return ChainPair(
         T=a["T"],
-        transition=np.asarray(a["transition"], dtype=np.int64),
+        transition=(
+            tree_transition(a["T"])
+            if a["transition"] is None
+            else np.asarray(a["transition"], dtype=np.int64)
+        ),
         init_state=np.asarray(a["init_state"], dtype=np.int64),
         prompt_probs=a["prompt_probs"],
         logp_roll=a["logp_roll"],
@@ -349,7 +357,10 @@ def exponents(errs: dict, fit_from: int = 16) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- outputs
-SHOWN = (*PUBLISHED_BOUNDS, "second_order")  # the plotted keys: every published bound and the second-order one
+SHOWN = (
+    *PUBLISHED_BOUNDS,
+    "second_order",
+)  # the plotted keys: every published bound and the second-order one
 
 
 def plot(recs: list[dict], errs: dict, out: Path) -> list[str]:
@@ -542,20 +553,15 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from ..taskpool import add_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI configuration (a few seconds)")
     ap.add_argument("--heavy", action="store_true", help="the long search (more T, structures, seeds, steps)")
     ap.add_argument(
         "--out", type=Path, default=Path("paper_figures"), help="figures directory (writes OUT/tightness)"
     )
-    ap.add_argument("--workers", type=int, default=1, help="local processes (default 1: in-process)")
-    ap.add_argument("--ray", default=None, help="'auto' (running cluster), 'local', or a Ray address")
-    ap.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="folder of finished tasks (resume); default OUT/tightness_cache",
-    )
+    add_arguments(ap, "tightness_cache")
     args = ap.parse_args(argv)
     cache = args.cache if args.cache is not None else args.out / "tightness_cache"
     for rec in run_study(

@@ -15,7 +15,8 @@ __all__ = ["tightness_summary"]
 
 
 def tightness_summary() -> dict | None:
-    """{"path", "T_max", "violations", "per_bound": {bound: {"T2", "Tmax", "fixed"}}} or None."""
+    """{"path", "T_max", "T_tree_max" (largest tree horizon searched), "violations",
+    "per_bound": {bound: {"T2", "Tmax", "fixed"}}} or None."""
     path = find_output("tightness/tightness.json")
     if path is None:
         return None
@@ -31,6 +32,7 @@ def tightness_summary() -> dict | None:
     return {
         "path": str(path),
         "T_max": T_max,
+        "T_tree_max": max((r["T"] for r in recs if r["kind"] == "pair"), default=None),
         "instances": len({r["instance"] for r in recs}),
         "violations": sum(r["verdict"] == "violated" for r in recs),
         "undecided": sum(r["verdict"] == "undecided" for r in recs),
