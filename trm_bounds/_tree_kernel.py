@@ -45,6 +45,11 @@ TASK_LEAVES = 2**12  # leaves per task: scratch (~40 B/leaf) stays in cache, ser
 DKL, DBAR, CTX, ERHO, LP, PDI, ERR, RATIO, GM, H0 = range(10)  # H0, H0+1, H0+2: h for the K values
 N_SUMS = H0 + 3
 _SERIES = np.array([2.0 / math.factorial(k + 2) for k in range(10)])  # e^d-1-d = d^2/2 sum c_k d^k
+# e^g - 1 - g = E(g) + O(g), E = sum_{k even in 2..14} g^k / k!, O = sum_{k odd in 3..15} g^k / k!:
+# truncation < 6e-18 relative for |g| < 0.5 (first omitted terms g^16/16!, g^17/17!)
+_EVEN = np.array([1.0 / math.factorial(k) for k in range(2, 15, 2)])
+_ODD = np.array([1.0 / math.factorial(k) for k in range(3, 16, 2)])
+_SMALL_GAP = 0.5  # |log q - log p| below which the token terms use the series (one exp per token)
 
 
 def available() -> bool:
@@ -73,6 +78,19 @@ if numba is not None:
         return math.expm1(d) - d
 
     @njit(cache=True, inline="always")
+    def _emx_even_odd(g):
+        """(E(g), O(g)): even and odd parts of e^g - 1 - g for |g| < 0.5, so that
+        e^g - 1 - g = E + O and e^-g - 1 + g = E - O (Horner in g^2, relative rounding)."""
+        c, o = _EVEN, _ODD
+        g2 = g * g
+        e = c[6]
+        od = o[6]
+        for k in range(5, -1, -1):
+            e = e * g2 + c[k]
+            od = od * g2 + o[k]
+        return e * g2, od * g2 * g
+
+    @njit(cache=True, inline="always")
     def _diff(b, a, eb, ea):
         """e^b - e^a from log-values b, a and eb ~ e^b, ea ~ e^a (exact._exp_diff):
         sign(b - a) e^max (1 - e^-|b - a|), 0 if both -inf; relative rounding, no cancellation."""
@@ -92,9 +110,11 @@ if numba is not None:
         +inf or > 0: the row's numbers are then meaningless and the caller raises);
         zero_*: some log-prob of the row is -inf.
 
-        Two transcendental calls per token: e^hi and expm1(-gap) while the gap |x - y| < 0.5
-        (e^lo = e^hi (1 + expm1(-gap)), no cancellation), e^hi and e^lo beyond (then
-        |e^hi - e^lo| >= 0.39 e^hi: the plain difference is exact to a few ulp).
+        While the gap g = |x - y| < 0.5, one transcendental call per token: e^hi, and
+        e^-g - 1 = -g + E - O, the KL term p (e^d - 1 - d) = p (E -+ O) from the series
+        `_emx_even_odd` (e^lo = e^hi (1 + (e^-g - 1)), |pi_theta - pi_roll| = e^hi (1 - e^-g):
+        no cancellation); beyond, e^hi and e^lo (then |e^hi - e^lo| >= 0.39 e^hi: the plain
+        difference and (q - p) - p d are exact to a few ulp).
         """
         kl = 0.0
         tv = 0.0
@@ -109,17 +129,19 @@ if numba is not None:
             x, y = A[row, v], B[row, v]
             if not (x <= 0.0 and y <= 0.0):
                 ok = False
-            e1 = 0.0
             gap = 0.0
+            emx = 0.0  # e^d - 1 - d for d = y - x, when gap < 0.5
             if max(x, y) == -np.inf:
                 p = q = m = 0.0
             else:
                 gap = abs(x - y)  # inf when exactly one side is -inf
                 eh = math.exp(max(x, y))
-                if gap < 0.5:
-                    e1 = math.expm1(-gap)  # in (-0.4, 0]
+                if gap < _SMALL_GAP:
+                    ev, od = _emx_even_odd(gap)
+                    e1 = (ev - od) - gap  # e^-gap - 1 in (-0.4, 0]
                     el = eh * (1.0 + e1)
                     m = eh * (-e1)  # |pi_theta - pi_roll|, no cancellation
+                    emx = ev + od if y > x else ev - od
                 else:
                     el = math.exp(min(x, y))
                     m = eh - el
@@ -135,15 +157,10 @@ if numba is not None:
                 if y == -np.inf:
                     kl += np.inf
                 else:
-                    d = y - x  # KL term p (e^d - 1 - d)
-                    if abs(d) < 0.1:
-                        kl += p * _expm1_minus_x(d)
-                    elif gap >= 0.5:
-                        kl += (q - p) - p * d  # |q - p| >= 0.39 max(p, q): a few ulp
-                    elif d < 0:
-                        kl += p * (e1 - d)  # expm1(d) = e1 exactly here (d = -gap)
+                    if gap < _SMALL_GAP:  # KL term p (e^d - 1 - d), d = y - x
+                        kl += p * emx
                     else:
-                        kl += p * (-e1 / (1.0 + e1) - d)  # expm1(d) = 1/e^-d - 1, e^-d >= 1/e
+                        kl += (q - p) - p * (y - x)  # |q - p| >= 0.39 max(p, q): a few ulp
             else:
                 z_r = True
                 kl += q
