@@ -104,11 +104,11 @@ if numba is not None:
         """Token terms of context row `row` of level arrays A = log pi_roll, B = log pi_theta (rows, V).
 
         Fills PR[o], PT[o], DP[o] = pi_roll, pi_theta, pi_theta - pi_roll (V,); returns
-        (kl, tv, zmass, viol, sum_roll, sum_theta, ok, zero_roll, zero_theta): zmass =
+        (kl, tv, zmass, viol, sum_roll, sum_theta, ok, zero_roll): zmass =
         sum_{v: pi_roll = 0} pi_theta (for E_roll|rho - 1|), viol: such a v has pi_theta > 0;
         sum_*: the row sums of the probabilities; ok: every log-prob is <= 0 (False on NaN,
         +inf or > 0: the row's numbers are then meaningless and the caller raises);
-        zero_*: some log-prob of the row is -inf.
+        zero_roll: some log pi_roll of the row is -inf.
 
         While the gap g = |x - y| < 0.5, one transcendental call per token: e^hi, and
         e^-g - 1 = -g + E - O, the KL term p (e^d - 1 - d) = p (E -+ O) from the series
@@ -124,7 +124,6 @@ if numba is not None:
         viol = False
         ok = True
         z_r = False
-        z_t = False
         for v in range(A.shape[1]):
             x, y = A[row, v], B[row, v]
             if not (x <= 0.0 and y <= 0.0):
@@ -151,8 +150,6 @@ if numba is not None:
             tv += m
             s_r += p
             s_t += q
-            if y == -np.inf:
-                z_t = True
             if x > -np.inf:
                 if y == -np.inf:
                     kl += np.inf
@@ -167,7 +164,7 @@ if numba is not None:
                 zmass += q
                 if y > -np.inf:
                     viol = True
-        return kl, 0.5 * tv, zmass, viol, s_r, s_t, ok, z_r, z_t
+        return kl, 0.5 * tv, zmass, viol, s_r, s_t, ok, z_r
 
     @njit(cache=True, parallel=True, error_model="numpy")
     def run_tasks(
@@ -179,8 +176,8 @@ if numba is not None:
         lr, lt: typed lists of the T levels (P V**k, V); R: (P V**T,) leaf rewards; ldr_s,
         ldt_s, pmax_s, psum_s: (n_s,) log context laws / path KL max and sum at level s.
         Writes per task: sums (n_tasks, N_SUMS, T), gmax (n_tasks, T), epsdel (n_tasks, 2),
-        J (n_tasks, 2), flags (n_tasks, 3) = (violation of pi_theta << pi_roll on a
-        roll-reachable context, some pi_roll = 0, some pi_theta = 0) below level s;
+        J (n_tasks, 2), flags (n_tasks, 2) = (violation of pi_theta << pi_roll on a
+        roll-reachable context, some pi_roll = 0) below level s;
         check (n_tasks, 2, T) = max over the task's rows of |sum_v p - 1| per (roll, theta)
         and level, +inf where a log-prob is NaN, +inf or > 0 (the caller raises);
         per row of level s: Qr_out (K, n_s) = V_{s+1} under pi_roll of (R, M R, M),
@@ -223,7 +220,7 @@ if numba is not None:
             acc = sums[i]
             gm = gmax[i]
             chk = check[i]
-            eps, delta, bad, zr_any, zt_any = 0.0, 0.0, False, False, False
+            eps, delta, bad, zr_any = 0.0, 0.0, False, False
             o_next = 0
             for j in range(T - s):  # forward over levels k = s + j; level k rows at o .. o + nk - 1
                 k = s + j
@@ -251,13 +248,12 @@ if numba is not None:
                 s_dkl, s_dbar, s_ctx, s_erho, gap_r, gap_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 for n in range(nk):
                     m = o + n
-                    kl, tv, zmass, vl, sr, st, ok, zr, zt = _row_terms(A, B, r0 + n, PR, PT, DP, m)
+                    kl, tv, zmass, vl, sr, st, ok, zr = _row_terms(A, B, r0 + n, PR, PT, DP, m)
                     if not ok:
                         gap_r = gap_t = np.inf
                     gap_r = max(gap_r, abs(sr - 1.0))
                     gap_t = max(gap_t, abs(st - 1.0))
                     zr_any |= zr
-                    zt_any |= zt
                     d_r = DR[m]
                     if RRr[m] or RRt[m]:  # reachable under either policy
                         eps = max(eps, tv)
@@ -380,7 +376,7 @@ if numba is not None:
                 WE_out[1, a + n] = EE[n]
             epsdel[i, 0], epsdel[i, 1] = eps, delta
             J[i, 0], J[i, 1] = Jr, Jt
-            flags[i, 0], flags[i, 1], flags[i, 2] = bad, zr_any, zt_any
+            flags[i, 0], flags[i, 1] = bad, zr_any
 
 
 def call(n_threads: int, *args) -> None:
