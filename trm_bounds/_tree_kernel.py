@@ -244,7 +244,8 @@ if numba is not None:
                             DR[m] = DR[q] * PR[q, v]
                             DT[m] = DT[q] * PT[q, v]
                             DD[m] = DT[q] * DP[q, v] + DD[q] * PR[q, v]
-                            PMX[m], PSM[m] = PMX[q], PSM[q]
+                            if K > 1:  # path KL max / sum: masks only
+                                PMX[m], PSM[m] = PMX[q], PSM[q]
                 s_dkl, s_dbar, s_ctx, s_erho, gap_r, gap_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 for n in range(nk):
                     m = o + n
@@ -268,7 +269,8 @@ if numba is not None:
                     if vl and RRr[m]:
                         bad = True
                     TVS[m] = tv
-                    PMX[m], PSM[m] = max(PMX[m], kl), PSM[m] + kl
+                    if K > 1:
+                        PMX[m], PSM[m] = max(PMX[m], kl), PSM[m] + kl
                 acc[DKL, k] += s_dkl
                 acc[DBAR, k] += s_dbar
                 acc[CTX, k] += s_ctx
