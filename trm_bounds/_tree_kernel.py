@@ -40,7 +40,7 @@ try:  # optional: pip install "trm-bounds[fast]"
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
-TASK_LEAVES = 2**12  # leaves per task: scratch (~40 B/leaf) stays in cache, serial sums stay short
+TASK_LEAVES = 2**12  # leaves per task: scratch (~130 B/leaf at V = 2) stays in L2, short serial sums
 # accumulator rows per task and level (sums over contexts of one level)
 DKL, DBAR, CTX, ERHO, LP, PDI, ERR, RATIO, GM, H0 = range(10)  # H0, H0+1, H0+2: h for the K values
 N_SUMS = H0 + 3

@@ -19,6 +19,11 @@ error is second-order small). The ratio identity is evaluated as
 null, with a note, when pi_theta is not absolutely continuous w.r.t. pi_roll on a
 roll-reachable context.
 
+The same backward pass runs the recursion of the second-order bound (`trm_bounds.second_order`:
+W_t = TV + E_roll[W_{t+1}], E_t = sum_v |pi_theta - pi_roll| W_{t+1} + E_roll[E_{t+1}]), so
+bounds["second_order"] = sum_x P(x) E_1(x) costs no extra pass; `second_order_tree` stays the
+independent implementation the tests compare it with.
+
 Large trees are chunked: the levels above a split level are done whole, each subtree
 below a split-level row (at most `chunk_leaves` leaves) is done on its own, and only the
 split level's values travel between them; memory is O(chunk_leaves + P V**split).
