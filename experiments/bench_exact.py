@@ -3,14 +3,15 @@
 Measures, in one run and interleaved (median of --repeat runs each, so machine noise hits
 every route alike):
 1. the engine (`exact_quantities`, every quantity, future_tv off) at V = 2, T in --sizes,
-   on ONE thread (TRM_BOUNDS_THREADS=1: per-core speed) and with its own thread policy
-   (all free cores);
+   on ONE thread (TRM_BOUNDS_THREADS=1: per-core speed), on TWO threads
+   (TRM_BOUNDS_THREADS=2) and with its own thread policy (the free cores);
 2. `numpy_reference`: an independent single-threaded level-by-level numpy implementation
    computing the same quantities to the same accuracy (log-space KL / TV and context
    differences, Dbar_t, context TV, g_inf, J, L', Error, dtv_seq) up to --ref-max-T;
    the ratios reference / engine, and the largest difference on the shared keys;
 3. peak memory per leaf (a child process per size: total peak RSS and the engine's own
-   peak above its inputs), extrapolated to the largest V**T within 8 GB;
+   peak above its inputs, with validate=False and, in a second child, with the input
+   checks on: engine_extra_validated_B_per_leaf);
 4. --busy: the same engine call quiet and beside a CPU-burning process, interleaved, for
    the engine's thread policy and for torch's default threads on the level-by-level path
    (TRM_BOUNDS_JIT=0, TRM_BOUNDS_THREADS=2): slowdown ratios;
@@ -153,7 +154,7 @@ def _engine(tree, threads: int | None, jit: bool = True, device="cpu"):
     return call
 
 
-def _memory_child(T: int) -> None:
+def _memory_child(T: int, validate: bool = False) -> None:
     """(child process) memory of one engine call on a 2**T-leaf tree loaded from a file:
     RSS after imports (and the kernel's compilation), after loading, and the peak."""
     import tempfile
@@ -168,7 +169,7 @@ def _memory_child(T: int) -> None:
             lt = [z[f"t{k}"] for k in range(T)]
             R, pp = z["R"], z["pp"]
     rss1 = _status_kib("VmRSS") * 1024
-    exact_quantities(lr, lt, R, pp, validate=False)
+    exact_quantities(lr, lt, R, pp, validate=validate)
     peak = _status_kib("VmHWM") * 1024
     inputs = sum(x.nbytes for x in lr + lt) + R.nbytes
     print(json.dumps({"peak_rss": peak - rss0, "rss_before_engine": rss1 - rss0, "input_bytes": inputs}))
@@ -186,16 +187,19 @@ def _status_kib(field: str) -> int:
 
 
 def memory_per_leaf(T: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", str(T)], capture_output=True, text=True, check=True
-    )
-    m = json.loads(out.stdout.strip().splitlines()[-1])
+    def child(*extra):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(T), *extra],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    m, mv = child(), child("--memory-validate")
     leaves = 2**T
     return {
         "T": T,
         "peak_B_per_leaf_inputs_plus_engine": m["peak_rss"] / leaves,
         "inputs_B_per_leaf": m["input_bytes"] / leaves,
         "engine_extra_B_per_leaf": (m["peak_rss"] - m["rss_before_engine"]) / leaves,
+        "engine_extra_validated_B_per_leaf": (mv["peak_rss"] - mv["rss_before_engine"]) / leaves,
     }
 
 
@@ -290,13 +294,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--json", default=None, help="write every measurement to this JSON file")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-validate", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--write-tree", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.write_tree is not None:
         _write_tree(int(args.write_tree[0]), args.write_tree[1])
         return 0
     if args.memory_child is not None:
-        _memory_child(args.memory_child)
+        _memory_child(args.memory_child, args.memory_validate)
         return 0
     for path in (*args.out, args.json):
         if path and os.path.exists(path):
@@ -315,7 +320,8 @@ def main(argv=None) -> int:
     rows = []
     for T in sizes:
         tree = make_tree(1, 2, T)
-        routes = {"engine_1thread": _engine(tree, 1), "engine_policy": _engine(tree, None)}
+        routes = {"engine_1thread": _engine(tree, 1), "engine_policy": _engine(tree, None),
+                  "engine_2threads": _engine(tree, 2)}  # fmt: skip
         if T <= args.ref_max_T:
             routes["numpy_reference_1thread"] = lambda tree=tree: numpy_reference(*tree)
         with _env(OMP_NUM_THREADS=1):
@@ -326,6 +332,7 @@ def main(argv=None) -> int:
             ref, out = numpy_reference(*tree), _engine(tree, None)()
             row["ref_over_engine_1thread"] = t["numpy_reference_1thread"] / t["engine_1thread"]
             row["ref_over_engine_policy"] = t["numpy_reference_1thread"] / t["engine_policy"]
+            row["ref_over_engine_2threads"] = t["numpy_reference_1thread"] / t["engine_2threads"]
             row["max_rel_diff_vs_ref"] = _max_rel(out, ref)
         row["threads_policy"] = _policy_threads()
         row["loadavg_1min"] = os.getloadavg()[0]

@@ -5,15 +5,22 @@ divergences and the backward values Q_t / V_t / g_t of docs/theory.md sections 2
 computes the same sums for every subtree below a split level s in one fused pass per level
 of a small task (<= TASK_LEAVES leaves): each row of every level is read once, its token
 terms (pi_roll, pi_theta, pi_theta - pi_roll, KL, TV) are computed once and kept in
-task-sized scratch arrays until the backward pass, and nothing of size O(all leaves) is
+per-thread scratch arrays until the backward pass, and nothing of size O(all leaves) is
 allocated. Memory: O(TASK_LEAVES) per thread plus O(T) per task, beside the inputs.
+The same pass also gives the second-order recursion W_t, E_t of `trm_bounds.second_order`
+and the values the input checks need (row sums, NaN / +inf / > 0 log-probs, -inf entries),
+so a call reads each level once.
 
-The formulas are the engine's, element by element (`divergences._kl_terms`, `_tv_terms`,
-`exact._exp_diff`): log-space context differences d^theta - d^roll = sign e^hi (1 - e^-gap),
-KL terms p (e^d - 1 - d) by series / expm1, +inf for p > 0 = q decided on the log-prob.
-Only the summation order differs (serial within a task of <= TASK_LEAVES leaves, tasks
-summed in a fixed order): results agree with the torch path to ~1e-14 relative and do not
-depend on the number of threads.
+The formulas are the engine's (`divergences._kl_terms`, `_tv_terms`, `exact._exp_diff`):
+KL terms p (e^d - 1 - d) by series / expm1, +inf for p > 0 = q decided on the log-prob,
+|pi_theta - pi_roll| = e^hi (1 - e^-gap). Below the split level the context differences
+follow the parent's by d^theta(cv) - d^roll(cv) = d^theta(c) dp(v|c) + (d^theta - d^roll)(c)
+pi_roll(v|c) (no transcendental call; rounding grows like the depth times the scale
+d^theta dp + |d^theta - d^roll| pi_roll, so the cancellation-prone Error agrees with the
+log-space form to a few ulp of sum_c |(d^theta - d^roll)(c) g(c)|). The summation order
+differs from the torch path (serial within a task of <= TASK_LEAVES leaves, tasks summed
+in a fixed order): results agree with it to ~1e-14 relative and do not depend on the
+number of threads.
 
 Tasks run in parallel (numba prange) over contiguous row ranges of the split level; each
 task writes its own accumulator slots, reduced afterwards in task order.
@@ -33,11 +40,16 @@ try:  # optional: pip install "trm-bounds[fast]"
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
-TASK_LEAVES = 2**12  # leaves per task: scratch (~40 B/leaf) stays in cache, serial sums stay short
+TASK_LEAVES = 2**12  # leaves per task: scratch (~130 B/leaf at V = 2) stays in L2, short serial sums
 # accumulator rows per task and level (sums over contexts of one level)
 DKL, DBAR, CTX, ERHO, LP, PDI, ERR, RATIO, GM, H0 = range(10)  # H0, H0+1, H0+2: h for the K values
 N_SUMS = H0 + 3
 _SERIES = np.array([2.0 / math.factorial(k + 2) for k in range(10)])  # e^d-1-d = d^2/2 sum c_k d^k
+# e^g - 1 - g = E(g) + O(g), E = sum_{k even in 2..14} g^k / k!, O = sum_{k odd in 3..15} g^k / k!:
+# truncation < 6e-18 relative for |g| < 0.5 (first omitted terms g^16/16!, g^17/17!)
+_EVEN = np.array([1.0 / math.factorial(k) for k in range(2, 15, 2)])
+_ODD = np.array([1.0 / math.factorial(k) for k in range(3, 16, 2)])
+_SMALL_GAP = 0.5  # |log q - log p| below which the token terms use the series (one exp per token)
 
 
 def available() -> bool:
@@ -66,6 +78,19 @@ if numba is not None:
         return math.expm1(d) - d
 
     @njit(cache=True, inline="always")
+    def _emx_even_odd(g):
+        """(E(g), O(g)): even and odd parts of e^g - 1 - g for |g| < 0.5, so that
+        e^g - 1 - g = E + O and e^-g - 1 + g = E - O (Horner in g^2, relative rounding)."""
+        c, o = _EVEN, _ODD
+        g2 = g * g
+        e = c[6]
+        od = o[6]
+        for k in range(5, -1, -1):
+            e = e * g2 + c[k]
+            od = od * g2 + o[k]
+        return e * g2, od * g2 * g
+
+    @njit(cache=True, inline="always")
     def _diff(b, a, eb, ea):
         """e^b - e^a from log-values b, a and eb ~ e^b, ea ~ e^a (exact._exp_diff):
         sign(b - a) e^max (1 - e^-|b - a|), 0 if both -inf; relative rounding, no cancellation."""
@@ -75,148 +100,187 @@ if numba is not None:
         return -mag if b < a else mag
 
     @njit(cache=True, inline="always")
-    def _row_terms(A, B, row, PR, PT, DP, o, any_roll_zero):
+    def _row_terms(A, B, row, PR, PT, DP, o):
         """Token terms of context row `row` of level arrays A = log pi_roll, B = log pi_theta (rows, V).
 
         Fills PR[o], PT[o], DP[o] = pi_roll, pi_theta, pi_theta - pi_roll (V,); returns
-        (kl, tv, zmass, viol): zmass = sum_{v: pi_roll = 0} pi_theta (for E_roll|rho - 1|),
-        viol: such a v has pi_theta > 0.
+        (kl, tv, zmass, viol, sum_roll, sum_theta, ok, zero_roll): zmass =
+        sum_{v: pi_roll = 0} pi_theta (for E_roll|rho - 1|), viol: such a v has pi_theta > 0;
+        sum_*: the row sums of the probabilities; ok: every log-prob is <= 0 (False on NaN,
+        +inf or > 0: the row's numbers are then meaningless and the caller raises);
+        zero_roll: some log pi_roll of the row is -inf.
+
+        While the gap g = |x - y| < 0.5, one transcendental call per token: e^hi, and
+        e^-g - 1 = -g + E - O, the KL term p (e^d - 1 - d) = p (E -+ O) from the series
+        `_emx_even_odd` (e^lo = e^hi (1 + (e^-g - 1)), |pi_theta - pi_roll| = e^hi (1 - e^-g):
+        no cancellation); beyond, e^hi and e^lo (then |e^hi - e^lo| >= 0.39 e^hi: the plain
+        difference and (q - p) - p d are exact to a few ulp).
         """
         kl = 0.0
         tv = 0.0
         zmass = 0.0
+        s_r = 0.0
+        s_t = 0.0
         viol = False
+        ok = True
+        z_r = False
         for v in range(A.shape[1]):
             x, y = A[row, v], B[row, v]
+            if not (x <= 0.0 and y <= 0.0):
+                ok = False
+            gap = 0.0
+            emx = 0.0  # e^d - 1 - d for d = y - x, when gap < 0.5
             if max(x, y) == -np.inf:
                 p = q = m = 0.0
             else:
-                # one exp and one expm1 per token: e^lo = e^hi (1 + e1) while the gap is small
                 gap = abs(x - y)  # inf when exactly one side is -inf
-                e1 = math.expm1(-gap)  # in [-1, 0]
                 eh = math.exp(max(x, y))
-                el = eh * (1.0 + e1) if gap < 0.5 else math.exp(min(x, y))
-                m = eh * (-e1)  # |pi_theta - pi_roll|, no cancellation
+                if gap < _SMALL_GAP:
+                    ev, od = _emx_even_odd(gap)
+                    e1 = (ev - od) - gap  # e^-gap - 1 in (-0.4, 0]
+                    el = eh * (1.0 + e1)
+                    m = eh * (-e1)  # |pi_theta - pi_roll|, no cancellation
+                    emx = ev + od if y > x else ev - od
+                else:
+                    el = math.exp(min(x, y))
+                    m = eh - el
                 p, q = (eh, el) if x >= y else (el, eh)
             PR[o, v], PT[o, v] = p, q
             DP[o, v] = -m if y < x else m
             tv += m
+            s_r += p
+            s_t += q
             if x > -np.inf:
                 if y == -np.inf:
                     kl += np.inf
                 else:
-                    d = y - x  # KL term p (e^d - 1 - d)
-                    if d > 1.0:
-                        kl += (q - p) - p * d
-                    elif abs(d) < 0.1:
-                        kl += p * _expm1_minus_x(d)
-                    elif d < 0:
-                        kl += p * (e1 - d)  # expm1(d) = e1 exactly here (d = -gap)
+                    if gap < _SMALL_GAP:  # KL term p (e^d - 1 - d), d = y - x
+                        kl += p * emx
                     else:
-                        kl += p * (-e1 / (1.0 + e1) - d)  # expm1(d) = 1/e^-d - 1, e^-d >= 1/e
+                        kl += (q - p) - p * (y - x)  # |q - p| >= 0.39 max(p, q): a few ulp
             else:
+                z_r = True
                 kl += q
-                if any_roll_zero:
-                    zmass += q
-                    if y > -np.inf:
-                        viol = True
-        return kl, 0.5 * tv, zmass, viol
+                zmass += q
+                if y > -np.inf:
+                    viol = True
+        return kl, 0.5 * tv, zmass, viol, s_r, s_t, ok, z_r
 
-    @njit(cache=True, parallel=True)
+    @njit(cache=True, parallel=True, error_model="numpy")
     def run_tasks(
-        lr, lt, R, s, T, K, ldr_s, ldt_s, pmax_s, psum_s, bounds, full, any_roll_zero, need_h,
-        mdelta, mdelta_avg, sums, gmax, epsdel, J, viol, Qr_out, Qt_out, joint_row,
+        lr, lt, R, s, T, K, ldr_s, ldt_s, pmax_s, psum_s, bounds, need_h,
+        mdelta, mdelta_avg, sums, gmax, epsdel, J, flags, Qr_out, Qt_out, WE_out, joint_row, check, n_slots,
     ):  # fmt: skip
         """Every subtree below level s, rows bounds[i]..bounds[i+1]-1 of level s for task i.
 
         lr, lt: typed lists of the T levels (P V**k, V); R: (P V**T,) leaf rewards; ldr_s,
         ldt_s, pmax_s, psum_s: (n_s,) log context laws / path KL max and sum at level s.
         Writes per task: sums (n_tasks, N_SUMS, T), gmax (n_tasks, T), epsdel (n_tasks, 2),
-        J (n_tasks, 2), viol (n_tasks,); per row of level s: Qr_out (K, n_s) = V_{s+1} under
-        pi_roll of (R, M R, M), Qt_out (n_s,) = V_{s+1}^theta of R, joint_row (n_s,) =
-        1/2 sum over the row's leaves of |P^theta - P^roll|. mdelta / mdelta_avg: NaN = unused.
+        J (n_tasks, 2), flags (n_tasks, 2) = (violation of pi_theta << pi_roll on a
+        roll-reachable context, some pi_roll = 0) below level s;
+        check (n_tasks, 2, T) = max over the task's rows of |sum_v p - 1| per (roll, theta)
+        and level, +inf where a log-prob is NaN, +inf or > 0 (the caller raises);
+        per row of level s: Qr_out (K, n_s) = V_{s+1} under pi_roll of (R, M R, M),
+        Qt_out (n_s,) = V_{s+1}^theta of R, WE_out (2, n_s) = the second-order values
+        W_{s+1}, E_{s+1} (trm_bounds.second_order), joint_row (n_s,) = 1/2 sum over the
+        row's leaves of |P^theta - P^roll|. mdelta / mdelta_avg: NaN = unused. n_slots: scratch
+        copies, > every numba.get_thread_id() of the call (numba's pool size).
 
         Within a task the levels are walked forward then backward over contiguous row
         ranges (rows of level k below rows [a, b) of level s: [a V**j, b V**j), j = k - s),
-        with the per-row values in task-sized scratch arrays (cache-resident).
+        with the per-row values in per-thread scratch arrays (cache-resident, allocated once
+        per call). Context differences d^theta - d^roll below level s follow the parent's:
+        (d^theta - d^roll)(c v) = d^theta(c) (pi_theta - pi_roll)(v|c) + (d^theta - d^roll)(c) pi_roll(v|c)
+        (no transcendental call); reachability is decided on the log-probs (-inf), never on
+        underflowed products.
         """
         V = lr[0].shape[1]
-        for i in prange(bounds.shape[0] - 1):
+        n_tasks = bounds.shape[0] - 1
+        max_rows = 1
+        for i in range(n_tasks):
+            max_rows = max(max_rows, bounds[i + 1] - bounds[i])
+        n_max = 0
+        for j in range(T - s):
+            n_max += max_rows * V**j
+        nl_max = max_rows * V ** (T - s)
+        # per-thread scratch, indexed by numba.get_thread_id(); rows: DR, DT, DD, TV, PMX, PSM
+        F_all = np.empty((n_slots, 6, n_max))
+        RR_all = np.empty((n_slots, 2, n_max), np.bool_)  # reachable under pi_roll / pi_theta
+        P_all = np.empty((n_slots, 3, n_max, V))  # PR, PT, DP
+        Q_all = np.empty((n_slots, K + 3, nl_max))  # QR (K rows), QT, W, E
+        for i in prange(n_tasks):
+            tid = numba.get_thread_id()
+            Fs, RRs, Ps, Qs = F_all[tid], RR_all[tid], P_all[tid], Q_all[tid]
+            DR, DT, DD, TVS, PMX, PSM = Fs[0], Fs[1], Fs[2], Fs[3], Fs[4], Fs[5]
+            RRr, RRt = RRs[0], RRs[1]
+            PR, PT, DP = Ps[0], Ps[1], Ps[2]
+            QT, WW, EE = Qs[K], Qs[K + 1], Qs[K + 2]
             a, b = bounds[i], bounds[i + 1]
             nrow = b - a
-            offs = np.zeros(T - s + 1, np.int64)  # level k = s + j rows at offs[j] .. offs[j+1]-1
-            for j in range(T - s):
-                offs[j + 1] = offs[j] + nrow * V**j
-            n_tot = offs[T - s]
-            LDR = np.empty(n_tot)
-            LDT = np.empty(n_tot)
-            PMX = np.empty(n_tot)  # path max / sum of token KL, this row included
-            PSM = np.empty(n_tot)
-            DR = np.empty(n_tot)
-            DT = np.empty(n_tot)
-            DD = np.empty(n_tot)
-            RCH = np.empty(n_tot, np.bool_)
-            PR = np.empty((n_tot, V))
-            PT = np.empty((n_tot, V))
-            DP = np.empty((n_tot, V))
             acc = sums[i]
             gm = gmax[i]
-            eps, delta, bad = 0.0, 0.0, False
-            for j in range(T - s):  # forward over levels k = s + j
+            chk = check[i]
+            eps, delta, bad, zr_any = 0.0, 0.0, False, False
+            o_next = 0
+            for j in range(T - s):  # forward over levels k = s + j; level k rows at o .. o + nk - 1
                 k = s + j
                 A, B = lr[k], lt[k]
-                o, r0, nk = offs[j], a * V**j, nrow * V**j
+                o, r0, nk = o_next, a * V**j, nrow * V**j
+                o_next = o + nk
                 if j == 0:
                     for n in range(nrow):
-                        LDR[o + n], LDT[o + n] = ldr_s[a + n], ldt_s[a + n]
-                        DR[o + n], DT[o + n] = math.exp(ldr_s[a + n]), math.exp(ldt_s[a + n])
-                        PMX[o + n], PSM[o + n] = pmax_s[a + n], psum_s[a + n]
-                else:  # context laws: log-sums (reachability, differences) and products (weights)
+                        RRr[n], RRt[n] = ldr_s[a + n] > -np.inf, ldt_s[a + n] > -np.inf
+                        DR[n], DT[n] = math.exp(ldr_s[a + n]), math.exp(ldt_s[a + n])
+                        PMX[n], PSM[n] = pmax_s[a + n], psum_s[a + n]
+                else:  # context laws: products (weights), differences from the parent's, reachability
                     Ap, Bp = lr[k - 1], lt[k - 1]
-                    op, rp0 = offs[j - 1], a * V ** (j - 1)
+                    op, rp0 = o - nk // V, a * V ** (j - 1)
                     for par in range(nk // V):
                         q = op + par
                         for v in range(V):
                             m = o + par * V + v
-                            LDR[m] = LDR[q] + Ap[rp0 + par, v]
-                            LDT[m] = LDT[q] + Bp[rp0 + par, v]
+                            RRr[m] = RRr[q] and Ap[rp0 + par, v] > -np.inf
+                            RRt[m] = RRt[q] and Bp[rp0 + par, v] > -np.inf
                             DR[m] = DR[q] * PR[q, v]
                             DT[m] = DT[q] * PT[q, v]
-                            PMX[m], PSM[m] = PMX[q], PSM[q]
-                s_dkl, s_dbar, s_ctx, s_erho = 0.0, 0.0, 0.0, 0.0
+                            DD[m] = DT[q] * DP[q, v] + DD[q] * PR[q, v]
+                            if K > 1:  # path KL max / sum: masks only
+                                PMX[m], PSM[m] = PMX[q], PSM[q]
+                s_dkl, s_dbar, s_ctx, s_erho, gap_r, gap_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 for n in range(nk):
                     m = o + n
-                    ld_a, ld_b, d_r, d_t = LDR[m], LDT[m], DR[m], DT[m]
-                    kl, tv, zmass, vl = _row_terms(A, B, r0 + n, PR, PT, DP, m, any_roll_zero)
-                    reach = full or (ld_a > -np.inf) or (ld_b > -np.inf)
-                    if reach:
+                    kl, tv, zmass, vl, sr, st, ok, zr = _row_terms(A, B, r0 + n, PR, PT, DP, m)
+                    if not ok:
+                        gap_r = gap_t = np.inf
+                    gap_r = max(gap_r, abs(sr - 1.0))
+                    gap_t = max(gap_t, abs(st - 1.0))
+                    zr_any |= zr
+                    d_r = DR[m]
+                    if RRr[m] or RRt[m]:  # reachable under either policy
                         eps = max(eps, tv)
                         delta = max(delta, kl)
                     if d_r > 0:
                         s_dkl += d_r * kl
                     s_dbar += d_r * tv
-                    dd = _diff(ld_b, ld_a, d_t, d_r)
-                    s_ctx += 0.5 * abs(dd)
-                    er = 2.0 * tv
-                    if any_roll_zero:
-                        er -= zmass
-                        if vl and ld_a > -np.inf:
-                            bad = True
-                    s_erho += d_r * er
-                    DD[m], RCH[m] = dd, reach
-                    PMX[m], PSM[m] = max(PMX[m], kl), PSM[m] + kl
+                    if j == 0:
+                        DD[m] = _diff(ldt_s[a + n], ldr_s[a + n], DT[m], DR[m])
+                    s_ctx += 0.5 * abs(DD[m])
+                    s_erho += d_r * (2.0 * tv - zmass)
+                    if vl and RRr[m]:
+                        bad = True
+                    TVS[m] = tv
+                    if K > 1:
+                        PMX[m], PSM[m] = max(PMX[m], kl), PSM[m] + kl
                 acc[DKL, k] += s_dkl
                 acc[DBAR, k] += s_dbar
                 acc[CTX, k] += s_ctx
                 acc[ERHO, k] += s_erho
-            # leaves: children of the rows of level T - 1
+                chk[0, k] = max(chk[0, k], gap_r)
+                chk[1, k] = max(chk[1, k], gap_t)
+            # leaves: children of the rows of level T - 1 (at o_last .. o_next - 1)
             j = T - 1 - s
-            A, B = lr[T - 1], lt[T - 1]
-            o, rp0 = offs[j], a * V**j
             per_s = V ** (T - s)  # leaves per row of level s
-            nl = nrow * per_s
-            QR = np.empty((K, nl))
-            QT = np.empty(nl)
+            o = o_next - nrow * per_s // V
             Jr, Jt = 0.0, 0.0
             l0 = a * per_s
             rows_per_s = per_s // V  # rows of level T - 1 below one row of level s
@@ -232,73 +296,89 @@ if numba is not None:
                             M = 0.0
                     for v in range(V):
                         n = par * V + v
-                        la = LDR[q] + A[rp0 + par, v]
-                        lb = LDT[q] + B[rp0 + par, v]
-                        pa = DR[q] * PR[q, v]
-                        pb = DT[q] * PT[q, v]
                         rv = R[l0 + n]
-                        Jr += pa * rv
-                        Jt += pb * rv
-                        jrow += 0.5 * abs(_diff(lb, la, pb, pa))
-                        QR[0, n] = rv
+                        Jr += DR[q] * PR[q, v] * rv
+                        Jt += DT[q] * PT[q, v] * rv
+                        jrow += 0.5 * abs(DT[q] * DP[q, v] + DD[q] * PR[q, v])
+                        Qs[0, n] = rv
                         QT[n] = rv
+                        WW[n] = 0.0
+                        EE[n] = 0.0
                         if K > 1:
-                            QR[1, n] = M * rv
-                            QR[2, n] = M
+                            Qs[1, n] = M * rv
+                            Qs[2, n] = M
                 joint_row[a + rs] = jrow
-            # backward, level by level, in place: row n of level k reads QR[:, nV .. nV+V-1], writes QR[:, n]
-            g = np.zeros(3)
-            vr = np.zeros(3)
+            # backward, level by level, in place: row n of level k reads slots nV .. nV+V-1, writes slot n
             for j in range(T - 1 - s, -1, -1):
                 k = s + j
-                o = offs[j]
+                nk = nrow * V**j
+                o = o - nk if j < T - 1 - s else o  # first row of level k
                 s_lp, s_pdi, s_err, s_rat, s_gm, g_inf = 0.0, 0.0, 0.0, 0.0, 0.0, gm[k]
-                for n in range(nrow * V**j):
+                h0, h1, h2 = 0.0, 0.0, 0.0
+                for n in range(nk):
                     m = o + n
-                    g[:] = 0.0
-                    vr[:] = 0.0
-                    rt, vt = 0.0, 0.0
+                    g0 = g1 = 0.0
+                    v0 = v1 = v2 = 0.0
+                    rt, vt, w, e = 0.0, 0.0, TVS[m], 0.0
+                    t0 = t1 = t2 = 0.0
                     for v in range(V):
                         c = n * V + v
-                        q0 = QR[0, c]
-                        g[0] += DP[m, v] * q0
-                        vr[0] += PR[m, v] * q0
-                        for jj in range(1, K):
-                            g[jj] += DP[m, v] * QR[jj, c]
-                            vr[jj] += PR[m, v] * QR[jj, c]
-                        rt += DP[m, v] * (QT[c] - q0)
-                        vt += PT[m, v] * QT[c]
+                        pr, pt, dp = PR[m, v], PT[m, v], DP[m, v]
+                        q0 = Qs[0, c]
+                        g0 += dp * q0
+                        v0 += pr * q0
+                        rt += dp * (QT[c] - q0)
+                        vt += pt * QT[c]
+                        wc = WW[c]
+                        w += pr * wc
+                        e += abs(dp) * wc + pr * EE[c]
+                        if need_h:
+                            t0 += pt * q0
+                        if K > 1:
+                            g1 += dp * Qs[1, c]
+                            v1 += pr * Qs[1, c]
+                            v2 += pr * Qs[2, c]
+                            if need_h:
+                                t1 += pt * Qs[1, c]
+                                t2 += pt * Qs[2, c]
                     d_r = DR[m]
-                    s_lp += d_r * g[0]
-                    s_pdi += DT[m] * g[0]
-                    s_err += DD[m] * g[0]
+                    s_lp += d_r * g0
+                    s_pdi += DT[m] * g0
+                    s_err += DD[m] * g0
                     s_rat += d_r * rt
-                    if RCH[m]:
-                        g_inf = max(g_inf, abs(g[0]))
+                    if RRr[m] or RRt[m]:
+                        g_inf = max(g_inf, abs(g0))
                     if need_h:
-                        for jj in range(K):
-                            hj = 0.0
-                            for v in range(V):
-                                hj += PT[m, v] * QR[jj, n * V + v]
-                            acc[H0 + jj, k] += d_r * hj
+                        h0 += d_r * t0
+                        h1 += d_r * t1
+                        h2 += d_r * t2
+                    s_gm += d_r * g1
+                    Qs[0, n] = v0
                     if K > 1:
-                        s_gm += d_r * g[1]
-                    for jj in range(K):
-                        QR[jj, n] = vr[jj]
+                        Qs[1, n] = v1
+                        Qs[2, n] = v2
                     QT[n] = vt
+                    WW[n] = w
+                    EE[n] = e
                 acc[LP, k] += s_lp
                 acc[PDI, k] += s_pdi
                 acc[ERR, k] += s_err
                 acc[RATIO, k] += s_rat
                 acc[GM, k] += s_gm
+                acc[H0, k] += h0
+                if K > 1:
+                    acc[H0 + 1, k] += h1
+                    acc[H0 + 2, k] += h2
                 gm[k] = g_inf
             for n in range(nrow):
                 for jj in range(K):
-                    Qr_out[jj, a + n] = QR[jj, n]
+                    Qr_out[jj, a + n] = Qs[jj, n]
                 Qt_out[a + n] = QT[n]
+                WE_out[0, a + n] = WW[n]
+                WE_out[1, a + n] = EE[n]
             epsdel[i, 0], epsdel[i, 1] = eps, delta
             J[i, 0], J[i, 1] = Jr, Jt
-            viol[i] = bad
+            flags[i, 0], flags[i, 1] = bad, zr_any
 
 
 def call(n_threads: int, *args) -> None:
@@ -308,7 +388,7 @@ def call(n_threads: int, *args) -> None:
     numba.set_num_threads(n)
     try:
         with numba.parallel_chunksize(4):
-            run_tasks(*args)
+            run_tasks(*args, numba.config.NUMBA_NUM_THREADS)
     finally:
         numba.set_num_threads(before)
 

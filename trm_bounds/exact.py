@@ -19,6 +19,11 @@ error is second-order small). The ratio identity is evaluated as
 null, with a note, when pi_theta is not absolutely continuous w.r.t. pi_roll on a
 roll-reachable context.
 
+The same backward pass runs the recursion of the second-order bound (`trm_bounds.second_order`:
+W_t = TV + E_roll[W_{t+1}], E_t = sum_v |pi_theta - pi_roll| W_{t+1} + E_roll[E_{t+1}]), so
+bounds["second_order"] = sum_x P(x) E_1(x) costs no extra pass; `second_order_tree` stays the
+independent implementation the tests compare it with.
+
 Large trees are chunked: the levels above a split level are done whole, each subtree
 below a split-level row (at most `chunk_leaves` leaves) is done on its own, and only the
 split level's values travel between them; memory is O(chunk_leaves + P V**split).
@@ -41,8 +46,7 @@ from ._compute import engine_threads
 from .bounds import BoundInputs, evaluate_bounds, ln_trm_weights
 from .divergences import sum_last as _vsum
 from .divergences import token_kl, token_tv
-from .pair import PolicyPair, validate_pair_arrays
-from .second_order import second_order_tree
+from .pair import _NORM_TOL, PolicyPair, check_level_values, validate_pair_arrays
 
 __all__ = ["exact_quantities", "exact_J", "evaluate_pair_file", "MASK_RULES", "DEFAULT_CHUNK_LEAVES"]
 
@@ -152,8 +156,10 @@ def exact_quantities(
       abs_continuous, pdi (sum_t E_{d^theta}[g_t]), ln_trm_expected_W, ln_trm_bound,
       surrogate_b / baseline, acceptance / surrogate_masked / mask, future_tv.
     """
-    if validate:
-        P, V, T = validate_pair_arrays(logp_roll, logp_theta, reward, prompt_probs)
+    device = _check_device(device)
+    kernel = device.type == "cpu" and _tree_kernel.available()
+    if validate:  # on the kernel route the level values are checked inside its pass (same messages)
+        P, V, T = validate_pair_arrays(logp_roll, logp_theta, reward, prompt_probs, level_values=not kernel)
     else:
         T, (P, _, V) = len(logp_roll), tuple(logp_roll[0].shape)
     if chunk_leaves < 1:
@@ -163,11 +169,9 @@ def exact_quantities(
         baseline = float(baseline)
         if not math.isfinite(baseline):
             raise ValueError(f"baseline must be finite, got {baseline}")
-    device = _check_device(device)
     with torch.no_grad(), engine_threads() as n_threads:
         out = _run_engine(logp_roll, logp_theta, reward, prompt_probs, P, V, T, baseline, mask, device,
-                          int(chunk_leaves), n_threads)  # fmt: skip
-    _add_second_order(out, logp_roll, logp_theta, prompt_probs)
+                          int(chunk_leaves), n_threads, kernel and validate)  # fmt: skip
     if future_tv:
         with torch.no_grad(), engine_threads():
             out["future_tv"] = _future_tv_of(logp_roll, logp_theta, prompt_probs, P, V, T, device)
@@ -179,57 +183,61 @@ def exact_quantities(
 
 
 def _run_engine(logp_roll, logp_theta, reward, prompt_probs, P, V, T, baseline, mask, device, chunk_leaves,
-                n_threads) -> dict:  # fmt: skip
+                n_threads, check_levels) -> dict:  # fmt: skip
     """The engine proper: fused kernel below the split level on the CPU (when numba is there),
-    level-by-level torch otherwise; returns `_assemble`'s dict."""
+    level-by-level torch otherwise; returns `_assemble`'s dict. check_levels: the kernel route
+    checks the level values (`check_level_values`) in its pass and raises before returning."""
     lr = [_t(x, device).reshape(-1, V) for x in logp_roll]  # level k: (P V**k, V)
     lt = [_t(x, device).reshape(-1, V) for x in logp_theta]
     R = _t(reward, device).reshape(-1)  # (P V**T,)
     pp = _t(prompt_probs, device)
     K = 3 if mask else 1
     acc = _Acc(T, P, device, K)
-    acc.any_roll_zero = any(bool(torch.isneginf(x).any()) for x in lr)
     eng = _Engine(lr, lt, R, P, V, T, K, mask, acc)
     eng.need_h = baseline is not None
+    kernel = device.type == "cpu" and _tree_kernel.available()
+    # the torch passes run on levels 0..s-1 only on the kernel route: -inf scans of those levels
+    s_torch = _kernel_split(P, V, T) if kernel else T
+    acc.any_roll_zero = any(bool(torch.isneginf(x).any()) for x in lr[:s_torch])
     eng.full_support = (
-        bool((pp > 0).all()) and not acc.any_roll_zero and not any(bool(torch.isneginf(x).any()) for x in lt)
+        bool((pp > 0).all())
+        and not acc.any_roll_zero
+        and not any(bool(torch.isneginf(x).any()) for x in lt[:s_torch])
     )
 
     ld0 = torch.log(pp)  # log d_1: (P,)
     path0 = torch.zeros(P, dtype=torch.float64, device=device)
-    if device.type == "cpu" and _tree_kernel.available():
-        Vr1, Vt1 = _kernel_engine(eng, ld0, path0, n_threads)
-        return _assemble(acc, eng, pp, Vr1, Vt1, P, V, T, baseline, mask)
+    if kernel:
+        Vr1, Vt1, WE1 = _kernel_engine(eng, s_torch, ld0, path0, n_threads, check_levels)
+        return _assemble(acc, eng, pp, Vr1, Vt1, WE1, P, V, T, baseline, mask)
     s, groups = _split(P, V, T, chunk_leaves)
     if s == 0:
-        Qr_top, Qt_top = [], []
-        for a, b in groups:
-            qr, qt = eng.subtree(0, a, b, ld0[a:b], ld0[a:b], path0[a:b], path0[a:b])
-            Qr_top.append(qr)
-            Qt_top.append(qt)
-        Vr1, Vt1 = torch.cat(Qr_top, -1), torch.cat(Qt_top, -1)  # (K, P), (P,)
+        parts = [eng.subtree(0, a, b, ld0[a:b], ld0[a:b], path0[a:b], path0[a:b]) for a, b in groups]
+        Vr1, Vt1, WE1 = (torch.cat(x, -1) for x in zip(*parts))  # (K, P), (P,), (2, P)
     else:
         top = eng.forward_levels(0, s, 0, P, ld0, ld0.clone(), path0, path0.clone())  # levels 0..s-1 whole
         ld_r, ld_t, pmax, psum = top["next"]  # rows of level s: (P V**s,)
-        Qr_s, Qt_s = [], []
-        for a, b in groups:
-            qr, qt = eng.subtree(s, a, b, ld_r[a:b], ld_t[a:b], pmax[a:b], psum[a:b])
-            Qr_s.append(qr)
-            Qt_s.append(qt)
-        Qr, Qt = torch.cat(Qr_s, -1), torch.cat(Qt_s, -1)  # (K, P V**s), (P V**s,)
-        Vr1, Vt1 = eng.backward_levels(top, Qr, Qt)
-    return _assemble(acc, eng, pp, Vr1, Vt1, P, V, T, baseline, mask)
+        parts = [eng.subtree(s, a, b, ld_r[a:b], ld_t[a:b], pmax[a:b], psum[a:b]) for a, b in groups]
+        Qr, Qt, WE = (torch.cat(x, -1) for x in zip(*parts))  # (K, P V**s), (P V**s,), (2, P V**s)
+        Vr1, Vt1, WE1 = eng.backward_levels(top, Qr, Qt, WE)
+    return _assemble(acc, eng, pp, Vr1, Vt1, WE1, P, V, T, baseline, mask)
 
 
-def _kernel_engine(eng: _Engine, ld0, path0, n_threads: int):
+def _kernel_split(P: int, V: int, T: int) -> int:
+    """Split level s of the kernel route: 0 when one prompt's tree has <= TASK_LEAVES leaves, else
+    the first level whose rows carry <= TASK_LEAVES leaves (at most T - 1)."""
+    L = _tree_kernel.TASK_LEAVES
+    return 0 if V**T <= L else min(T - 1, next(j for j in range(1, T + 1) if V ** (T - j) <= L))
+
+
+def _kernel_engine(eng: _Engine, s: int, ld0, path0, n_threads: int, check_levels: bool):
     """Levels 0..s-1 level by level (torch), every subtree below level s in the fused kernel.
 
-    s = 0 when one prompt's tree has <= TASK_LEAVES leaves, else the first level whose rows
-    carry <= TASK_LEAVES leaves (at most T - 1). Returns V_1 as `backward_levels` does.
+    Returns V_1 and the second-order values W_1, E_1 as `backward_levels` does. With
+    check_levels, raises `check_level_values`'s ValueError for the first bad level (order
+    logp_roll_1..T, logp_theta_1..T) before anything is returned.
     """
     P, V, T, K, acc = eng.P, eng.V, eng.T, eng.K, eng.acc
-    L = _tree_kernel.TASK_LEAVES
-    s = 0 if V**T <= L else min(T - 1, next(j for j in range(1, T + 1) if V ** (T - j) <= L))
     top = None
     ld_r, ld_t = ld0, ld0
     if s > 0:
@@ -242,8 +250,9 @@ def _kernel_engine(eng: _Engine, ld0, path0, n_threads: int):
     nt = len(bounds) - 1
     sums = np.zeros((nt, _tree_kernel.N_SUMS, T))
     gmax, epsdel, J = np.zeros((nt, T)), np.zeros((nt, 2)), np.zeros((nt, 2))
-    viol = np.zeros(nt, dtype=np.bool_)
-    Qr, Qt, joint_row = np.zeros((K, n)), np.zeros(n), np.zeros(n)
+    flags = np.zeros((nt, 2), dtype=np.bool_)
+    check = np.zeros((nt, 2, T))
+    Qr, Qt, WE, joint_row = np.zeros((K, n)), np.zeros(n), np.zeros((2, n)), np.zeros(n)
     md = {
         k: float("nan") if v is None else v
         for k, v in (eng.mask or {"delta": None, "delta_avg": None}).items()
@@ -252,11 +261,12 @@ def _kernel_engine(eng: _Engine, ld0, path0, n_threads: int):
         n_threads,
         _tree_kernel.levels_list([x.numpy() for x in eng.lr]),
         _tree_kernel.levels_list([x.numpy() for x in eng.lt]),
-        eng.R.numpy(), s, T, K, ld_r.numpy(), ld_t.numpy(), pmax, psum, bounds,
-        eng.full_support, acc.any_roll_zero, eng.need_h,
+        eng.R.numpy(), s, T, K, ld_r.numpy(), ld_t.numpy(), pmax, psum, bounds, eng.need_h,
         md["delta"], md["delta_avg"],
-        sums, gmax, epsdel, J, viol, Qr, Qt, joint_row,
+        sums, gmax, epsdel, J, flags, Qr, Qt, WE, joint_row, check,
     )  # fmt: skip
+    if check_levels:
+        _raise_bad_level(eng, s, check.max(0))
     tot = torch.from_numpy(sums.sum(0))  # (N_SUMS, T), tasks summed in order
     for name, j in (("dkl_t", "DKL"), ("dbar", "DBAR"), ("ctx_tv", "CTX"), ("erho", "ERHO"), ("lprime", "LP"),
                     ("pdi", "PDI"), ("err", "ERR"), ("ratio", "RATIO"), ("g_masked", "GM")):  # fmt: skip
@@ -267,10 +277,22 @@ def _kernel_engine(eng: _Engine, ld0, path0, n_threads: int):
     acc.delta = torch.maximum(acc.delta, torch.tensor(epsdel[:, 1].max()))
     acc.J_roll += float(J[:, 0].sum())
     acc.J_theta += float(J[:, 1].sum())
-    acc.violation |= bool(viol.any())
+    acc.violation |= bool(flags[:, 0].any())
+    acc.any_roll_zero |= bool(flags[:, 1].any())
     acc.joint_prompt += torch.from_numpy(np.bincount(np.arange(n) // V**s, weights=joint_row, minlength=P))
-    Qr, Qt = torch.from_numpy(Qr), torch.from_numpy(Qt)
-    return eng.backward_levels(top, Qr, Qt) if top else (Qr, Qt)
+    Qr, Qt, WE = torch.from_numpy(Qr), torch.from_numpy(Qt), torch.from_numpy(WE)
+    return eng.backward_levels(top, Qr, Qt, WE) if top else (Qr, Qt, WE)
+
+
+def _raise_bad_level(eng: _Engine, s: int, gaps: np.ndarray) -> None:
+    """`check_level_values` of every level above s and of each level >= s that the kernel flagged
+    (gaps (2, T): its max |sum - 1| per side and level, inf for NaN / +inf / > 0 values), in
+    validate_pair_arrays' order; the flag threshold sits a hair below the tolerance so that the
+    full check, not the kernel's last-ulp row sums, decides borderline levels."""
+    for side, name, levels in ((0, "logp_roll", eng.lr), (1, "logp_theta", eng.lt)):
+        for k, x in enumerate(levels):
+            if k < s or not gaps[side, k] <= _NORM_TOL * (1.0 - 1e-6):
+                check_level_values(f"{name}_{k + 1}", x)
 
 
 def _future_tv_of(logp_roll, logp_theta, prompt_probs, P, V, T, device) -> list[float]:
@@ -279,20 +301,14 @@ def _future_tv_of(logp_roll, logp_theta, prompt_probs, P, V, T, device) -> list[
     return _future_tv(lr, lt, _t(prompt_probs, device), P, V, T)
 
 
-def _add_second_order(out: dict, logp_roll, logp_theta, prompt_probs) -> None:
-    """bounds["second_order"] = E_roll[sum_t |rho_t - 1| sum_{s>t} (1 - rho_s)_+] when pi_theta << pi_roll
-    (`trm_bounds.second_order`; docs/certify.md proves |Error| <= it for rewards of range <= 1)."""
+def _add_second_order(out: dict, value: float) -> None:
+    """bounds["second_order"] = E_roll[sum_t |rho_t - 1| sum_{s>t} (1 - rho_s)_+] = sum_x P(x) E_1(x)
+    when pi_theta << pi_roll (`trm_bounds.second_order`'s recursion, fused into the engine's
+    backward pass; docs/certify.md proves |Error| <= it for rewards of range <= 1)."""
     if not out["abs_continuous"]:
         out["notes"].append("second_order is not reported: it needs pi_theta << pi_roll (rho is undefined)")
         return
-    out["bounds"]["second_order"] = second_order_tree(
-        _host(logp_roll), _host(logp_theta), _host([prompt_probs])[0]
-    )
-
-
-def _host(xs) -> list[np.ndarray]:
-    """Arrays or tensors (any device) -> float64 numpy arrays on the host."""
-    return [x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64) for x in xs]
+    out["bounds"]["second_order"] = value
 
 
 def _check_mask(mask: dict | None) -> dict | None:
@@ -372,7 +388,7 @@ class _Engine:
                 roll_reach = torch.isfinite(ld_r)  # d_roll > 0 (log space: no underflow)
                 acc.violation |= (roll_reach[:, None] & z & torch.isfinite(lt)).any()
             acc.erho[k] += torch.dot(d_r, er)
-            stash.append((k, r0, n, d_r, d_t, reach, dd))
+            stash.append((k, r0, n, d_r, d_t, reach, dd, tv))
             ld_r = (ld_r[:, None] + lr).reshape(-1)  # log d_{t+1}: (n V,)
             ld_t = (ld_t[:, None] + lt).reshape(-1)
             if self.mask is not None:
@@ -381,8 +397,9 @@ class _Engine:
         return {"stash": stash, "next": (ld_r, ld_t, pmax, psum)}
 
     # -- leaves -------------------------------------------------------------------------
-    def leaves(self, s, a, b, ld_r, ld_t, pmax, psum) -> tuple[torch.Tensor, torch.Tensor]:
-        """Leaf sums for the subtree rows [a, b) of level s; returns Q_T stacks (K, n), (n,)."""
+    def leaves(self, s, a, b, ld_r, ld_t, pmax, psum) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Leaf sums for the subtree rows [a, b) of level s; returns Q_T stacks (K, n), (n,) and
+        the second-order values W_{T+1} = E_{T+1} = 0: (2, n)."""
         acc, V, T = self.acc, self.V, self.T
         n = (b - a) * V ** (T - s)
         l0 = a * V ** (T - s)
@@ -393,24 +410,28 @@ class _Engine:
             acc.joint_prompt[a:b] += token_tv(ld_r.reshape(b - a, -1), ld_t.reshape(b - a, -1), check=False)
         else:
             acc.joint_prompt[a // V**s] += token_tv(ld_r, ld_t, check=False)
+        WE = torch.zeros((2, n), dtype=R.dtype, device=R.device)
         if self.mask is None:
-            return R[None, :], R
+            return R[None, :], R, WE
         M = torch.ones_like(R)
         if self.mask["delta"] is not None:
             M = M * (pmax <= self.mask["delta"])
         if self.mask["delta_avg"] is not None:
             M = M * (psum / T <= self.mask["delta_avg"])
-        return torch.stack((R, M * R, M)), R
+        return torch.stack((R, M * R, M)), R, WE
 
     # -- backward -----------------------------------------------------------------------
-    def backward_levels(self, fwd: dict, Qr: torch.Tensor, Qt: torch.Tensor):
-        """Backward over the stashed levels; Qr (K, rows of the level below), Qt (rows,).
+    def backward_levels(self, fwd: dict, Qr: torch.Tensor, Qt: torch.Tensor, WE: torch.Tensor):
+        """Backward over the stashed levels; Qr (K, rows of the level below), Qt (rows,), WE (2, rows).
 
-        At level t: Q_t(c, v) = V_{t+1}(child), g_t(c) = sum_v (p_theta - p_roll) Q_t(c, v).
-        Returns V_{k0+1} for the stash's first rows: (K, b-a), (b-a,).
+        At level t: Q_t(c, v) = V_{t+1}(child), g_t(c) = sum_v (p_theta - p_roll) Q_t(c, v);
+        the second-order recursion of `trm_bounds.second_order`:
+        W_t(c) = TV(c) + sum_v p_roll W_{t+1}(cv), E_t(c) = sum_v |p_theta - p_roll| W_{t+1}(cv)
+        + sum_v p_roll E_{t+1}(cv) (WE = stack(W, E)).
+        Returns V_{k0+1} and (W, E)_{k0+1} for the stash's first rows: (K, b-a), (b-a,), (2, b-a).
         """
         acc, V = self.acc, self.V
-        for k, r0, n, d_r, d_t, reach, dd in reversed(fwd["stash"]):
+        for k, r0, n, d_r, d_t, reach, dd, tv in reversed(fwd["stash"]):
             lr, lt = self.lr[k][r0 : r0 + n], self.lt[k][r0 : r0 + n]  # (n, V)
             Qr, Qt = Qr.reshape(self.K, n, V), Qt.reshape(n, V)  # Q_t(c, v): (K, n, V), (n, V)
             pr, pt = torch.exp(lr), torch.exp(lt)
@@ -426,17 +447,18 @@ class _Engine:
                 acc.h[:, k] += _vsum(pt * Qr) @ d_r
             if self.K > 1:
                 acc.g_masked[k] += torch.dot(d_r, g[1])
+            W, E = WE.reshape(2, n, V)
+            WE = torch.stack((tv + _vsum(pr * W), _vsum(dp.abs() * W) + _vsum(pr * E)))  # (2, n)
             Qr, Qt = _vsum(pr * Qr), _vsum(pt * Qt)  # V_t^roll (K, n), V_t^theta (n,)
-        return Qr, Qt
+        return Qr, Qt, WE
 
     def subtree(self, s, a, b, ld_r, ld_t, pmax, psum):
         """Everything for the rows [a, b) of level s and all their descendants; V_{s+1} values."""
         fwd = self.forward_levels(s, self.T, a, b, ld_r, ld_t, pmax, psum)
-        Qr, Qt = self.leaves(s, a, b, *fwd["next"])
-        return self.backward_levels(fwd, Qr, Qt)
+        return self.backward_levels(fwd, *self.leaves(s, a, b, *fwd["next"]))
 
 
-def _assemble(acc: _Acc, eng: _Engine, pp, Vr1, Vt1, P, V, T, baseline, mask) -> dict:
+def _assemble(acc: _Acc, eng: _Engine, pp, Vr1, Vt1, WE1, P, V, T, baseline, mask) -> dict:
     """Turn the accumulators into the JSON dict (floats / lists), with bounds and notes."""
     f = lambda x: float(x)
     lst = lambda x: [float(v) for v in x.cpu()]
@@ -514,6 +536,7 @@ def _assemble(acc: _Acc, eng: _Engine, pp, Vr1, Vt1, P, V, T, baseline, mask) ->
             "pi_roll has zero probabilities: eps, delta and g_inf are maxima over contexts "
             "reachable under either policy"
         )
+    _add_second_order(out, float(torch.dot(pp, WE1[1])))
     return out
 
 

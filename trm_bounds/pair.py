@@ -34,6 +34,7 @@ from .policies import exact_J_tensor  # noqa: F401  (kept importable here: exact
 __all__ = [
     "PolicyPair",
     "validate_pair_arrays",
+    "check_level_values",
     "make_pair",
     "MISMATCHES",
     "sample_trajectories",
@@ -56,12 +57,22 @@ def _as_numpy(x, name: str) -> np.ndarray:
 
 
 def _check_level(name: str, x, shape: tuple[int, ...]) -> None:
-    """One level of log-probs: shape, no NaN, no +inf, no log-prob > 0, rows normalised (to 1e-8).
+    """One level of log-probs: shape, then `check_level_values`."""
+    _check_level_shape(name, x, shape)
+    check_level_values(name, x)
+
+
+def _check_level_shape(name: str, x, shape: tuple[int, ...]) -> None:
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name}: wrong shape {tuple(x.shape)}, expected {shape}")
+
+
+def check_level_values(name: str, x) -> None:
+    """Values of one level of log-probs (rows along the last axis): no NaN, no +inf, no log-prob
+    > 0, rows normalised (max |sum_v e^x - 1| <= 1e-8); ValueError naming the level otherwise.
 
     One comparison pass and one exp pass over the level (numpy input is wrapped, not copied).
     """
-    if tuple(x.shape) != shape:
-        raise ValueError(f"{name}: wrong shape {tuple(x.shape)}, expected {shape}")
     with torch.no_grad():
         xt = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
         xt = xt.to(torch.float64)
@@ -83,13 +94,15 @@ def _check_level(name: str, x, shape: tuple[int, ...]) -> None:
 
 
 def validate_pair_arrays(
-    logp_roll: Sequence, logp_theta: Sequence, reward, prompt_probs
+    logp_roll: Sequence, logp_theta: Sequence, reward, prompt_probs, *, level_values: bool = True
 ) -> tuple[int, int, int]:
     """Check a pair in the .npz layout; returns (P, V, T) or raises ValueError naming the array.
 
     Checks: T >= 1 levels each, same T for both, level t of shape (P, V**(t-1), V), no NaN,
     no +inf, every row sums to 1 (to 1e-8); reward (P, V**T) in [0, 1] without NaN;
-    prompt_probs (P,) >= 0 summing to 1 (to 1e-9).
+    prompt_probs (P,) >= 0 summing to 1 (to 1e-9). level_values=False skips the levels'
+    value checks (`check_level_values`, one exp pass per level) for a caller that does them
+    itself in the same order (the exact engine's fused kernel reads every level anyway).
     """
     if len(logp_roll) < 1:
         raise ValueError("logp_roll_1: missing level (a pair needs T >= 1 levels)")
@@ -108,7 +121,10 @@ def validate_pair_arrays(
         raise ValueError(f"logp_roll_1: wrong shape {tuple(first.shape)}, P and V must be >= 1")
     for name, levels in (("logp_roll", logp_roll), ("logp_theta", logp_theta)):
         for k, x in enumerate(levels):
-            _check_level(f"{name}_{k + 1}", x, (P, V**k, V))
+            if level_values:
+                _check_level(f"{name}_{k + 1}", x, (P, V**k, V))
+            else:
+                _check_level_shape(f"{name}_{k + 1}", x, (P, V**k, V))
     R = _as_numpy(reward, "reward")
     if R.shape != (P, V**T):
         raise ValueError(f"reward: wrong shape {R.shape}, expected {(P, V**T)}")
