@@ -80,7 +80,7 @@ import numpy as np
 import torch
 
 from . import _chain_kernel
-from ._compute import check_device, engine_threads
+from ._compute import check_device, engine_threads, kernel_threads
 from ._files import wrong_kind_hint
 from ._resources import check_memory, format_bytes
 from ._validate import check_finite_or_inf, check_horizon, read_npz, scalar
@@ -362,12 +362,13 @@ def _check_batch(pairs: list[ChainPair]) -> None:
             raise ValueError("pairs: a batch needs equal S, V, T, time-dependence and number of start states")
 
 
-def _run_kernel(pair: ChainPair) -> dict:
-    """One pair through the fused CPU kernel (`_chain_kernel.run`)."""
+def _run_kernel(pair: ChainPair, threads: int) -> dict:
+    """One pair through the fused CPU kernel (`_chain_kernel.run`; two passes side by side when
+    threads >= 2)."""
     states, mass = _prompt_groups(pair)
     lr, lth = (x[None] if x.ndim == 2 else x for x in (pair.logp_roll, pair.logp_theta))
     return _chain_kernel.run(
-        lr, lth, pair.transition, states, mass, pair.reward_final, pair.reward_step, pair.T
+        lr, lth, pair.transition, states, mass, pair.reward_final, pair.reward_step, pair.T, threads
     )
 
 
@@ -602,12 +603,26 @@ def _per_pair(raw: dict[str, np.ndarray], n: int) -> dict:
     reach = raw["reach"][n]  # (T, S)
     tv = np.broadcast_to(raw["tv"][n], reach.shape)
     kl = np.broadcast_to(raw["kl"][n], reach.shape)
+    stat_c = raw["stat_c"][:, n]  # (T, K, B, 2)
+    w = raw["w"][n]
+    # per group, per step: KL increments (finite part + infinite flags), coupling failure increments
+    kl_inc = np.where(stat_c[:, 3, :, 0] > 0, np.inf, stat_c[:, 0, :, 1])  # (T, B)
+    klrev_inc = np.where(stat_c[:, 4, :, 0] > 0, np.inf, stat_c[:, 1, :, 1])
+    fail_inc = stat_c[:, 2, :, 0]
+    pre = lambda x: np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, 0)], 0)  # noqa: E731  (T+1, B)
+    K, Krev, fail = pre(kl_inc), pre(klrev_inc), pre(fail_inc)
+    upper = _tv_upper(fail, K, Krev)  # (T + 1, B): row j bounds the TV of the laws of (x, y_1..y_j)
+    upper[0] = 0.0  # d_1 = P(x) for both policies
     return {
         "U1": raw["U1"][n],
-        "w": raw["w"][n],
-        "stat_c": raw["stat_c"][:, n],
+        "w": w,
         "stat_g_sum": raw["stat_g"][:, n].sum(0),
         "state_tv": raw["state_tv"][:, n],
+        "dbar": np.minimum(1.0, stat_c[:, 0, :, 0] @ w),  # (T,); the cap only absorbs rounding
+        "ctx_upper": np.minimum(1.0, upper @ w),  # (T + 1,)
+        "upper_T": upper[-1],
+        "dkl_seq": float(w @ K[-1]),
+        "ac_ok": not (stat_c[:, 3, :, 1] > 0).any(),
         "eps": float(np.where(reach, tv, 0.0).max()),
         "delta": float(np.where(reach, kl, 0.0).max()),
         "g_inf": np.where(reach, np.abs(raw["gh"][n][..., 0]), 0.0).max(-1),
@@ -616,9 +631,11 @@ def _per_pair(raw: dict[str, np.ndarray], n: int) -> dict:
 
 def _finish(r: dict, T: int) -> dict:
     """Assemble the docs/formats.md chain JSON dict of one pair from its reduced raw arrays:
-    U1 (B, 2), w (B,), stat_c (T, K, B, 2), stat_g_sum (2, B, 2) (sums over t of the K = roll,
-    theta rows of <mu_t, g_t> and <mu_t, h_t>), state_tv (T + 1,), g_inf (T,), eps, delta."""
-    stat_c = r["stat_c"]  # (T, K, B, 2)
+    U1 (B, 2), w (B,), stat_g_sum (2, B, 2) (sums over t of the roll, theta rows of <mu_t, g_t>
+    and <mu_t, h_t>), dbar (T,), state_tv (T + 1,), ctx_upper (T + 1,) (row j: the context-TV
+    upper bound of the laws of (x, y_1..y_j), averaged over prompts), upper_T (B,) (row T per
+    prompt group), dkl_seq, ac_ok (pi_theta << pi_roll on roll-reachable states), g_inf (T,),
+    eps, delta."""
     stat_g = r["stat_g_sum"]  # (2, B, 2)
     state_tv = r["state_tv"]  # (T + 1,)
     w = r["w"]  # (B,)
@@ -628,20 +645,11 @@ def _finish(r: dict, T: int) -> dict:
     surrogate = float(w @ stat_g[0, :, 0])
     second_order = float(w @ stat_g[0, :, 1])
     pdi = float(w @ stat_g[1, :, 0])  # sum_t <mu_t^theta, g_t> = J_theta - J_roll (PDI)
-    dbar = np.minimum(1.0, stat_c[:, 0, :, 0] @ w)  # (T,); the cap only absorbs rounding
-    # per group, per step: KL increments (finite part + infinite flags), coupling failure increments
-    kl_inc = np.where(stat_c[:, 3, :, 0] > 0, np.inf, stat_c[:, 0, :, 1])  # (T, B)
-    klrev_inc = np.where(stat_c[:, 4, :, 0] > 0, np.inf, stat_c[:, 1, :, 1])
-    fail_inc = stat_c[:, 2, :, 0]
-    pre = lambda x: np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, 0)], 0)  # noqa: E731  (T+1, B)
-    K, Krev, fail = pre(kl_inc), pre(klrev_inc), pre(fail_inc)
-    upper = _tv_upper(fail, K, Krev)  # (T + 1, B): row j bounds the TV of the laws of (x, y_1..y_j)
-    upper[0] = 0.0  # d_1 = P(x) for both policies
-    dkl_seq = float(w @ K[T])
+    dbar = r["dbar"]
+    dkl_seq = r["dkl_seq"]
     eps, delta, g_inf = r["eps"], r["delta"], r["g_inf"]
-    ac_ok = not (stat_c[:, 3, :, 1] > 0).any()
     notes = []
-    if ac_ok:
+    if r["ac_ok"]:
         ratio = second_order  # -Delta of the ratio identity, evaluated by the h_t recursion
     else:
         ratio = None
@@ -654,8 +662,8 @@ def _finish(r: dict, T: int) -> dict:
         "(greedy coupling, Pinsker and Bretagnolle-Huber on exact prefix KLs, per prompt) and lower bounds "
         "(TV of state marginals, |J_theta - J_roll|)"
     )
-    dtv_upper = float(min(1.0, w @ upper[T]))
-    ctx_upper = np.minimum(1.0, upper[:T] @ w)
+    ctx_upper = r["ctx_upper"][:T]
+    dtv_upper = float(r["ctx_upper"][T])
     lower_ctx = np.minimum(ctx_upper, state_tv[:T])
     dtv_lower = float(min(dtv_upper, max(state_tv.max(), abs(dJ))))
     inputs = BoundInputs(
@@ -687,12 +695,12 @@ def _finish(r: dict, T: int) -> dict:
         "delta": delta,
         "dkl_seq": dkl_seq,
         "dtv_seq_upper": dtv_upper,
-        "dtv_seq_max_prompt_upper": float(min(1.0, upper[T][w > 0].max())),
+        "dtv_seq_max_prompt_upper": float(min(1.0, r["upper_T"][w > 0].max())),
         "dtv_seq_lower": dtv_lower,
-        "dbar": [float(x) for x in dbar],
-        "context_tv_upper": [float(x) for x in ctx_upper],
-        "context_tv_lower": [float(x) for x in lower_ctx],
-        "g_inf": [float(x) for x in g_inf],
+        "dbar": dbar.tolist(),
+        "context_tv_upper": ctx_upper.tolist(),
+        "context_tv_lower": lower_ctx.tolist(),
+        "g_inf": np.asarray(g_inf, dtype=np.float64).tolist(),
         "bounds": evaluate_bounds(inputs),
         "bound_inputs": inputs.to_json()["sources"],
         "notes": notes,
@@ -739,7 +747,8 @@ def chain_quantities_batch(
     _check_batch(pairs)
     check_chain_size(pairs[0].T, pairs[0].S, pairs[0].V, len(pairs))
     if device.type == "cpu" and dense is None and backend is None and _chain_kernel.available():
-        raws = [_run_kernel(p) for p in pairs]  # the fused kernel, pair by pair
+        threads = kernel_threads()
+        raws = [_run_kernel(p, threads) for p in pairs]  # the fused kernel, pair by pair
         second = [r["second_order"] for r in raws]  # E_roll[Z], second_order_chain's recursion in the kernel
     else:
         with torch.no_grad(), engine_threads():  # torch on 1 thread: per-step ops collapse under load
