@@ -58,6 +58,7 @@ K_ROWS = 5  # forward rows: roll, theta, agree, reach_roll, reach_theta (chain._
 N_ST = 6  # per-state token terms: TV, KL, reverse KL (finite parts), KL inf, reverse inf, acv
 N_Z = 7  # backward state columns: U, Delta, A^g, A^h, A^p, E, W
 _FMA = {"contract"}  # a * b + c as one fused multiply-add (one rounding): the only fast-math flag used
+TABLE_ENTRIES = 2**23  # table mode up to this many float64 entries (64 MB); above: adjoint sums
 REACH_ROWS = 4096  # reachability rows kept before the homogeneous pre-pass gives up on repetition
 
 
@@ -166,7 +167,7 @@ if numba is not None:
         return out
 
     @njit(cache=True, nogil=True, fastmath=_FMA)
-    def forward_steps(k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, run, out, bits, ed, fixed):
+    def forward_steps(k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, run, out, bits, ed, fixed, mutab):
         """Forward steps t = k0+1 .. k0+n. X, Y: (5, B, S) state (rows as chain._K), scratch.
 
         run (B, 4): running [K, Krev, fail, acv seen] per group (prefix sums before step k);
@@ -174,12 +175,15 @@ if numba is not None:
         (x, y_1..y_j)); bits (T or 0 rows): reachable states of step k (bit s & 7 of
         byte s >> 3); ed = [eps, delta]; fixed[0]: the reachable sets stopped changing
         (homogeneous chains: then they never change again and are not recomputed).
+        mutab (T or 0 rows, 2, B, S): table mode, mu_t^roll and mu_t^theta of every step.
         """
         _, B, S = X.shape
         V = lr.shape[2]
         for i in range(n):
             k = k0 + i
             j = 0 if homog else i
+            if mutab.shape[0] > 0:
+                mutab[k] = X[:2]
             db = 0.0
             cu = 0.0
             for b in range(B):  # the K rows' sums over states: <mu_t, per-state terms>
@@ -305,17 +309,37 @@ if numba is not None:
             R[:] = Rn
         return -1
 
+    @njit(cache=True, nogil=True)
+    def block_consts(pr, D, rs, T, cst):
+        """cst (n, S, 3) = [sum_v pi_roll r_step / T, sum_v D r_step / T, TV] of a block (chain._Ops)."""
+        n, S, V = pr.shape
+        for i in range(n):
+            for s in range(S):
+                cr = 0.0
+                cd = 0.0
+                tv = 0.0
+                for v in range(V):
+                    cr += pr[i, s, v] * rs[s, v]
+                    cd += D[i, s, v] * rs[s, v]
+                    tv += abs(D[i, s, v])
+                cst[i, s, 0] = cr / T
+                cst[i, s, 1] = cd / T
+                cst[i, s, 2] = 0.5 * tv
+
     @njit(cache=True, nogil=True, fastmath=_FMA)
-    def backward_steps(k1, n, homog, pr, pth, D, rs, Tf, trans, bits, Z, Zn, g_inf, gtab):
+    def backward_steps(k1, n, homog, pr, pth, D, cst, trans, bits, Z, Zn, g_inf, tabs):
         """Backward steps t = k1, k1-1, .., k1-n+1 (k = t - 1 from k1-1 down); block row j = k - (k1 - n).
 
         Z, Zn: (S, 7) = [U, Delta, A^g, A^h, A^p, E, W] at t+1 (in), scratch; on return Z holds t
-        (E, W: the second-order recursion of `second_order.second_order_chain`).
-        rs: (S, V) reward_step, Tf = float(T). gtab with rows: gtab[k] = g_t per state; else
-        g_inf[k] = max|g_t| over the states with bits[min(k, rows - 1)].
+        (E, W: the second-order recursion of `second_order.second_order_chain`). cst: `block_consts`.
+        tabs (T, 3, S): table mode, tabs[k] = (g_t, h_t, e_t) with e_t(s) = sum_v |D| W_{t+1}(s')
+        (the increments of E) and no adjoint columns; tabs (T, 1, S): g_t only, adjoints kept;
+        tabs without rows: adjoints kept and g_inf[k] = max|g_t| over the states with
+        bits[min(k, rows - 1)].
         """
         S, V = trans.shape
         nbits = bits.shape[0]
+        ntab = tabs.shape[1] if tabs.shape[0] > 0 else 0
         for i in range(n - 1, -1, -1):
             k = k1 - n + i
             j = 0 if homog else i
@@ -323,60 +347,72 @@ if numba is not None:
             gm = 0.0
             for s in range(S):
                 sU = 0.0
+                sPD = 0.0
                 sDU = 0.0
                 sDD = 0.0
-                sPD = 0.0
-                sAg = 0.0
-                sAh = 0.0
-                sAp = 0.0
-                sE = 0.0
                 sW = 0.0
-                tv = 0.0
-                cr = 0.0
-                cd = 0.0
-                for v in range(V):
-                    s2 = trans[s, v]
-                    p, dv, q = pr[j, s, v], D[j, s, v], pth[j, s, v]
-                    r = rs[s, v]
-                    cr += p * r
-                    cd += dv * r
-                    sU += p * Z[s2, 0]
-                    sPD += p * Z[s2, 1]
-                    sAg += p * Z[s2, 2]
-                    sAh += p * Z[s2, 3]
-                    sDU += dv * Z[s2, 0]
-                    sDD += dv * Z[s2, 1]
-                    sAp += q * Z[s2, 4]
-                    a = abs(dv)
-                    sE += a * Z[s2, 6] + p * Z[s2, 5]
-                    sW += p * Z[s2, 6]
-                    tv += a
-                g = cd / Tf + sDU
-                h = sDD
-                Zn[s, 0] = cr / Tf + sU
+                sEw = 0.0
+                if ntab == 3:  # the sums over t come from the tables: U, Delta, W only
+                    for v in range(V):
+                        s2 = trans[s, v]
+                        p, dv = pr[j, s, v], D[j, s, v]
+                        sU += p * Z[s2, 0]
+                        sPD += p * Z[s2, 1]
+                        sW += p * Z[s2, 6]
+                        sDU += dv * Z[s2, 0]
+                        sDD += dv * Z[s2, 1]
+                        sEw += abs(dv) * Z[s2, 6]
+                    g = cst[j, s, 1] + sDU
+                    h = sDD
+                    tabs[k, 0, s] = g
+                    tabs[k, 1, s] = h
+                    tabs[k, 2, s] = sEw
+                else:
+                    sAg = 0.0
+                    sAh = 0.0
+                    sAp = 0.0
+                    sE = 0.0
+                    for v in range(V):
+                        s2 = trans[s, v]
+                        p, dv = pr[j, s, v], D[j, s, v]
+                        sU += p * Z[s2, 0]
+                        sPD += p * Z[s2, 1]
+                        sAg += p * Z[s2, 2]
+                        sAh += p * Z[s2, 3]
+                        sE += p * Z[s2, 5]
+                        sW += p * Z[s2, 6]
+                        sDU += dv * Z[s2, 0]
+                        sDD += dv * Z[s2, 1]
+                        sEw += abs(dv) * Z[s2, 6]
+                        sAp += pth[j, s, v] * Z[s2, 4]
+                    g = cst[j, s, 1] + sDU
+                    h = sDD
+                    Zn[s, 2] = g + sAg
+                    Zn[s, 3] = h + sAh
+                    Zn[s, 4] = g + sAp
+                    Zn[s, 5] = sEw + sE
+                    if ntab == 1:
+                        tabs[k, 0, s] = g
+                    elif bits[kb, s >> 3] & (1 << (s & 7)):
+                        gm = max(gm, abs(g))
+                Zn[s, 0] = cst[j, s, 0] + sU
                 Zn[s, 1] = g + sPD + h
-                Zn[s, 2] = g + sAg
-                Zn[s, 3] = h + sAh
-                Zn[s, 4] = g + sAp
-                Zn[s, 5] = sE
-                Zn[s, 6] = 0.5 * tv + sW
-                if gtab.shape[0] > 0:
-                    gtab[k, s] = g
-                elif bits[kb, s >> 3] & (1 << (s & 7)):
-                    gm = max(gm, abs(g))
-            if gtab.shape[0] == 0:
+                Zn[s, 6] = cst[j, s, 2] + sW
+            if ntab == 0:
                 g_inf[k] = gm
             Z[:] = Zn
 
     @njit(cache=True, nogil=True)
-    def masked_max(gtab, bits, g_inf):
-        """g_inf[k] = max |gtab[k, s]| over the states s with a bit in bits[k]."""
-        T, S = gtab.shape
+    def masked_max(tabs, bits, g_inf):
+        """g_inf[k] = max |g_t(s)| = |tabs[k, 0, s]| over the states s with a bit in bits[min(k, rows - 1)]."""
+        T, _, S = tabs.shape
+        nbits = bits.shape[0]
         for k in range(T):
+            kb = min(k, nbits - 1)
             gm = 0.0
             for s in range(S):
-                if bits[k, s >> 3] & (1 << (s & 7)):
-                    gm = max(gm, abs(gtab[k, s]))
+                if bits[kb, s >> 3] & (1 << (s & 7)):
+                    gm = max(gm, abs(tabs[k, 0, s]))
             g_inf[k] = gm
 
 
@@ -404,10 +440,18 @@ def _homog_bits(lr, lth, trans, start_states, B: int, S: int, T: int) -> np.ndar
         rows = T  # periodic reachable sets: keep every step
 
 
+def table_entries(T: int, S: int, B: int) -> int:
+    """float64 entries of the table mode's (T, 3, S) g/h/e and (T, 2, B, S) state-marginal tables."""
+    return T * S * (3 + 2 * B)
+
+
 def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> dict:
     """Both passes for one pair; lr, lth (Tp, S, V) with Tp in {1, T}; start_states (B,) int; w (B,).
 
     threads >= 2: the forward and the backward pass run side by side (numba releases the GIL).
+    Table mode (`table_entries` <= TABLE_ENTRIES): the backward pass stores g_t, h_t, e_t and the
+    forward pass mu_t^roll, mu_t^theta, and the sums over t are dot products of the tables (pairwise
+    over t, as the level-by-level route); otherwise the backward pass carries the adjoint sums.
     Returns the reduced per-pair arrays `chain._finish` reads: U1 (B, 2), w, stat_g_sum (2, B, 2),
     dbar (T,), state_tv (T + 1,), ctx_upper (T + 1,) (row j: the laws of (x, y_1..y_j)),
     upper_T (B,) (per group), dkl_seq, ac_ok, g_inf (T,), eps, delta, and second_order =
@@ -421,18 +465,21 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
     w = np.ascontiguousarray(w, dtype=np.float64)
     rs = np.ascontiguousarray(rs, dtype=np.float64)
     blocks = [(0, T)] if homog else [(k0, min(T, k0 + nb)) for k0 in range(0, T, nb)]
+    table = table_entries(T, S, B) <= TABLE_ENTRIES
+    mutab = np.empty((T if table else 0, 2, B, S))
     if homog:
         pr0, pth0 = np.exp(lr), np.exp(lth)
         st0 = np.empty((1, S, N_ST))
         token_stats(lr, lth, pr0, pth0, st0)
         D0 = np.empty_like(pr0)
         prob_diff(lr, lth, pr0, pth0, D0)
+        cst0 = np.empty((1, S, 3))
+        block_consts(pr0, D0, rs, float(T), cst0)
         bits = _homog_bits(lr, lth, trans, start_states, B, S, T)
-        gtab = np.empty((0, S))
         fbits = np.zeros((0, 1), dtype=np.uint8)
     else:
         bits = fbits = np.zeros((T, (S + 7) // 8), dtype=np.uint8)
-        gtab = np.empty((T, S))
+    tabs = np.empty((T, 3, S) if table else (0 if homog else T, 1, S))
 
     out = np.zeros((3, T + 1))  # rows: Dbar_t, state TV, context-TV upper bound
     upper_T = np.zeros(B)
@@ -445,7 +492,7 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
         Y = np.empty_like(X)
         fixed = np.zeros(1, dtype=np.bool_)
         if homog:
-            forward_steps(0, T, True, lr, lth, pr0, pth0, st0, trans, w, X, Y, run_, out, fbits, ed, fixed)
+            forward_steps(0, T, True, lr, lth, pr0, pth0, st0, trans, w, X, Y, run_, out, fbits, ed, fixed, mutab)
         else:
             bufs = [np.empty((nb, S, V)) for _ in range(2)]
             st = np.empty((nb, S, N_ST))
@@ -453,7 +500,8 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
                 a, b = lr[k0:k1], lth[k0:k1]
                 pr, pth = _exp_block(a, b, bufs)
                 token_stats(a, b, pr, pth, st[: k1 - k0])
-                forward_steps(k0, k1 - k0, False, a, b, pr, pth, st, trans, w, X, Y, run_, out, fbits, ed, fixed)
+                forward_steps(k0, k1 - k0, False, a, b, pr, pth, st, trans, w, X, Y, run_, out, fbits, ed, fixed,
+                              mutab)  # fmt: skip
         forward_final(X, w, run_, out, upper_T, T)
 
     Z = np.zeros((S, N_Z))
@@ -461,17 +509,19 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
     g_inf = np.zeros(T)
 
     def backward():
-        Zn = np.empty_like(Z)
+        Zn = np.zeros_like(Z)
         if homog:
-            backward_steps(T, T, True, pr0, pth0, D0, rs, float(T), trans, bits, Z, Zn, g_inf, gtab)
+            backward_steps(T, T, True, pr0, pth0, D0, cst0, trans, bits, Z, Zn, g_inf, tabs)
             return
         bufs = [np.empty((nb, S, V)) for _ in range(3)]
+        cst = np.empty((nb, S, 3))
         for k0, k1 in reversed(blocks):
             a, b = lr[k0:k1], lth[k0:k1]
             pr, pth = _exp_block(a, b, bufs)
             D = bufs[2][: k1 - k0]
             prob_diff(a, b, pr, pth, D)
-            backward_steps(k1, k1 - k0, False, pr, pth, D, rs, float(T), trans, bits, Z, Zn, g_inf, gtab)
+            block_consts(pr, D, rs, float(T), cst)
+            backward_steps(k1, k1 - k0, False, pr, pth, D, cst, trans, bits, Z, Zn, g_inf, tabs)
 
     if threads >= 2:
         errors = []
@@ -493,13 +543,21 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
     else:
         forward()
         backward()
-    if not homog:
-        masked_max(gtab, bits, g_inf)
+    if tabs.shape[0] > 0:
+        masked_max(tabs, bits, g_inf)
     Zs = Z[start_states]  # (B, 7)
     stat_g_sum = np.zeros((2, B, 2))
-    stat_g_sum[0, :, 0], stat_g_sum[0, :, 1], stat_g_sum[1, :, 0] = Zs[:, 2], Zs[:, 3], Zs[:, 4]
+    if table:  # per-step dot products, then pairwise sums over t (as the level-by-level route)
+        gh = np.ascontiguousarray(tabs.transpose(0, 2, 1))  # (T, S, 3)
+        roll = np.matmul(mutab[:, 0], gh).sum(0)  # (B, 3): <mu^roll, g>, <mu^roll, h>, <mu^roll, e>
+        stat_g_sum[0] = roll[:, :2]
+        stat_g_sum[1, :, 0] = np.matmul(mutab[:, 1], gh[:, :, :1]).sum(0)[:, 0]
+        second = float(w @ roll[:, 2])
+    else:
+        stat_g_sum[0, :, 0], stat_g_sum[0, :, 1], stat_g_sum[1, :, 0] = Zs[:, 2], Zs[:, 3], Zs[:, 4]
+        second = float(w @ Zs[:, 5])
     return dict(
         U1=Zs[:, :2].copy(), w=w, stat_g_sum=stat_g_sum, dbar=out[0, :T], state_tv=out[1], ctx_upper=out[2],
         upper_T=upper_T, dkl_seq=float(w @ run_[:, 0]), ac_ok=not (run_[:, 3] > 0).any(), g_inf=g_inf,
-        eps=float(ed[0]), delta=float(ed[1]), second_order=float(w @ Zs[:, 5]),
+        eps=float(ed[0]), delta=float(ed[1]), second_order=second,
     )  # fmt: skip
