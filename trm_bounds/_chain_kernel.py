@@ -334,8 +334,8 @@ if numba is not None:
         (E, W: the second-order recursion of `second_order.second_order_chain`). cst: `block_consts`.
         tabs (T, 3, S): table mode, tabs[k] = (g_t, h_t, e_t) with e_t(s) = sum_v |D| W_{t+1}(s')
         (the increments of E) and no adjoint columns; tabs (T, 1, S): g_t only, adjoints kept;
-        tabs without rows: adjoints kept and g_inf[k] = max|g_t| over the states with
-        bits[min(k, rows - 1)].
+        tabs without rows: adjoints kept. bits with rows: g_inf[k] = max|g_t| over the states
+        with bits[min(k, rows - 1)] (else `masked_max` does it afterwards).
         """
         S, V = trans.shape
         nbits = bits.shape[0]
@@ -393,14 +393,32 @@ if numba is not None:
                     Zn[s, 5] = sEw + sE
                     if ntab == 1:
                         tabs[k, 0, s] = g
-                    elif bits[kb, s >> 3] & (1 << (s & 7)):
-                        gm = max(gm, abs(g))
+                if nbits > 0 and bits[kb, s >> 3] & (1 << (s & 7)):
+                    gm = max(gm, abs(g))
                 Zn[s, 0] = cst[j, s, 0] + sU
                 Zn[s, 1] = g + sPD + h
                 Zn[s, 6] = cst[j, s, 2] + sW
-            if ntab == 0:
+            if nbits > 0:
                 g_inf[k] = gm
             Z[:] = Zn
+
+    @njit(cache=True, nogil=True, fastmath=_FMA)
+    def table_dots(mutab, tabs, dots):
+        """dots (T, B, 4) = <mu_t^roll, g_t>, <mu_t^roll, h_t>, <mu_t^roll, e_t>, <mu_t^theta, g_t>."""
+        T, _, B, S = mutab.shape
+        for k in range(T):
+            for b in range(B):
+                a0 = a1 = a2 = a3 = 0.0
+                for s in range(S):
+                    m = mutab[k, 0, b, s]
+                    a0 += m * tabs[k, 0, s]
+                    a1 += m * tabs[k, 1, s]
+                    a2 += m * tabs[k, 2, s]
+                    a3 += mutab[k, 1, b, s] * tabs[k, 0, s]
+                dots[k, b, 0] = a0
+                dots[k, b, 1] = a1
+                dots[k, b, 2] = a2
+                dots[k, b, 3] = a3
 
     @njit(cache=True, nogil=True)
     def masked_max(tabs, bits, g_inf):
@@ -477,8 +495,9 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
         block_consts(pr0, D0, rs, float(T), cst0)
         bits = _homog_bits(lr, lth, trans, start_states, B, S, T)
         fbits = np.zeros((0, 1), dtype=np.uint8)
-    else:
-        bits = fbits = np.zeros((T, (S + 7) // 8), dtype=np.uint8)
+    else:  # the forward pass marks the reachable states, `masked_max` reads them at the end
+        fbits = np.zeros((T, (S + 7) // 8), dtype=np.uint8)
+        bits = np.zeros((0, 1), dtype=np.uint8)
     tabs = np.empty((T, 3, S) if table else (0 if homog else T, 1, S))
 
     out = np.zeros((3, T + 1))  # rows: Dbar_t, state TV, context-TV upper bound
@@ -543,16 +562,16 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
     else:
         forward()
         backward()
-    if tabs.shape[0] > 0:
-        masked_max(tabs, bits, g_inf)
+    if not homog:
+        masked_max(tabs, fbits, g_inf)
     Zs = Z[start_states]  # (B, 7)
     stat_g_sum = np.zeros((2, B, 2))
     if table:  # per-step dot products, then pairwise sums over t (as the level-by-level route)
-        gh = np.ascontiguousarray(tabs.transpose(0, 2, 1))  # (T, S, 3)
-        roll = np.matmul(mutab[:, 0], gh).sum(0)  # (B, 3): <mu^roll, g>, <mu^roll, h>, <mu^roll, e>
-        stat_g_sum[0] = roll[:, :2]
-        stat_g_sum[1, :, 0] = np.matmul(mutab[:, 1], gh[:, :, :1]).sum(0)[:, 0]
-        second = float(w @ roll[:, 2])
+        dots = np.empty((T, B, 4))
+        table_dots(mutab, tabs, dots)
+        sums = dots.sum(0)  # (B, 4)
+        stat_g_sum[0], stat_g_sum[1, :, 0] = sums[:, :2], sums[:, 3]
+        second = float(w @ sums[:, 2])
     else:
         stat_g_sum[0, :, 0], stat_g_sum[0, :, 1], stat_g_sum[1, :, 0] = Zs[:, 2], Zs[:, 3], Zs[:, 4]
         second = float(w @ Zs[:, 5])
