@@ -707,23 +707,59 @@ def _finish(r: dict, T: int) -> dict:
     }
 
 
-MAX_CHAIN_STEPS = 2**20  # work guard: the DP runs ~5e3 steps/s on one core (T = 2**20: ~3 min)
-CHAIN_BYTES_PER_STEP = 1024  # per t and pair: step records + per-t JSON lists (700 B measured at S=3 V=2)
+MAX_CHAIN_STEPS = 2**20  # work guard on T (the fused kernel: ~3 ns per (t, s, v) and pass on one core)
+RESULT_BYTES_PER_STEP = 192  # per t and pair: 4 per-t JSON lists of Python floats (32 B each) + _finish's arrays
+LEVEL_BYTES_PER_STEP = 1024  # per t and pair, level-by-level route: step records (700 B measured at S=3 V=2)
 
 
-def check_chain_size(T: int, S: int, V: int, n_pairs: int = 1) -> None:
-    """ValueError naming T, before any work, when the chain DP would take too long or too much memory.
+def chain_bytes(T: int, S: int, V: int, n_pairs: int = 1, time_dependent: bool = True,
+                fused: bool = False, groups: int = 1) -> int:  # fmt: skip
+    """Estimated bytes the engine allocates for n_pairs pairs (beyond the pairs' own arrays).
 
-    Memory ~ n_pairs T (CHAIN_BYTES_PER_STEP + 64 S V) bytes (the DP keeps per-step statistics and
-    the result lists every per-t quantity); steps <= MAX_CHAIN_STEPS.
+    Every route keeps the result of every pair: RESULT_BYTES_PER_STEP per t. On top of it, for one
+    pair at a time:
+    - fused kernel (`_chain_kernel.run`): `bytes_per_step` per t (4 float64 outputs, S / 8 bits of
+      reachability; time-dependent: the (T, S) g table), the optional g/h/e and state-marginal
+      tables (at most TABLE_ENTRIES float64) and O(S V) scratch. A homogeneous chain streams in
+      O(S V) + O(T) memory.
+    - level-by-level route (all pairs at once): LEVEL_BYTES_PER_STEP + 24 S per t (the (T, S)
+      tables of g_t, h_t and reachability) and 64 S V per stored step of the logits (one step
+      when homogeneous, T otherwise: the stacked operators), plus dense S x S operators when S <= 2 V.
     """
+    result = n_pairs * T * RESULT_BYTES_PER_STEP
+    if fused:
+        table = _chain_kernel.table_entries(T, S, groups)
+        tables = 8 * table if table <= _chain_kernel.TABLE_ENTRIES else 0
+        scratch = 8 * S * V * (8 if time_dependent else 6) + 8 * S * (16 + 2 * groups)
+        return result + T * _chain_kernel.bytes_per_step(S, time_dependent) + tables + scratch
+    steps = T if time_dependent else 1
+    dense = 8 * (_K + 2) * S * S * steps if S <= 2 * V else 0
+    per_pair = T * (LEVEL_BYTES_PER_STEP + 24 * S) + steps * 64 * S * V + dense
+    return result + n_pairs * per_pair
+
+
+def _check_steps(T: int) -> None:
+    """ValueError naming T when the horizon exceeds MAX_CHAIN_STEPS (before any work)."""
     if T > MAX_CHAIN_STEPS:
         raise ValueError(
-            f"T = {T} exceeds the chain engine's {MAX_CHAIN_STEPS} = 2**20 steps (it keeps and reports every "
-            f"per-t quantity: about {format_bytes(n_pairs * T * (CHAIN_BYTES_PER_STEP + 64 * S * V))} and "
-            f"{T / 5e3:.0f} s); use a shorter horizon"
+            f"T = {T} exceeds the chain engine's {MAX_CHAIN_STEPS} = 2**20 steps (it reports every per-t "
+            f"quantity: at least {format_bytes(T * RESULT_BYTES_PER_STEP)} of result); use a shorter horizon"
         )
-    check_memory("T", n_pairs * T * (CHAIN_BYTES_PER_STEP + 64 * S * V), f"the chain DP over T = {T} steps")
+
+
+def check_chain_size(T: int, S: int, V: int, n_pairs: int = 1, time_dependent: bool = True,
+                     fused: bool = False, groups: int = 1) -> None:  # fmt: skip
+    """ValueError naming T, before any work, when the chain engine would take too many steps or more
+    memory than is available: steps <= MAX_CHAIN_STEPS, memory `chain_bytes` (per route) checked
+    by `_resources.check_memory` (the estimate is in the message)."""
+    _check_steps(T)
+    route = "fused kernel" if fused else "level-by-level route"
+    check_memory(
+        "T",
+        chain_bytes(T, S, V, n_pairs, time_dependent, fused, groups),
+        f"the chain engine ({route}, {'time-dependent' if time_dependent else 'homogeneous'}, S = {S}, "
+        f"V = {V}) over T = {T} steps",
+    )
 
 
 def chain_quantities_batch(
@@ -745,8 +781,12 @@ def chain_quantities_batch(
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     device = check_device(device)
     _check_batch(pairs)
-    check_chain_size(pairs[0].T, pairs[0].S, pairs[0].V, len(pairs))
-    if device.type == "cpu" and dense is None and backend is None and _chain_kernel.available():
+    first = pairs[0]
+    fused = device.type == "cpu" and dense is None and backend is None and _chain_kernel.available()
+    check_chain_size(
+        first.T, first.S, first.V, len(pairs), first.time_dependent, fused, len(_prompt_groups(first)[0])
+    )
+    if fused:
         threads = kernel_threads()
         raws = [_run_kernel(p, threads) for p in pairs]  # the fused kernel, pair by pair
         second = [r["second_order"] for r in raws]  # E_roll[Z], second_order_chain's recursion in the kernel
@@ -774,7 +814,7 @@ def chain_quantities(
     dtv_seq_upper, dtv_seq_max_prompt_upper, context_tv_upper (T,), bounds (on those
     inputs); beside them error_second_order (= sum_t <mu_t^roll, h_t>, always defined),
     error_pdi (Error from the performance-difference form), dtv_seq_lower,
-    context_tv_lower, bound_inputs (sources) and notes. O(T S V) time; O(T S) memory.
+    context_tv_lower, bound_inputs (sources) and notes. O(T S V) time; memory as `chain_bytes` (fused kernel, homogeneous: O(S V) + O(T)).
     """
     return chain_quantities_batch([pair], device, dense, backend)[0]
 
@@ -784,7 +824,7 @@ def evaluate_chain_file(path: str | Path, device="cpu", T: int | None = None) ->
     check_device(device)  # before reading anything
     if T is not None:
         T = int(scalar("T", check_horizon(T)))
-        check_chain_size(T, 1, 1)  # the steps guard before loading; memory again once S, V are known
+        _check_steps(T)  # before loading; memory once S, V are known (chain_quantities)
     pair = ChainPair.load(path)
     if T is not None:
         pair = pair.with_horizon(T)
