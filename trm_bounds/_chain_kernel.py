@@ -7,7 +7,7 @@ level-by-level route:
 
 - token terms: pi_roll = e^lr, pi_theta = e^lth as numpy array calls (SIMD), per block of
   time steps (~2**16 token entries, cache resident; a homogeneous chain has one block,
-  computed once). Everything else element by element in numba (`_diff`): d = lth - lr,
+  computed once). Everything else element by element in numba (`token_elems`, branch-free): d = lth - lr,
   D = pi_theta - pi_roll = sign max(p, q) (1 - e^-|d|) with 1 - e^-|d| from the series of
   e^x - 1 - x for |d| < 0.1 and D = q - p (relative rounding <= 1 / (1 - e^-0.1) ~ 10 ulp)
   above; TV = 1/2 sum |D|; KL terms p (e^d - 1 - d) = d^2/2 p (series) for |d| < 0.1, else
@@ -77,54 +77,52 @@ def bytes_per_step(S: int, time_dependent: bool) -> int:
 
 if numba is not None:
 
-    @njit(cache=True, inline="always", nogil=True)
-    def _series_even_odd(d):
-        """Even and odd parts of the series sum_k c_k d^k of e^d - 1 - d (c = _tree_kernel._SERIES):
-        e^d - 1 - d = d^2/2 (even + odd), e^-d - 1 + d = d^2/2 (even - odd); |d| < 0.1."""
+    @njit(cache=True, nogil=True, fastmath=_FMA)
+    def token_elems(lr, lth, pr, pth, D, K1, K2):
+        """Per token of a block (any shape, C order): D = pi_theta - pi_roll to relative rounding,
+        K1, K2 = the terms of KL(roll || theta) and KL(theta || roll) (module docstring; +inf for a
+        support violation, q resp. p where the other side is 0). Branch-free (selects), so the
+        loop runs on SIMD lanes."""
         c = _SERIES
-        x = d * d
-        ev = c[8]
-        ev = ev * x + c[6]
-        ev = ev * x + c[4]
-        ev = ev * x + c[2]
-        ev = ev * x + c[0]
-        od = c[9]
-        od = od * x + c[7]
-        od = od * x + c[5]
-        od = od * x + c[3]
-        od = od * x + c[1]
-        return ev, od * d
+        N = lr.size
+        a_, b_, p_, q_ = lr.reshape(N), lth.reshape(N), pr.reshape(N), pth.reshape(N)
+        Df, k1, k2 = D.reshape(N), K1.reshape(N), K2.reshape(N)
+        for i in range(N):
+            a, b, p, q = a_[i], b_[i], p_[i], q_[i]
+            fa = a > -np.inf
+            fb = b > -np.inf
+            d = b - a  # nan / +-inf where a side is -inf: those lanes are not selected
+            ad = abs(d)
+            sg = 1.0 if d >= 0 else -1.0
+            x = ad * ad  # series of e^x - 1 - x at +-|d|: d^2/2 (even +- odd), |d| < 0.1
+            ev = c[8]
+            ev = ev * x + c[6]
+            ev = ev * x + c[4]
+            ev = ev * x + c[2]
+            ev = ev * x + c[0]
+            od = c[9]
+            od = od * x + c[7]
+            od = od * x + c[5]
+            od = od * x + c[3]
+            od = od * x + c[1]
+            oda = od * ad
+            h = 0.5 * d * d
+            ods = sg * oda
+            mag = max(p, q) * (ad - h * (ev - oda))  # max(p, q) (1 - e^-|d|)
+            diff = q - p  # exact when a side is 0
+            small = ad < 0.1
+            Df[i] = sg * mag if (fa and fb and small) else diff
+            ks = p * (h * (ev + ods)) if small else diff - p * d
+            kr = q * (h * (ev - ods)) if small else q * d - diff
+            k1[i] = (ks if fb else np.inf) if fa else q
+            k2[i] = (kr if fa else np.inf) if fb else p
 
-    @njit(cache=True, inline="always", nogil=True)
-    def _diff(a, b, p, q):
-        """(D, kl, klr) of one token: D = q - p to relative rounding, the terms of KL(p || q)
-        and KL(q || p) (+inf for a support violation; q resp. p where the other side is 0)."""
-        if a > -np.inf and b > -np.inf:
-            d = b - a
-            if abs(d) < 0.1:
-                ev, od = _series_even_odd(d)
-                h = 0.5 * d * d
-                hp = h * (ev + od)  # e^d - 1 - d
-                hm = h * (ev - od)  # e^-d - 1 + d
-                if d >= 0:  # q >= p: D = q (1 - e^-d)
-                    D = q * (d - hm)
-                else:  # p > q: D = -p (1 - e^d)
-                    D = -(p * (-d - hp))
-                return D, p * hp, q * hm
-            D = q - p
-            return D, D - p * d, q * d - D
-        if a == -np.inf and b == -np.inf:
-            return 0.0, 0.0, 0.0
-        if a == -np.inf:  # p = 0 < q
-            return q, q, np.inf
-        return -p, np.inf, p  # q = 0 < p
-
-    @njit(cache=True, nogil=True)
-    def token_stats(lr, lth, pr, pth, st):
-        """Per (step, state) token terms of a block (n, S, V): st (n, S, 6) = [TV, finite
-        KL(roll||theta), finite KL(theta||roll), KL infinite, reverse KL infinite, pi_theta > 0 =
-        pi_roll somewhere]."""
-        n, S, V = lr.shape
+    @njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "nsz"})
+    def token_rows(lr, lth, D, K1, K2, st):
+        """Per (step, state) token terms of a block (n, S, V) from `token_elems`: st (n, S, 6) =
+        [TV, finite KL(roll||theta), finite KL(theta||roll), KL infinite, reverse KL infinite,
+        pi_theta > 0 = pi_roll somewhere]. The sums over v in any order (SIMD)."""
+        n, S, V = D.shape
         for i in range(n):
             for s in range(S):
                 tv = 0.0
@@ -132,13 +130,10 @@ if numba is not None:
                 klr = 0.0
                 acv = 0.0
                 for v in range(V):
-                    a = lr[i, s, v]
-                    D, k1, k2 = _diff(a, lth[i, s, v], pr[i, s, v], pth[i, s, v])
-                    tv += abs(D)
-                    kl += k1
-                    klr += k2
-                    if a == -np.inf and lth[i, s, v] > -np.inf:
-                        acv = 1.0
+                    tv += abs(D[i, s, v])
+                    kl += K1[i, s, v]
+                    klr += K2[i, s, v]
+                    acv = max(acv, 1.0 if (lr[i, s, v] == -np.inf and lth[i, s, v] > -np.inf) else 0.0)
                 st[i, s, 0] = 0.5 * tv
                 kinf = math.isinf(kl)
                 rinf = math.isinf(klr)
@@ -147,15 +142,6 @@ if numba is not None:
                 st[i, s, 3] = 1.0 if kinf else 0.0
                 st[i, s, 4] = 1.0 if rinf else 0.0
                 st[i, s, 5] = acv
-
-    @njit(cache=True, nogil=True)
-    def prob_diff(lr, lth, pr, pth, D):
-        """D (n, S, V) = pi_theta - pi_roll of a block (`_diff`)."""
-        n, S, V = lr.shape
-        for i in range(n):
-            for s in range(S):
-                for v in range(V):
-                    D[i, s, v] = _diff(lr[i, s, v], lth[i, s, v], pr[i, s, v], pth[i, s, v])[0]
 
     @njit(cache=True, inline="always", nogil=True)
     def _tv_bound(fail, K, Kr):
@@ -488,9 +474,9 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
     if homog:
         pr0, pth0 = np.exp(lr), np.exp(lth)
         st0 = np.empty((1, S, N_ST))
-        token_stats(lr, lth, pr0, pth0, st0)
-        D0 = np.empty_like(pr0)
-        prob_diff(lr, lth, pr0, pth0, D0)
+        D0, K1, K2 = (np.empty_like(pr0) for _ in range(3))
+        token_elems(lr, lth, pr0, pth0, D0, K1, K2)
+        token_rows(lr, lth, D0, K1, K2, st0)
         cst0 = np.empty((1, S, 3))
         block_consts(pr0, D0, rs, float(T), cst0)
         bits = _homog_bits(lr, lth, trans, start_states, B, S, T)
@@ -513,12 +499,14 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
         if homog:
             forward_steps(0, T, True, lr, lth, pr0, pth0, st0, trans, w, X, Y, run_, out, fbits, ed, fixed, mutab)
         else:
-            bufs = [np.empty((nb, S, V)) for _ in range(2)]
+            bufs = [np.empty((nb, S, V)) for _ in range(5)]
             st = np.empty((nb, S, N_ST))
             for k0, k1 in blocks:
                 a, b = lr[k0:k1], lth[k0:k1]
                 pr, pth = _exp_block(a, b, bufs)
-                token_stats(a, b, pr, pth, st[: k1 - k0])
+                D, K1, K2 = (x[: k1 - k0] for x in bufs[2:])
+                token_elems(a, b, pr, pth, D, K1, K2)
+                token_rows(a, b, D, K1, K2, st[: k1 - k0])
                 forward_steps(k0, k1 - k0, False, a, b, pr, pth, st, trans, w, X, Y, run_, out, fbits, ed, fixed,
                               mutab)  # fmt: skip
         forward_final(X, w, run_, out, upper_T, T)
@@ -532,13 +520,13 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
         if homog:
             backward_steps(T, T, True, pr0, pth0, D0, cst0, trans, bits, Z, Zn, g_inf, tabs)
             return
-        bufs = [np.empty((nb, S, V)) for _ in range(3)]
+        bufs = [np.empty((nb, S, V)) for _ in range(5)]
         cst = np.empty((nb, S, 3))
         for k0, k1 in reversed(blocks):
             a, b = lr[k0:k1], lth[k0:k1]
             pr, pth = _exp_block(a, b, bufs)
-            D = bufs[2][: k1 - k0]
-            prob_diff(a, b, pr, pth, D)
+            D, K1, K2 = (x[: k1 - k0] for x in bufs[2:])
+            token_elems(a, b, pr, pth, D, K1, K2)  # K1, K2: scratch here
             block_consts(pr, D, rs, float(T), cst)
             backward_steps(k1, k1 - k0, False, pr, pth, D, cst, trans, bits, Z, Zn, g_inf, tabs)
 
