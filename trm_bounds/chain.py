@@ -750,19 +750,21 @@ def chain_bytes(T: int, S: int, V: int, n_pairs: int = 1, time_dependent: bool =
       reachability; time-dependent: the (T, S) g table), the optional g/h/e and state-marginal
       tables (at most TABLE_ENTRIES float64) and O(S V) scratch. A homogeneous chain streams in
       O(S V) + O(T) memory.
-    - level-by-level route (all pairs at once): LEVEL_BYTES_PER_STEP + 24 S per t (the (T, S)
-      tables of g_t, h_t and reachability) and 64 S V per stored step of the logits (one step
+    - level-by-level route (all pairs at once): LEVEL_BYTES_PER_STEP + 40 S per t (the (T, S)
+      tables of g_t, h_t and reachability and their reductions) and 64 S V per stored step of the logits (one step
       when homogeneous, T otherwise: the stacked operators), plus dense S x S operators when S <= 2 V.
     """
     result = n_pairs * T * RESULT_BYTES_PER_STEP
     if fused:
         table = _chain_kernel.table_entries(T, S, groups)
         tables = 8 * table if table <= _chain_kernel.TABLE_ENTRIES else 0
-        scratch = 8 * S * V * (8 if time_dependent else 6) + 8 * S * (16 + 2 * groups)
+        scratch = 8 * S * V * 6 + 8 * S * (16 + 2 * groups)  # homogeneous: token arrays once
+        if time_dependent:  # 5 block buffers per pass, BLOCK_ENTRIES token entries each
+            scratch += 10 * 8 * min(T, max(1, _chain_kernel.BLOCK_ENTRIES // (S * V))) * S * V
         return result + T * _chain_kernel.bytes_per_step(S, time_dependent) + tables + scratch
     steps = T if time_dependent else 1
     dense = 8 * (_K + 2) * S * S * steps if S <= 2 * V else 0
-    per_pair = T * (LEVEL_BYTES_PER_STEP + 24 * S) + steps * 64 * S * V + dense
+    per_pair = T * (LEVEL_BYTES_PER_STEP + 40 * S) + steps * 64 * S * V + dense
     return result + n_pairs * per_pair
 
 
