@@ -338,6 +338,7 @@ if numba is not None:
                 sDD = 0.0
                 sW = 0.0
                 sEw = 0.0
+                # two copies of the v loop (table / adjoint columns): one branch per state, not per token
                 if ntab == 3:  # the sums over t come from the tables: U, Delta, W only
                     for v in range(V):
                         s2 = trans[s, v]
