@@ -133,14 +133,18 @@ def main(argv=None) -> int:
     ap.add_argument("--stream-T", type=int, default=10**6)
     ap.add_argument("--stream-S", type=int, default=64)
     ap.add_argument("--stream-V", type=int, default=16)
-    ap.add_argument("--stream-plain-T", type=int, default=10**4, help="steps of the plain loop, scaled to --stream-T")
+    ap.add_argument(
+        "--stream-plain-T", type=int, default=10**4, help="steps of the plain loop, scaled to --stream-T"
+    )
     ap.add_argument("--skip-nonhomogeneous", action="store_true")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
     dev = args.device
     out: dict = {"S": args.S, "V": args.V, "T": args.T, "device": dev, "repeats": args.repeats}
-    out["kernel_threads_at_start"] = kernel_threads()  # free cores now: 2 lets the two passes run side by side
+    out["kernel_threads_at_start"] = (
+        kernel_threads()
+    )  # free cores now: 2 lets the two passes run side by side
 
     # streaming first: the growth of the peak resident memory is then its own
     trs = random_automaton_transition(args.stream_S, args.stream_V, np.random.default_rng(2))
@@ -170,13 +174,16 @@ def main(argv=None) -> int:
         "peak_rss_growth_MB": round(max(0, rss1 - rss0) / 1024, 1),
         "peak_traced_MB": round(peak / 2**20, 1),
         "peak_traced_bytes_per_step": round(peak / args.stream_T, 1),
-        "estimate_MB": round(chain_bytes(args.stream_T, args.stream_S, args.stream_V, 1, False, True) / 2**20, 1),
+        "estimate_MB": round(
+            chain_bytes(args.stream_T, args.stream_S, args.stream_V, 1, False, True) / 2**20, 1
+        ),
         "seconds_plain_numpy_loop_extrapolated": round(plain_est, 1),
         "plain_numpy_loop_measured_steps": prefix,
         "ratio_plain_over_engine": round(plain_est / secs, 2),
         "error": res["error"],
         "note": "peak_rss_growth: growth of this process's peak resident memory during the timed run "
-        "(run first, so the other cases do not hide it); tracemalloc traces numpy buffers and Python objects: "
+        "(run first, so the other cases do not hide it); tracemalloc traces numpy buffers and Python objects:"
+        " "
         "the T-long outputs (dbar, g_inf, context TV bounds; Python lists in the result dict), O(T) "
         "float64 per-step outputs and S/8 bytes of reachability per step until the reachable sets "
         "repeat; no (T, S) table. The plain loop ran on the first plain_numpy_loop_measured_steps "

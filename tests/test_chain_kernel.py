@@ -57,7 +57,9 @@ def _kernel(pair: ChainPair, monkeypatch, threads: int = 1, table: bool = True) 
     return chain_quantities(pair)
 
 
-@given(seed=st.integers(0, 2**32 - 1), time_dep=st.booleans(), zeros=st.booleans(), T=st.sampled_from([1, 3, 40]))
+@given(
+    seed=st.integers(0, 2**32 - 1), time_dep=st.booleans(), zeros=st.booleans(), T=st.sampled_from([1, 3, 40])
+)
 def test_streaming_equals_table_mode_and_level_by_level(seed, time_dep, zeros, T):
     """Streaming (adjoint sums, no tables) vs table mode vs the level-by-level numpy route."""
     pair = _pair(seed, 6, 3, T, time_dep, zeros)
@@ -101,7 +103,9 @@ def test_reachability_pre_pass_when_sets_never_repeat(rows, monkeypatch):
         lr, lth = np.array(base.logp_roll), np.array(base.logp_theta)
         lth[:, 1] = -np.inf  # theta reaches fewer states than roll
         lth = log_softmax(lth)
-        pair = ChainPair(T, trans, base.init_state, base.prompt_probs, lr, lth, base.reward_final, base.reward_step)
+        pair = ChainPair(
+            T, trans, base.init_state, base.prompt_probs, lr, lth, base.reward_final, base.reward_step
+        )
         fused = _kernel(pair, monkeypatch)
         _assert_same(fused, chain_quantities(pair, backend="numpy"), T)
         assert max(fused["g_inf"]) > 0
@@ -193,7 +197,9 @@ def test_cli_accepts_a_long_homogeneous_horizon(tmp_path, monkeypatch, capsys):
     from trm_bounds.cli import main
 
     path = tmp_path / "c.npz"
-    random_chain_pair(random_automaton_transition(8, 2, np.random.default_rng(0)), "dense", 0.05, 16).save(path)
+    random_chain_pair(random_automaton_transition(8, 2, np.random.default_rng(0)), "dense", 0.05, 16).save(
+        path
+    )
     monkeypatch.setenv("TRM_BOUNDS_MAX_BYTES", str(10**8))
     assert 10**5 * (1024 + 64 * 8 * 2) > 0.8 * 10**8
     assert main(["exact", "--chain", str(path), "--T", "100000", "--json"]) == 0

@@ -409,7 +409,7 @@ if numba is not None:
 
     @njit(cache=True, nogil=True)
     def masked_max(tabs, bits, g_inf):
-        """g_inf[k] = max |g_t(s)| = |tabs[k, 0, s]| over the states s with a bit in bits[min(k, rows - 1)]."""
+        """g_inf[k] = max |g_t(s)| = |tabs[k, 0, s]| over the states s with a bit in bits[min(k, rows-1)]."""
         T, _, S = tabs.shape
         nbits = bits.shape[0]
         for k in range(T):
@@ -498,7 +498,9 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
         Y = np.empty_like(X)
         fixed = np.zeros(1, dtype=np.bool_)
         if homog:
-            forward_steps(0, T, True, lr, lth, pr0, pth0, st0, trans, w, X, Y, run_, out, fbits, ed, fixed, mutab)
+            forward_steps(
+                0, T, True, lr, lth, pr0, pth0, st0, trans, w, X, Y, run_, out, fbits, ed, fixed, mutab
+            )
         else:
             bufs = [np.empty((nb, S, V)) for _ in range(5)]
             st = np.empty((nb, S, N_ST))
@@ -508,8 +510,10 @@ def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> di
                 D, K1, K2 = (x[: k1 - k0] for x in bufs[2:])
                 token_elems(a, b, pr, pth, D, K1, K2)
                 token_rows(a, b, D, K1, K2, st[: k1 - k0])
-                forward_steps(k0, k1 - k0, False, a, b, pr, pth, st, trans, w, X, Y, run_, out, fbits, ed, fixed,
-                              mutab)  # fmt: skip
+                n = k1 - k0
+                forward_steps(
+                    k0, n, False, a, b, pr, pth, st, trans, w, X, Y, run_, out, fbits, ed, fixed, mutab
+                )
         forward_final(X, w, run_, out, upper_T, T)
 
     Z = np.zeros((S, N_Z))

@@ -105,7 +105,7 @@ def available_bytes() -> int | None:
     return _SYSTEM[1]
 
 
-_SYSTEM_TTL = 0.5  # seconds a reading of the system's free memory is reused (one engine call checks ~20 times)
+_SYSTEM_TTL = 0.5  # seconds a reading of the free memory is reused (an engine call checks ~20 times)
 _SYSTEM: list = [-1e9, None]  # [monotonic time of the reading, bytes]
 
 

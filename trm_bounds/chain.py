@@ -736,7 +736,7 @@ def _finish(r: dict, T: int) -> dict:
 
 
 MAX_CHAIN_STEPS = 2**20  # work guard on T (the fused kernel: ~3 ns per (t, s, v) and pass on one core)
-RESULT_BYTES_PER_STEP = 192  # per t and pair: 4 per-t JSON lists of Python floats (32 B each) + _finish's arrays
+RESULT_BYTES_PER_STEP = 192  # per t and pair: 4 JSON lists of Python floats (32 B each), _finish's arrays
 LEVEL_BYTES_PER_STEP = 1024  # per t and pair, level-by-level route: step records (700 B measured at S=3 V=2)
 
 
@@ -751,8 +751,9 @@ def chain_bytes(T: int, S: int, V: int, n_pairs: int = 1, time_dependent: bool =
       tables (at most TABLE_ENTRIES float64) and O(S V) scratch. A homogeneous chain streams in
       O(S V) + O(T) memory.
     - level-by-level route (all pairs at once): LEVEL_BYTES_PER_STEP + 40 S per t (the (T, S)
-      tables of g_t, h_t and reachability and their reductions) and 64 S V per stored step of the logits (one step
-      when homogeneous, T otherwise: the stacked operators), plus dense S x S operators when S <= 2 V.
+      tables of g_t, h_t and reachability and their reductions) and 64 S V per stored step of
+      the logits (one step when homogeneous, T otherwise: the stacked operators), plus dense
+      S x S operators when S <= 2 V.
     """
     result = n_pairs * T * RESULT_BYTES_PER_STEP
     if fused:
@@ -844,7 +845,8 @@ def chain_quantities(
     dtv_seq_upper, dtv_seq_max_prompt_upper, context_tv_upper (T,), bounds (on those
     inputs); beside them error_second_order (= sum_t <mu_t^roll, h_t>, always defined),
     error_pdi (Error from the performance-difference form), dtv_seq_lower,
-    context_tv_lower, bound_inputs (sources) and notes. O(T S V) time; memory as `chain_bytes` (fused kernel, homogeneous: O(S V) + O(T)).
+    context_tv_lower, bound_inputs (sources) and notes. O(T S V) time; memory as `chain_bytes`
+    (fused kernel, homogeneous: O(S V) + O(T)).
     """
     return chain_quantities_batch([pair], device, dense, backend)[0]
 
