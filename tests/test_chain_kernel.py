@@ -175,9 +175,12 @@ def test_engine_refuses_before_work_when_the_estimate_does_not_fit(monkeypatch):
         chain_quantities(pair)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("time_dep", [False, True])
-def test_size_estimate_covers_what_the_fused_kernel_allocates(time_dep):
-    """Peak traced memory (numpy buffers and Python objects) <= the estimate <= 3 x the peak."""
+def test_size_estimate_covers_what_the_fused_kernel_allocates(time_dep, threads, monkeypatch):
+    """Peak traced memory (numpy buffers and Python objects) <= the estimate <= 3 x the peak,
+    with the passes one after the other or side by side (both passes' scratch at once)."""
+    monkeypatch.setattr(chain, "kernel_threads", lambda: threads)
     T = 20000 if not time_dep else 2000
     pair = _pair(2, 16, 4, T, time_dep, zeros=False, P=1)
     chain_quantities(pair.with_horizon(2))

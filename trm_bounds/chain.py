@@ -760,8 +760,9 @@ def chain_bytes(T: int, S: int, V: int, n_pairs: int = 1, time_dependent: bool =
         table = _chain_kernel.table_entries(T, S, groups)
         tables = 8 * table if table <= _chain_kernel.TABLE_ENTRIES else 0
         scratch = 8 * S * V * 6 + 8 * S * (16 + 2 * groups)  # homogeneous: token arrays once
-        if time_dependent:  # 5 block buffers per pass, BLOCK_ENTRIES token entries each
-            scratch += 10 * 8 * min(T, max(1, _chain_kernel.BLOCK_ENTRIES // (S * V))) * S * V
+        if time_dependent:  # per pass 5 token buffers of a block, per-state terms (forward), constants
+            nb = min(T, max(1, _chain_kernel.BLOCK_ENTRIES // (S * V)))  # (backward); both passes at once
+            scratch += 8 * nb * S * (10 * V + _chain_kernel.N_ST + 3)
         return result + T * _chain_kernel.bytes_per_step(S, time_dependent) + tables + scratch
     steps = T if time_dependent else 1
     dense = 8 * (_K + 2) * S * S * steps if S <= 2 * V else 0
