@@ -1,37 +1,47 @@
-"""Fused CPU kernel of the chain engine (numba, optional): one forward and one backward pass.
+"""Fused CPU kernel of the chain engine (numba, optional): a forward and a backward pass, run
+side by side on two cores when two are free.
 
 `trm_bounds.chain` states the recursions (module docstring there). This module evaluates
 them without the (T, S, V) operator stacks and the (T, S) tables of g_t / h_t of the
 level-by-level route:
 
-- token terms, per block of time steps (~2**16 token entries, cache resident): the
-  transcendental functions run as numpy array calls (SIMD) - pi_roll = e^lr, pi_theta = e^lth,
-  e1 = expm1(-|lth - lr|), e2 = expm1(|lth - lr|) - and a numba loop forms from them, with
-  the engine's formulas element by element (`divergences._tv_terms`, `_kl_terms`,
-  `chain._prob_diff`): D = pi_theta - pi_roll = sign e^hi (-e1), TV = 1/2 sum |D|, KL terms
-  p (e^d - 1 - d) by series (|d| < 0.1) / expm1 / (q - p) - p d (d > 1), +inf for p > 0 = q
-  decided on the log-prob. A homogeneous chain has one block, computed once.
+- token terms: pi_roll = e^lr, pi_theta = e^lth as numpy array calls (SIMD), per block of
+  time steps (~2**16 token entries, cache resident; a homogeneous chain has one block,
+  computed once). Everything else element by element in numba (`token_elems`, branch-free): d = lth - lr,
+  D = pi_theta - pi_roll = sign max(p, q) (1 - e^-|d|) with 1 - e^-|d| from the series of
+  e^x - 1 - x for |d| < 0.1 and D = q - p (relative rounding <= 1 / (1 - e^-0.1) ~ 10 ulp)
+  above; TV = 1/2 sum |D|; KL terms p (e^d - 1 - d) = d^2/2 p (series) for |d| < 0.1, else
+  D - p d (reverse: q d - D); +inf for p > 0 = q decided on the log-prob. No libm call per
+  token.
 - forward (t = 1..T): mu^roll, mu^theta, the coupling's agreeing mass a_t and the two
   reachability indicators per prompt group; per step the sums of the K = 5 forward rows
-  (`chain._finish`'s stat_c), the TV of the state marginals, eps and delta (maxima over
-  reachable states), and one bit per reachable state (T x S bits).
-- backward (t = T..1): U_t, Delta_t, g_t, h_t as in `chain`, plus three adjoint vectors
+  (`chain._finish`'s statistics) reduced on the spot to what the result reports: Dbar_t,
+  the running prefix KLs and coupling failure per group and from them the context-TV upper
+  bound of step t (`chain._tv_upper`), the TV of the state marginals, eps and delta (maxima
+  over reachable states). O(T) outputs, no (T, K, B) table.
+- backward (t = T..1): U_t, Delta_t, g_t, h_t as in `chain`, the second-order recursion
+  (E, W of `second_order.second_order_chain`) and three adjoint vectors
       A^g_t = g_t + M_roll A^g_{t+1},  A^h_t = h_t + M_roll A^h_{t+1},
       A^p_t = g_t + M_theta A^p_{t+1}          (A_{T+1} = 0)
   so that sum_t <mu_t^roll, g_t> = <mu_1, A^g_1>, sum_t <mu_t^roll, h_t> = <mu_1, A^h_1>,
-  sum_t <mu_t^theta, g_t> = <mu_1, A^p_1>: no (T, S) table is stored. max|g_t| over the
-  reachable states reads the forward pass's bits.
+  sum_t <mu_t^theta, g_t> = <mu_1, A^p_1>: no (T, S) table of g, h.
+- max|g_t| over the reachable states needs both directions. Homogeneous chains: a reach-only
+  pre-pass (`reach_bits`: booleans, stops when the reachable sets repeat) gives the backward
+  pass the reachable set of every t (S / 8 bytes per step until they repeat, then one row).
+  Time-dependent chains: the backward pass writes g_t to a (T, S) table (1 / 2V of the input's
+  size) and the forward pass one bit per reachable state; `masked_max` combines them.
 
-Memory: the inputs, O(block S V) scratch, O(S) state vectors, O(T B) statistics and T S / 8
-bytes of reachability bits; a homogeneous chain streams any T in O(S V + T S / 8)
-(the T-long outputs dbar, g_inf, context TV bounds are O(T) anyway).
-Only summation orders differ from the level-by-level route (tests/test_engine_reference.py).
+Memory: the inputs, O(block S V) scratch per pass, O(S) state vectors and O(T) outputs
+(homogeneous: T S / 8 bytes of reachability only while the reachable sets have not yet
+repeated; time-dependent: the (T, S) g table). Only summation orders differ from the
+level-by-level route (tests/test_engine_reference.py).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -45,7 +55,11 @@ from ._tree_kernel import _SERIES
 
 BLOCK_ENTRIES = 2**16  # token entries per block of time steps: scratch stays in cache
 K_ROWS = 5  # forward rows: roll, theta, agree, reach_roll, reach_theta (chain._K)
-TABLE_ENTRIES = 2**23  # T S up to this: g_t, h_t stored (T, S, 2) (<= 128 MB); above: adjoint sums
+N_ST = 6  # per-state token terms: TV, KL, reverse KL (finite parts), KL inf, reverse inf, acv
+N_Z = 7  # backward state columns: U, Delta, A^g, A^h, A^p, E, W
+_FMA = {"contract"}  # a * b + c as one fused multiply-add (one rounding): the only fast-math flag used
+TABLE_ENTRIES = 2**23  # table mode up to this many float64 entries (64 MB); above: adjoint sums
+REACH_ROWS = 4096  # reachability rows kept before the homogeneous pre-pass gives up on repetition
 
 
 def available() -> bool:
@@ -53,63 +67,62 @@ def available() -> bool:
     return numba is not None and os.environ.get("TRM_BOUNDS_JIT", "1") != "0"
 
 
+def bytes_per_step(S: int, time_dependent: bool) -> int:
+    """Bytes per time step `run` allocates beyond its inputs: 4 float64 outputs (Dbar, state TV,
+    context-TV upper bound, g_inf) and S / 8 bits of reachability; time-dependent chains also
+    the (T, S) float64 table of g_t. (Homogeneous chains keep the bits only until the reachable
+    sets repeat; counted for every step, as when they never repeat.)"""
+    return 4 * 8 + (S + 7) // 8 + (8 * S if time_dependent else 0)
+
+
 if numba is not None:
-    from ._tree_kernel import _expm1_minus_x
 
-    @njit(cache=True, inline="always")
-    def _emx(d, em):
-        """e^d - 1 - d from d and em = expm1(d) (divergences.expm1_minus_x: series below 0.1)."""
-        return _expm1_minus_x(d) if abs(d) < 0.1 else em - d
-
-    @njit(cache=True, inline="always")
-    def _series_even_odd(d):
-        """Even and odd parts of the series sum_k c_k d^k of `_emx` (c = _tree_kernel._SERIES):
-        e^d - 1 - d = d^2/2 (even + odd), e^-d - 1 + d = d^2/2 (even - odd); |d| < 0.1."""
+    @njit(cache=True, nogil=True, fastmath=_FMA)
+    def token_elems(lr, lth, pr, pth, D, K1, K2):
+        """Per token of a block (any shape, C order): D = pi_theta - pi_roll to relative rounding,
+        K1, K2 = the terms of KL(roll || theta) and KL(theta || roll) (module docstring; +inf for a
+        support violation, q resp. p where the other side is 0). Branch-free (selects), so the
+        loop runs on SIMD lanes."""
         c = _SERIES
-        x = d * d
-        ev = c[8]
-        ev = ev * x + c[6]
-        ev = ev * x + c[4]
-        ev = ev * x + c[2]
-        ev = ev * x + c[0]
-        od = c[9]
-        od = od * x + c[7]
-        od = od * x + c[5]
-        od = od * x + c[3]
-        od = od * x + c[1]
-        return ev, od * d
+        N = lr.size
+        a_, b_, p_, q_ = lr.reshape(N), lth.reshape(N), pr.reshape(N), pth.reshape(N)
+        Df, k1, k2 = D.reshape(N), K1.reshape(N), K2.reshape(N)
+        for i in range(N):
+            a, b, p, q = a_[i], b_[i], p_[i], q_[i]
+            fa = a > -np.inf
+            fb = b > -np.inf
+            d = b - a  # nan / +-inf where a side is -inf: those lanes are not selected
+            ad = abs(d)
+            sg = 1.0 if d >= 0 else -1.0
+            x = ad * ad  # series of e^x - 1 - x at +-|d|: d^2/2 (even +- odd), |d| < 0.1
+            ev = c[8]
+            ev = ev * x + c[6]
+            ev = ev * x + c[4]
+            ev = ev * x + c[2]
+            ev = ev * x + c[0]
+            od = c[9]
+            od = od * x + c[7]
+            od = od * x + c[5]
+            od = od * x + c[3]
+            od = od * x + c[1]
+            oda = od * ad
+            h = 0.5 * d * d
+            ods = sg * oda
+            mag = max(p, q) * (ad - h * (ev - oda))  # max(p, q) (1 - e^-|d|)
+            diff = q - p  # exact when a side is 0
+            small = ad < 0.1
+            Df[i] = sg * mag if (fa and fb and small) else diff
+            ks = p * (h * (ev + ods)) if small else diff - p * d
+            kr = q * (h * (ev - ods)) if small else q * d - diff
+            k1[i] = (ks if fb else np.inf) if fa else q
+            k2[i] = (kr if fa else np.inf) if fb else p
 
-    @njit(cache=True, inline="always")
-    def _kl_term(a, b, p, q, d, em):
-        """One term of KL(p || q) (divergences._kl_terms): a = log p, b = log q, d = b - a,
-        em = expm1(d). +inf when p > 0 = q (decided on the log-prob)."""
-        if a == -np.inf:
-            return q
-        if b == -np.inf:
-            return np.inf
-        if d > 1.0:
-            return (q - p) - p * d
-        return p * _emx(d, em)
-
-    @njit(cache=True)
-    def prob_diff(lr, lth, pr, pth, e1, D):
-        """D (n, S, V) = pi_theta - pi_roll = sign e^hi (-e1) (chain._prob_diff), 0 where both are 0."""
-        n, S, V = lr.shape
-        for i in range(n):
-            for s in range(S):
-                for v in range(V):
-                    a, b = lr[i, s, v], lth[i, s, v]
-                    mag = 0.0 if max(a, b) == -np.inf else max(pr[i, s, v], pth[i, s, v]) * (-e1[i, s, v])
-                    D[i, s, v] = mag if b >= a else -mag
-
-    @njit(cache=True)
-    def token_terms(lr, lth, pr, pth, e1, e2, D, st):
-        """Per (step, state) token terms of a block; inputs (n, S, V), pr/pth/e1/e2 from numpy.
-
-        Writes D (n, S, V) = pi_theta - pi_roll and st (n, S, 6) = [TV, finite KL(roll||theta),
-        finite KL(theta||roll), KL infinite, reverse KL infinite, pi_theta > 0 = pi_roll somewhere].
-        """
-        n, S, V = lr.shape
+    @njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "nsz"})
+    def token_rows(lr, lth, D, K1, K2, st):
+        """Per (step, state) token terms of a block (n, S, V) from `token_elems`: st (n, S, 6) =
+        [TV, finite KL(roll||theta), finite KL(theta||roll), KL infinite, reverse KL infinite,
+        pi_theta > 0 = pi_roll somewhere]. The sums over v in any order (SIMD)."""
+        n, S, V = D.shape
         for i in range(n):
             for s in range(S):
                 tv = 0.0
@@ -117,40 +130,10 @@ if numba is not None:
                 klr = 0.0
                 acv = 0.0
                 for v in range(V):
-                    a, b = lr[i, s, v], lth[i, s, v]
-                    p, q = pr[i, s, v], pth[i, s, v]
-                    x1 = e1[i, s, v]
-                    if a > -np.inf and b > -np.inf:  # both finite: the common case
-                        d = b - a
-                        mag = max(p, q) * (-x1)
-                        tv += mag
-                        D[i, s, v] = mag if d >= 0 else -mag
-                        if abs(d) < 0.1:  # e^{+-d} - 1 -+ d = d^2/2 (E(d^2) +- d O(d^2)): one series
-                            ev, od = _series_even_odd(d)
-                            h = 0.5 * d * d
-                            kl += p * (h * (ev + od))
-                            klr += q * (h * (ev - od))
-                        else:  # expm1(d), expm1(-d) are e1 / e2 according to the sign of d
-                            em_f = x1 if d <= 0 else e2[i, s, v]
-                            em_r = e2[i, s, v] if d <= 0 else x1
-                            kl += (q - p) - p * d if d > 1.0 else p * (em_f - d)
-                            klr += (p - q) + q * d if -d > 1.0 else q * (em_r + d)
-                        continue
-                    if max(a, b) == -np.inf:
-                        dv = 0.0
-                        d = 0.0
-                    else:
-                        mag = max(p, q) * (-x1)
-                        dv = mag if b >= a else -mag
-                        d = b - a  # inf / -inf: one side is -inf (handled by _kl_term)
-                    D[i, s, v] = dv
-                    tv += abs(dv)
-                    if a == -np.inf and b > -np.inf:
-                        acv = 1.0
-                    em_f = x1 if d <= 0 else e2[i, s, v]
-                    em_r = e2[i, s, v] if d <= 0 else x1
-                    kl += _kl_term(a, b, p, q, d, em_f)
-                    klr += _kl_term(b, a, q, p, -d, em_r)
+                    tv += abs(D[i, s, v])
+                    kl += K1[i, s, v]
+                    klr += K2[i, s, v]
+                    acv = max(acv, 1.0 if (lr[i, s, v] == -np.inf and lth[i, s, v] > -np.inf) else 0.0)
                 st[i, s, 0] = 0.5 * tv
                 kinf = math.isinf(kl)
                 rinf = math.isinf(klr)
@@ -160,42 +143,56 @@ if numba is not None:
                 st[i, s, 4] = 1.0 if rinf else 0.0
                 st[i, s, 5] = acv
 
-    @njit(cache=True)
-    def forward_steps(
-        k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed, gh, stat_g,
-        g_inf,
-    ):  # fmt: skip
+    @njit(cache=True, inline="always", nogil=True)
+    def _tv_bound(fail, K, Kr):
+        """min(1, fail, sqrt(K / 2), sqrt(1 - e^-K), the same for Kr) (chain._tv_upper)."""
+        out = min(1.0, fail)
+        for kk in (K, Kr):
+            out = min(out, math.sqrt(kk / 2.0))
+            out = min(out, math.sqrt(-math.expm1(-kk)))
+        return out
+
+    @njit(cache=True, nogil=True, fastmath=_FMA)
+    def forward_steps(k0, n, homog, lr, lth, pr, pth, st, trans, w, X, Y, run, out, bits, ed, fixed, mutab):
         """Forward steps t = k0+1 .. k0+n. X, Y: (5, B, S) state (rows as chain._K), scratch.
 
-        Per step k: stat_c[k] (5, B, 2), state_tv[k], bits[k] (S / 8 bytes: state s reachable
-        is bit s & 7 of byte s >> 3), ed = [eps, delta]. fixed[0]: the reachable sets stopped
-        changing (homogeneous chains: then they never change again and are not recomputed).
-        Table mode (gh (T, S, 2) = g_t, h_t from a backward pass run first; else gh has no rows):
-        stat_g[k] (2, B, 2) = <mu_t^roll / mu_t^theta, g_t / h_t> and g_inf[k] = max|g_t| over
-        the reachable states.
+        run (B, 4): running [K, Krev, fail, acv seen] per group (prefix sums before step k);
+        out (3, T + 1): rows Dbar_t, state TV, context-TV upper bound (row j: laws of
+        (x, y_1..y_j)); bits (T or 0 rows): reachable states of step k (bit s & 7 of
+        byte s >> 3); ed = [eps, delta]; fixed[0]: the reachable sets stopped changing
+        (homogeneous chains: then they never change again and are not recomputed).
+        mutab (T or 0 rows, 2, B, S): table mode, mu_t^roll and mu_t^theta of every step.
         """
         _, B, S = X.shape
         V = lr.shape[2]
         for i in range(n):
             k = k0 + i
             j = 0 if homog else i
+            if mutab.shape[0] > 0:
+                mutab[k] = X[:2]
+            db = 0.0
+            cu = 0.0
             for b in range(B):  # the K rows' sums over states: <mu_t, per-state terms>
-                c00 = c01 = c10 = c11 = c20 = c30 = c31 = c40 = 0.0
+                c00 = c01 = c11 = c20 = c30 = c31 = c40 = 0.0
                 for s in range(S):
                     x0, x1, x3 = X[0, b, s], X[1, b, s], X[3, b, s]
                     c00 += x0 * st[j, s, 0]
                     c01 += x0 * st[j, s, 1]
-                    c10 += x1 * st[j, s, 0]
                     c11 += x1 * st[j, s, 2]
                     c20 += X[2, b, s] * st[j, s, 0]
                     c30 += x3 * st[j, s, 3]
                     c31 += x3 * st[j, s, 5]
                     c40 += X[4, b, s] * st[j, s, 4]
-                stat_c[k, 0, b, 0], stat_c[k, 0, b, 1] = c00, c01
-                stat_c[k, 1, b, 0], stat_c[k, 1, b, 1] = c10, c11
-                stat_c[k, 2, b, 0], stat_c[k, 2, b, 1] = c20, 0.0
-                stat_c[k, 3, b, 0], stat_c[k, 3, b, 1] = c30, c31
-                stat_c[k, 4, b, 0], stat_c[k, 4, b, 1] = c40, 0.0
+                db += c00 * w[b]
+                up = 0.0 if k == 0 else _tv_bound(run[b, 2], run[b, 0], run[b, 1])
+                cu += up * w[b]
+                run[b, 0] += np.inf if c30 > 0 else c01
+                run[b, 1] += np.inf if c40 > 0 else c11
+                run[b, 2] += c20
+                if c31 > 0:
+                    run[b, 3] = 1.0
+            out[0, k] = min(1.0, db)
+            out[2, k] = min(1.0, cu)
             tvs = 0.0
             for s in range(S):  # state-marginal TV, reachable states, eps and delta
                 reach = False
@@ -207,25 +204,11 @@ if numba is not None:
                     mt += w[b] * X[1, b, s]
                 tvs += abs(mt - mr)
                 if reach:
-                    bits[k, s >> 3] |= np.uint8(1 << (s & 7))
+                    if bits.shape[0] > 0:
+                        bits[k, s >> 3] |= np.uint8(1 << (s & 7))
                     ed[0] = max(ed[0], st[j, s, 0])
                     ed[1] = max(ed[1], np.inf if st[j, s, 3] > 0 else st[j, s, 1])
-            state_tv[k] = 0.5 * tvs
-            if gh.shape[0] > 0:
-                gm = 0.0
-                for s in range(S):
-                    if bits[k, s >> 3] & (1 << (s & 7)):
-                        gm = max(gm, abs(gh[k, s, 0]))
-                g_inf[k] = gm
-                for b in range(B):
-                    for r in range(2):
-                        a0 = 0.0
-                        a1 = 0.0
-                        for s in range(S):
-                            a0 += X[r, b, s] * gh[k, s, 0]
-                            a1 += X[r, b, s] * gh[k, s, 1]
-                        stat_g[k, r, b, 0] = a0
-                        stat_g[k, r, b, 1] = a1
+            out[1, k] = 0.5 * tvs
             Y[:3] = 0.0
             if not fixed[0]:
                 Y[3:] = 0.0
@@ -256,159 +239,337 @@ if numba is not None:
                 fixed[0] = same
             X[:] = Y
 
-    @njit(cache=True)
-    def final_state_tv(X, w):
-        """1/2 sum_s |sum_b w_b (mu^theta - mu^roll)_b(s)| of a forward state X (5, B, S)."""
+    @njit(cache=True, nogil=True)
+    def forward_final(X, w, run, out, upper_T, T):
+        """Step T + 1: the state-marginal TV and the context-TV bound of the whole sequence;
+        upper_T (B,): per group, the bound on the TV of the laws of (x, y_1..y_T)."""
         _, B, S = X.shape
-        out = 0.0
+        tvs = 0.0
         for s in range(S):
             mr = 0.0
             mt = 0.0
             for b in range(B):
                 mr += w[b] * X[0, b, s]
                 mt += w[b] * X[1, b, s]
-            out += abs(mt - mr)
-        return 0.5 * out
+            tvs += abs(mt - mr)
+        out[1, T] = 0.5 * tvs
+        cu = 0.0
+        for b in range(B):
+            up = 0.0 if T == 0 else _tv_bound(run[b, 2], run[b, 0], run[b, 1])
+            cu += up * w[b]
+            upper_T[b] = up
+        out[2, T] = min(1.0, cu)
 
-    @njit(cache=True)
-    def backward_steps(k1, n, homog, pr, pth, D, c_roll, c_diff, trans, bits, Z, Zn, g_inf, gh):
+    @njit(cache=True, nogil=True)
+    def reach_bits(lr, lth, trans, R, Rn, bits):
+        """Homogeneous chains: union-reachable bits of steps 0, 1, ... into bits (rows) until the
+        reachable sets repeat. R, Rn: (2, B, S) roll / theta reachability. Returns the number of
+        rows n written (steps k >= n have the reachable set of step n - 1), or -1 when the sets
+        did not repeat within the rows given."""
+        _, B, S = R.shape
+        V = trans.shape[1]
+        for k in range(bits.shape[0]):
+            for b in range(B):
+                for s in range(S):
+                    if R[0, b, s] > 0 or R[1, b, s] > 0:
+                        bits[k, s >> 3] |= np.uint8(1 << (s & 7))
+            Rn[:] = 0.0
+            for b in range(B):
+                for s in range(S):
+                    r0, r1 = R[0, b, s] > 0, R[1, b, s] > 0
+                    if r0 or r1:
+                        for v in range(V):
+                            s2 = trans[s, v]
+                            if r0 and lr[0, s, v] > -np.inf:
+                                Rn[0, b, s2] = 1.0
+                            if r1 and lth[0, s, v] > -np.inf:
+                                Rn[1, b, s2] = 1.0
+            same = True
+            for r in range(2):
+                for b in range(B):
+                    for s in range(S):
+                        if R[r, b, s] != Rn[r, b, s]:
+                            same = False
+            if same:
+                return k + 1
+            R[:] = Rn
+        return -1
+
+    @njit(cache=True, nogil=True)
+    def block_consts(pr, D, rs, T, cst):
+        """cst (n, S, 3) = [sum_v pi_roll r_step / T, sum_v D r_step / T, TV] of a block (chain._Ops)."""
+        n, S, V = pr.shape
+        for i in range(n):
+            for s in range(S):
+                cr = 0.0
+                cd = 0.0
+                tv = 0.0
+                for v in range(V):
+                    cr += pr[i, s, v] * rs[s, v]
+                    cd += D[i, s, v] * rs[s, v]
+                    tv += abs(D[i, s, v])
+                cst[i, s, 0] = cr / T
+                cst[i, s, 1] = cd / T
+                cst[i, s, 2] = 0.5 * tv
+
+    @njit(cache=True, nogil=True, fastmath=_FMA)
+    def backward_steps(k1, n, homog, pr, pth, D, cst, trans, bits, Z, Zn, g_inf, tabs):
         """Backward steps t = k1, k1-1, .., k1-n+1 (k = t - 1 from k1-1 down); block row j = k - (k1 - n).
 
         Z, Zn: (S, 7) = [U, Delta, A^g, A^h, A^p, E, W] at t+1 (in), scratch; on return Z holds t
-        (E, W: the second-order recursion of `second_order.second_order_chain`).
-        c_roll, c_diff: (n or 1, S) = sum_v pi r_step / T, sum_v D r_step / T. Table mode (gh has
-        rows): gh[k] = (g_t, h_t) per state; else g_inf[k] = max|g_t| over the states with bits[k].
+        (E, W: the second-order recursion of `second_order.second_order_chain`). cst: `block_consts`.
+        tabs (T, 3, S): table mode, tabs[k] = (g_t, h_t, e_t) with e_t(s) = sum_v |D| W_{t+1}(s')
+        (the increments of E) and no adjoint columns; tabs (T, 1, S): g_t only, adjoints kept;
+        tabs without rows: adjoints kept. bits with rows: g_inf[k] = max|g_t| over the states
+        with bits[min(k, rows - 1)] (else `masked_max` does it afterwards).
         """
         S, V = trans.shape
+        nbits = bits.shape[0]
+        ntab = tabs.shape[1] if tabs.shape[0] > 0 else 0
         for i in range(n - 1, -1, -1):
             k = k1 - n + i
             j = 0 if homog else i
+            kb = min(k, nbits - 1)
             gm = 0.0
             for s in range(S):
                 sU = 0.0
+                sPD = 0.0
                 sDU = 0.0
                 sDD = 0.0
-                sPD = 0.0
-                sAg = 0.0
-                sAh = 0.0
-                sAp = 0.0
-                sE = 0.0
                 sW = 0.0
-                tv = 0.0
-                for v in range(V):
-                    s2 = trans[s, v]
-                    p, dv, q = pr[j, s, v], D[j, s, v], pth[j, s, v]
-                    sU += p * Z[s2, 0]
-                    sPD += p * Z[s2, 1]
-                    sAg += p * Z[s2, 2]
-                    sAh += p * Z[s2, 3]
-                    sDU += dv * Z[s2, 0]
-                    sDD += dv * Z[s2, 1]
-                    sAp += q * Z[s2, 4]
-                    a = abs(dv)
-                    sE += a * Z[s2, 6] + p * Z[s2, 5]
-                    sW += p * Z[s2, 6]
-                    tv += a
-                g = c_diff[j, s] + sDU
-                h = sDD
-                Zn[s, 0] = c_roll[j, s] + sU
-                Zn[s, 1] = g + sPD + h
-                Zn[s, 2] = g + sAg
-                Zn[s, 3] = h + sAh
-                Zn[s, 4] = g + sAp
-                Zn[s, 5] = sE
-                Zn[s, 6] = 0.5 * tv + sW
-                if gh.shape[0] > 0:
-                    gh[k, s, 0] = g
-                    gh[k, s, 1] = h
-                elif bits[k, s >> 3] & (1 << (s & 7)):
+                sEw = 0.0
+                # two copies of the v loop (table / adjoint columns): one branch per state, not per token
+                if ntab == 3:  # the sums over t come from the tables: U, Delta, W only
+                    for v in range(V):
+                        s2 = trans[s, v]
+                        p, dv = pr[j, s, v], D[j, s, v]
+                        sU += p * Z[s2, 0]
+                        sPD += p * Z[s2, 1]
+                        sW += p * Z[s2, 6]
+                        sDU += dv * Z[s2, 0]
+                        sDD += dv * Z[s2, 1]
+                        sEw += abs(dv) * Z[s2, 6]
+                    g = cst[j, s, 1] + sDU
+                    h = sDD
+                    tabs[k, 0, s] = g
+                    tabs[k, 1, s] = h
+                    tabs[k, 2, s] = sEw
+                else:
+                    sAg = 0.0
+                    sAh = 0.0
+                    sAp = 0.0
+                    sE = 0.0
+                    for v in range(V):
+                        s2 = trans[s, v]
+                        p, dv = pr[j, s, v], D[j, s, v]
+                        sU += p * Z[s2, 0]
+                        sPD += p * Z[s2, 1]
+                        sAg += p * Z[s2, 2]
+                        sAh += p * Z[s2, 3]
+                        sE += p * Z[s2, 5]
+                        sW += p * Z[s2, 6]
+                        sDU += dv * Z[s2, 0]
+                        sDD += dv * Z[s2, 1]
+                        sEw += abs(dv) * Z[s2, 6]
+                        sAp += pth[j, s, v] * Z[s2, 4]
+                    g = cst[j, s, 1] + sDU
+                    h = sDD
+                    Zn[s, 2] = g + sAg
+                    Zn[s, 3] = h + sAh
+                    Zn[s, 4] = g + sAp
+                    Zn[s, 5] = sEw + sE
+                    if ntab == 1:
+                        tabs[k, 0, s] = g
+                if nbits > 0 and bits[kb, s >> 3] & (1 << (s & 7)):
                     gm = max(gm, abs(g))
-            if gh.shape[0] == 0:
+                Zn[s, 0] = cst[j, s, 0] + sU
+                Zn[s, 1] = g + sPD + h
+                Zn[s, 6] = cst[j, s, 2] + sW
+            if nbits > 0:
                 g_inf[k] = gm
             Z[:] = Zn
 
+    @njit(cache=True, nogil=True, fastmath=_FMA)
+    def table_dots(mutab, tabs, dots):
+        """dots (T, B, 4) = <mu_t^roll, g_t>, <mu_t^roll, h_t>, <mu_t^roll, e_t>, <mu_t^theta, g_t>."""
+        T, _, B, S = mutab.shape
+        for k in range(T):
+            for b in range(B):
+                a0 = a1 = a2 = a3 = 0.0
+                for s in range(S):
+                    m = mutab[k, 0, b, s]
+                    a0 += m * tabs[k, 0, s]
+                    a1 += m * tabs[k, 1, s]
+                    a2 += m * tabs[k, 2, s]
+                    a3 += mutab[k, 1, b, s] * tabs[k, 0, s]
+                dots[k, b, 0] = a0
+                dots[k, b, 1] = a1
+                dots[k, b, 2] = a2
+                dots[k, b, 3] = a3
 
-def _block_terms(lr, lth, bufs, divergences: bool = True):
-    """pi_roll, pi_theta, D and (divergences=True) the per-(step, state) token terms of one
-    block (n, S, V); the transcendental functions as numpy array calls."""
+    @njit(cache=True, nogil=True)
+    def masked_max(tabs, bits, g_inf):
+        """g_inf[k] = max |g_t(s)| = |tabs[k, 0, s]| over the states s with a bit in bits[min(k, rows-1)]."""
+        T, _, S = tabs.shape
+        nbits = bits.shape[0]
+        for k in range(T):
+            kb = min(k, nbits - 1)
+            gm = 0.0
+            for s in range(S):
+                if bits[kb, s >> 3] & (1 << (s & 7)):
+                    gm = max(gm, abs(tabs[k, 0, s]))
+            g_inf[k] = gm
+
+
+def _exp_block(lr, lth, bufs):
+    """pi_roll = e^lr, pi_theta = e^lth of one block (n, S, V) into the scratch buffers."""
     n = lr.shape[0]
-    pr, pth, e1, e2, D, st = (b[:n] for b in bufs)
+    pr, pth = bufs[0][:n], bufs[1][:n]
     np.exp(lr, out=pr)
     np.exp(lth, out=pth)
-    with np.errstate(invalid="ignore", over="ignore"):  # -inf - -inf: handled in the kernel
-        np.subtract(lth, lr, out=e2)
-        np.abs(e2, out=e2)
-        np.negative(e2, out=e1)
-        np.expm1(e1, out=e1)  # expm1(-|d|)
-        if not divergences:
-            prob_diff(lr, lth, pr, pth, e1, D)
-            return pr, pth, D, None
-        np.expm1(e2, out=e2)  # expm1(|d|); inf above ~709, used only where d <= 1
-    token_terms(lr, lth, pr, pth, e1, e2, D, st)
-    return pr, pth, D, st
+    return pr, pth
 
 
-def run(lr, lth, trans, start_states, w, rf, rs, T: int) -> dict:
+def _homog_bits(lr, lth, trans, start_states, B: int, S: int, T: int) -> np.ndarray:
+    """Reachability rows of a homogeneous chain until the reachable sets repeat (`reach_bits`)."""
+    R = np.zeros((2, B, S))
+    R[:, np.arange(B), start_states] = 1.0
+    rows = min(T, REACH_ROWS)
+    while True:
+        bits = np.zeros((rows, (S + 7) // 8), dtype=np.uint8)
+        n = reach_bits(lr, lth, trans, R.copy(), np.empty_like(R), bits)
+        if n > 0:
+            return bits[:n]
+        if rows == T:
+            return bits
+        rows = T  # periodic reachable sets: keep every step
+
+
+def table_entries(T: int, S: int, B: int) -> int:
+    """float64 entries of the table mode's (T, 3, S) g/h/e and (T, 2, B, S) state-marginal tables."""
+    return T * S * (3 + 2 * B)
+
+
+def run(lr, lth, trans, start_states, w, rf, rs, T: int, threads: int = 1) -> dict:
     """Both passes for one pair; lr, lth (Tp, S, V) with Tp in {1, T}; start_states (B,) int; w (B,).
 
-    Returns per-pair raw arrays for `chain._finish`: U1 (B, 2), stat_c (T, 5, B, 2),
-    stat_g_sum (2, B, 2), state_tv (T + 1,), g_inf (T,), eps, delta, w, and second_order =
+    threads >= 2: the forward and the backward pass run side by side (numba releases the GIL).
+    Table mode (`table_entries` <= TABLE_ENTRIES): the backward pass stores g_t, h_t, e_t and the
+    forward pass mu_t^roll, mu_t^theta, and the sums over t are dot products of the tables (pairwise
+    over t, as the level-by-level route); otherwise the backward pass carries the adjoint sums.
+    Returns the reduced per-pair arrays `chain._finish` reads: U1 (B, 2), w, stat_g_sum (2, B, 2),
+    dbar (T,), state_tv (T + 1,), ctx_upper (T + 1,) (row j: the laws of (x, y_1..y_j)),
+    upper_T (B,) (per group), dkl_seq, ac_ok, g_inf (T,), eps, delta, and second_order =
     E_roll[Z] by the recursion of `second_order.second_order_chain` (E_1 at the start states).
     """
     Tp, S, V = lr.shape
     homog = Tp == 1
     B = len(start_states)
     nb = 1 if homog else max(1, min(Tp, BLOCK_ENTRIES // (S * V)))
-    bufs = [np.empty((nb, S, V)) for _ in range(5)] + [np.empty((nb, S, 6))]
     trans = np.ascontiguousarray(trans, dtype=np.int64)
     w = np.ascontiguousarray(w, dtype=np.float64)
-
-    X = np.zeros((K_ROWS, B, S))
-    X[:, np.arange(B), start_states] = 1.0
-    Y = np.empty_like(X)
-    stat_c = np.empty((T, K_ROWS, B, 2))
-    state_tv = np.empty(T + 1)
-    bits = np.zeros((T, (S + 7) // 8), dtype=np.uint8)
-    fixed = np.zeros(1, dtype=np.bool_)
-    ed = np.zeros(2)
-    g_inf = np.empty(T)
-    table = T * S <= TABLE_ENTRIES  # g_t, h_t stored: the sums over t as the level-by-level route
-    gh = np.empty((T if table else 0, S, 2))
-    stat_g = np.zeros((T if table else 0, 2, B, 2))
+    rs = np.ascontiguousarray(rs, dtype=np.float64)
     blocks = [(0, T)] if homog else [(k0, min(T, k0 + nb)) for k0 in range(0, T, nb)]
-    cache = _block_terms(lr, lth, bufs) if homog else None
+    table = table_entries(T, S, B) <= TABLE_ENTRIES
+    mutab = np.empty((T if table else 0, 2, B, S))
+    if homog:
+        pr0, pth0 = np.exp(lr), np.exp(lth)
+        st0 = np.empty((1, S, N_ST))
+        D0, K1, K2 = (np.empty_like(pr0) for _ in range(3))
+        token_elems(lr, lth, pr0, pth0, D0, K1, K2)
+        token_rows(lr, lth, D0, K1, K2, st0)
+        cst0 = np.empty((1, S, 3))
+        block_consts(pr0, D0, rs, float(T), cst0)
+        bits = _homog_bits(lr, lth, trans, start_states, B, S, T)
+        fbits = np.zeros((0, 1), dtype=np.uint8)
+    else:  # the forward pass marks the reachable states, `masked_max` reads them at the end
+        fbits = np.zeros((T, (S + 7) // 8), dtype=np.uint8)
+        bits = np.zeros((0, 1), dtype=np.uint8)
+    tabs = np.empty((T, 3, S) if table else (0 if homog else T, 1, S))
+
+    out = np.zeros((3, T + 1))  # rows: Dbar_t, state TV, context-TV upper bound
+    upper_T = np.zeros(B)
+    run_ = np.zeros((B, 4))
+    ed = np.zeros(2)
 
     def forward():
-        for k0, k1 in blocks:
-            pr, pth, _, st = cache if homog else _block_terms(lr[k0:k1], lth[k0:k1], bufs)
-            forward_steps(k0, k1 - k0, homog, lr if homog else lr[k0:k1], lth if homog else lth[k0:k1],
-                          pr, pth, st, trans, w, X, Y, stat_c, state_tv, bits, ed, fixed, gh, stat_g,
-                          g_inf)  # fmt: skip
-        state_tv[T] = final_state_tv(X, w)
+        X = np.zeros((K_ROWS, B, S))
+        X[:, np.arange(B), start_states] = 1.0
+        Y = np.empty_like(X)
+        fixed = np.zeros(1, dtype=np.bool_)
+        if homog:
+            forward_steps(
+                0, T, True, lr, lth, pr0, pth0, st0, trans, w, X, Y, run_, out, fbits, ed, fixed, mutab
+            )
+        else:
+            bufs = [np.empty((nb, S, V)) for _ in range(5)]
+            st = np.empty((nb, S, N_ST))
+            for k0, k1 in blocks:
+                a, b = lr[k0:k1], lth[k0:k1]
+                pr, pth = _exp_block(a, b, bufs)
+                D, K1, K2 = (x[: k1 - k0] for x in bufs[2:])
+                token_elems(a, b, pr, pth, D, K1, K2)
+                token_rows(a, b, D, K1, K2, st[: k1 - k0])
+                n = k1 - k0
+                forward_steps(
+                    k0, n, False, a, b, pr, pth, st, trans, w, X, Y, run_, out, fbits, ed, fixed, mutab
+                )
+        forward_final(X, w, run_, out, upper_T, T)
 
-    Z = np.zeros((S, 7))
+    Z = np.zeros((S, N_Z))
     Z[:, 0] = rf
-    Zn = np.empty_like(Z)
+    g_inf = np.zeros(T)
 
     def backward():
+        Zn = np.zeros_like(Z)
+        if homog:
+            backward_steps(T, T, True, pr0, pth0, D0, cst0, trans, bits, Z, Zn, g_inf, tabs)
+            return
+        bufs = [np.empty((nb, S, V)) for _ in range(5)]
+        cst = np.empty((nb, S, 3))
         for k0, k1 in reversed(blocks):
-            pr, pth, D, _ = cache if homog else _block_terms(lr[k0:k1], lth[k0:k1], bufs, divergences=False)
-            c_roll = (pr * rs).sum(-1) / T  # (n, S): sum_v pi_roll r_step / T, as chain._Ops
-            c_diff = (D * rs).sum(-1) / T
-            backward_steps(k1, k1 - k0, homog, pr, pth, D, c_roll, c_diff, trans, bits, Z, Zn, g_inf, gh)
+            a, b = lr[k0:k1], lth[k0:k1]
+            pr, pth = _exp_block(a, b, bufs)
+            D, K1, K2 = (x[: k1 - k0] for x in bufs[2:])
+            token_elems(a, b, pr, pth, D, K1, K2)  # K1, K2: scratch here
+            block_consts(pr, D, rs, float(T), cst)
+            backward_steps(k1, k1 - k0, False, pr, pth, D, cst, trans, bits, Z, Zn, g_inf, tabs)
 
-    if table:  # g_t, h_t first, then the forward pass reads them
-        backward()
-        forward()
-    else:  # streaming: reachable states first, then the adjoint sums
-        forward()
-        backward()
-    Zs = Z[start_states]  # (B, 7)
-    U1 = Zs[:, :2].copy()
-    if table:  # pairwise sums over t (contiguous rows), as numpy sums the level-by-level route's
-        stat_g_sum = np.ascontiguousarray(stat_g.reshape(T, -1).T).sum(-1).reshape(2, B, 2)
+    if threads >= 2:
+        errors = []
+
+        def guarded():
+            try:
+                forward()
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+        worker = threading.Thread(target=guarded, name="chain-forward")
+        worker.start()
+        try:
+            backward()
+        finally:
+            worker.join()
+        if errors:
+            raise errors[0]
     else:
-        stat_g_sum = np.zeros((2, B, 2))
+        forward()
+        backward()
+    if not homog:
+        masked_max(tabs, fbits, g_inf)
+    Zs = Z[start_states]  # (B, 7)
+    stat_g_sum = np.zeros((2, B, 2))
+    if table:  # per-step dot products, then pairwise sums over t (as the level-by-level route)
+        dots = np.empty((T, B, 4))
+        table_dots(mutab, tabs, dots)
+        sums = dots.sum(0)  # (B, 4)
+        stat_g_sum[0], stat_g_sum[1, :, 0] = sums[:, :2], sums[:, 3]
+        second = float(w @ sums[:, 2])
+    else:
         stat_g_sum[0, :, 0], stat_g_sum[0, :, 1], stat_g_sum[1, :, 0] = Zs[:, 2], Zs[:, 3], Zs[:, 4]
-    return dict(U1=U1, stat_c=stat_c, stat_g_sum=stat_g_sum, state_tv=state_tv, g_inf=g_inf,
-                eps=float(ed[0]), delta=float(ed[1]), w=w, second_order=float(w @ Zs[:, 5]))  # fmt: skip
+        second = float(w @ Zs[:, 5])
+    return dict(
+        U1=Zs[:, :2].copy(), w=w, stat_g_sum=stat_g_sum, dbar=out[0, :T], state_tv=out[1], ctx_upper=out[2],
+        upper_T=upper_T, dkl_seq=float(w @ run_[:, 0]), ac_ok=not (run_[:, 3] > 0).any(), g_inf=g_inf,
+        eps=float(ed[0]), delta=float(ed[1]), second_order=second,
+    )  # fmt: skip

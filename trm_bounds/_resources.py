@@ -10,6 +10,7 @@ Available memory (no psutil): the smallest of
   - a cgroup limit minus its usage (containers: cgroup v2 memory.max, v1 limit_in_bytes);
   - the address-space rlimit (RLIMIT_AS) minus what this process already maps.
 TRM_BOUNDS_MAX_BYTES=N overrides all of them (tests, shared machines). Unknown: no check.
+A reading of the system is reused for half a second (one engine call checks many times).
 A computation may use at most `FRACTION` of the available bytes (the rest: this process's
 own arrays, the OS, other jobs on the machine).
 """
@@ -17,6 +18,7 @@ own arrays, the OS, other jobs on the machine).
 from __future__ import annotations
 
 import os
+import time
 
 __all__ = ["available_bytes", "check_memory", "format_bytes", "FRACTION"]
 
@@ -97,8 +99,15 @@ def available_bytes() -> int | None:
         if n < 0:
             raise ValueError(f"TRM_BOUNDS_MAX_BYTES must be >= 0, got {env!r}")
         return n
-    known = [b for b in (_meminfo_available(), _cgroup_free(), _rlimit_free()) if b is not None]
-    return min(known) if known else None
+    now = time.monotonic()
+    if now - _SYSTEM[0] > _SYSTEM_TTL:  # the files are re-read at most every _SYSTEM_TTL seconds
+        known = [b for b in (_meminfo_available(), _cgroup_free(), _rlimit_free()) if b is not None]
+        _SYSTEM[:] = [now, min(known) if known else None]
+    return _SYSTEM[1]
+
+
+_SYSTEM_TTL = 0.5  # seconds a reading of the free memory is reused (an engine call checks ~20 times)
+_SYSTEM: list = [-1e9, None]  # [monotonic time of the reading, bytes]
 
 
 def check_memory(name: str, nbytes: float, what: str, hint: str = "") -> None:

@@ -73,6 +73,7 @@ studies and tests draw from.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,7 @@ import numpy as np
 import torch
 
 from . import _chain_kernel
-from ._compute import check_device, engine_threads
+from ._compute import check_device, engine_threads, kernel_threads
 from ._files import wrong_kind_hint
 from ._resources import check_memory, format_bytes
 from ._validate import check_finite_or_inf, check_horizon, read_npz, scalar
@@ -281,17 +282,44 @@ def _rows_normalised(x: np.ndarray, block: int = 2**16) -> bool:
     """True when every row (last axis) has |log sum_v e^x| <= _NORM_TOL, in cache-sized blocks.
 
     A fast pre-check: rows of log-probabilities have max <= 0 and sum of e^x near 1, so no
-    max shift is needed; NaN and +inf give a NaN / inf sum, a row of -inf a zero sum: False,
-    and the caller's exact check then names the problem.
+    max shift is needed, and |log s| <= tol is e^-tol <= s <= e^tol (no log per row; the row
+    sums as one matrix-vector product). NaN and +inf give a NaN / inf sum, a row of -inf a zero
+    sum: False, and the caller's exact check then names the problem. Large inputs are split
+    between the free cores (numpy releases the GIL in exp and matmul).
     """
     rows = x.reshape(-1, x.shape[-1])
-    step = max(1, block // max(1, x.shape[-1]))
-    buf = np.empty((min(step, rows.shape[0]), x.shape[-1]))
+    n_threads = min(kernel_threads(), 2) if rows.size >= 2**22 else 1
+    if n_threads == 1:
+        return _rows_normalised_part(rows, block)
+    half = rows.shape[0] // 2
+    parts = [rows[:half], rows[half:]]
+    result = [True, True]
+
+    def work(i):
+        result[i] = _rows_normalised_part(parts[i], block)
+
+    worker = threading.Thread(target=work, args=(1,), name="chain-validate")
+    worker.start()
+    try:
+        work(0)
+    finally:
+        worker.join()
+    return result[0] and result[1]
+
+
+def _rows_normalised_part(rows: np.ndarray, block: int) -> bool:
+    """`_rows_normalised` of a (n, V) array, in one thread."""
+    V = rows.shape[-1]
+    step = max(1, block // max(1, V))
+    buf = np.empty((min(step, rows.shape[0]), V))
+    ones = np.ones(V)
+    lo, hi = math.exp(-_NORM_TOL), math.exp(_NORM_TOL)
     with np.errstate(all="ignore"):
         for i in range(0, rows.shape[0], step):
             part = rows[i : i + step]
             e = np.exp(part, out=buf[: part.shape[0]])
-            if not (np.abs(np.log(e.sum(-1))) <= _NORM_TOL).all():
+            s = e @ ones
+            if not ((s >= lo) & (s <= hi)).all():
                 return False
     return True
 
@@ -362,12 +390,13 @@ def _check_batch(pairs: list[ChainPair]) -> None:
             raise ValueError("pairs: a batch needs equal S, V, T, time-dependence and number of start states")
 
 
-def _run_kernel(pair: ChainPair) -> dict:
-    """One pair through the fused CPU kernel (`_chain_kernel.run`)."""
+def _run_kernel(pair: ChainPair, threads: int) -> dict:
+    """One pair through the fused CPU kernel (`_chain_kernel.run`; two passes side by side when
+    threads >= 2)."""
     states, mass = _prompt_groups(pair)
     lr, lth = (x[None] if x.ndim == 2 else x for x in (pair.logp_roll, pair.logp_theta))
     return _chain_kernel.run(
-        lr, lth, pair.transition, states, mass, pair.reward_final, pair.reward_step, pair.T
+        lr, lth, pair.transition, states, mass, pair.reward_final, pair.reward_step, pair.T, threads
     )
 
 
@@ -602,12 +631,26 @@ def _per_pair(raw: dict[str, np.ndarray], n: int) -> dict:
     reach = raw["reach"][n]  # (T, S)
     tv = np.broadcast_to(raw["tv"][n], reach.shape)
     kl = np.broadcast_to(raw["kl"][n], reach.shape)
+    stat_c = raw["stat_c"][:, n]  # (T, K, B, 2)
+    w = raw["w"][n]
+    # per group, per step: KL increments (finite part + infinite flags), coupling failure increments
+    kl_inc = np.where(stat_c[:, 3, :, 0] > 0, np.inf, stat_c[:, 0, :, 1])  # (T, B)
+    klrev_inc = np.where(stat_c[:, 4, :, 0] > 0, np.inf, stat_c[:, 1, :, 1])
+    fail_inc = stat_c[:, 2, :, 0]
+    pre = lambda x: np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, 0)], 0)  # noqa: E731  (T+1, B)
+    K, Krev, fail = pre(kl_inc), pre(klrev_inc), pre(fail_inc)
+    upper = _tv_upper(fail, K, Krev)  # (T + 1, B): row j bounds the TV of the laws of (x, y_1..y_j)
+    upper[0] = 0.0  # d_1 = P(x) for both policies
     return {
         "U1": raw["U1"][n],
-        "w": raw["w"][n],
-        "stat_c": raw["stat_c"][:, n],
+        "w": w,
         "stat_g_sum": raw["stat_g"][:, n].sum(0),
         "state_tv": raw["state_tv"][:, n],
+        "dbar": np.minimum(1.0, stat_c[:, 0, :, 0] @ w),  # (T,); the cap only absorbs rounding
+        "ctx_upper": np.minimum(1.0, upper @ w),  # (T + 1,)
+        "upper_T": upper[-1],
+        "dkl_seq": float(w @ K[-1]),
+        "ac_ok": not (stat_c[:, 3, :, 1] > 0).any(),
         "eps": float(np.where(reach, tv, 0.0).max()),
         "delta": float(np.where(reach, kl, 0.0).max()),
         "g_inf": np.where(reach, np.abs(raw["gh"][n][..., 0]), 0.0).max(-1),
@@ -616,9 +659,11 @@ def _per_pair(raw: dict[str, np.ndarray], n: int) -> dict:
 
 def _finish(r: dict, T: int) -> dict:
     """Assemble the docs/formats.md chain JSON dict of one pair from its reduced raw arrays:
-    U1 (B, 2), w (B,), stat_c (T, K, B, 2), stat_g_sum (2, B, 2) (sums over t of the K = roll,
-    theta rows of <mu_t, g_t> and <mu_t, h_t>), state_tv (T + 1,), g_inf (T,), eps, delta."""
-    stat_c = r["stat_c"]  # (T, K, B, 2)
+    U1 (B, 2), w (B,), stat_g_sum (2, B, 2) (sums over t of the roll, theta rows of <mu_t, g_t>
+    and <mu_t, h_t>), dbar (T,), state_tv (T + 1,), ctx_upper (T + 1,) (row j: the context-TV
+    upper bound of the laws of (x, y_1..y_j), averaged over prompts), upper_T (B,) (row T per
+    prompt group), dkl_seq, ac_ok (pi_theta << pi_roll on roll-reachable states), g_inf (T,),
+    eps, delta."""
     stat_g = r["stat_g_sum"]  # (2, B, 2)
     state_tv = r["state_tv"]  # (T + 1,)
     w = r["w"]  # (B,)
@@ -628,20 +673,11 @@ def _finish(r: dict, T: int) -> dict:
     surrogate = float(w @ stat_g[0, :, 0])
     second_order = float(w @ stat_g[0, :, 1])
     pdi = float(w @ stat_g[1, :, 0])  # sum_t <mu_t^theta, g_t> = J_theta - J_roll (PDI)
-    dbar = np.minimum(1.0, stat_c[:, 0, :, 0] @ w)  # (T,); the cap only absorbs rounding
-    # per group, per step: KL increments (finite part + infinite flags), coupling failure increments
-    kl_inc = np.where(stat_c[:, 3, :, 0] > 0, np.inf, stat_c[:, 0, :, 1])  # (T, B)
-    klrev_inc = np.where(stat_c[:, 4, :, 0] > 0, np.inf, stat_c[:, 1, :, 1])
-    fail_inc = stat_c[:, 2, :, 0]
-    pre = lambda x: np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, 0)], 0)  # noqa: E731  (T+1, B)
-    K, Krev, fail = pre(kl_inc), pre(klrev_inc), pre(fail_inc)
-    upper = _tv_upper(fail, K, Krev)  # (T + 1, B): row j bounds the TV of the laws of (x, y_1..y_j)
-    upper[0] = 0.0  # d_1 = P(x) for both policies
-    dkl_seq = float(w @ K[T])
+    dbar = r["dbar"]
+    dkl_seq = r["dkl_seq"]
     eps, delta, g_inf = r["eps"], r["delta"], r["g_inf"]
-    ac_ok = not (stat_c[:, 3, :, 1] > 0).any()
     notes = []
-    if ac_ok:
+    if r["ac_ok"]:
         ratio = second_order  # -Delta of the ratio identity, evaluated by the h_t recursion
     else:
         ratio = None
@@ -654,8 +690,8 @@ def _finish(r: dict, T: int) -> dict:
         "(greedy coupling, Pinsker and Bretagnolle-Huber on exact prefix KLs, per prompt) and lower bounds "
         "(TV of state marginals, |J_theta - J_roll|)"
     )
-    dtv_upper = float(min(1.0, w @ upper[T]))
-    ctx_upper = np.minimum(1.0, upper[:T] @ w)
+    ctx_upper = r["ctx_upper"][:T]
+    dtv_upper = float(r["ctx_upper"][T])
     lower_ctx = np.minimum(ctx_upper, state_tv[:T])
     dtv_lower = float(min(dtv_upper, max(state_tv.max(), abs(dJ))))
     inputs = BoundInputs(
@@ -687,35 +723,75 @@ def _finish(r: dict, T: int) -> dict:
         "delta": delta,
         "dkl_seq": dkl_seq,
         "dtv_seq_upper": dtv_upper,
-        "dtv_seq_max_prompt_upper": float(min(1.0, upper[T][w > 0].max())),
+        "dtv_seq_max_prompt_upper": float(min(1.0, r["upper_T"][w > 0].max())),
         "dtv_seq_lower": dtv_lower,
-        "dbar": [float(x) for x in dbar],
-        "context_tv_upper": [float(x) for x in ctx_upper],
-        "context_tv_lower": [float(x) for x in lower_ctx],
-        "g_inf": [float(x) for x in g_inf],
+        "dbar": dbar.tolist(),
+        "context_tv_upper": ctx_upper.tolist(),
+        "context_tv_lower": lower_ctx.tolist(),
+        "g_inf": np.asarray(g_inf, dtype=np.float64).tolist(),
         "bounds": evaluate_bounds(inputs),
         "bound_inputs": inputs.to_json()["sources"],
         "notes": notes,
     }
 
 
-MAX_CHAIN_STEPS = 2**20  # work guard: the DP runs ~5e3 steps/s on one core (T = 2**20: ~3 min)
-CHAIN_BYTES_PER_STEP = 1024  # per t and pair: step records + per-t JSON lists (700 B measured at S=3 V=2)
+MAX_CHAIN_STEPS = 2**20  # work guard on T (the fused kernel: ~3 ns per (t, s, v) and pass on one core)
+RESULT_BYTES_PER_STEP = 192  # per t and pair: 4 JSON lists of Python floats (32 B each), _finish's arrays
+LEVEL_BYTES_PER_STEP = 1024  # per t and pair, level-by-level route: step records (700 B measured at S=3 V=2)
 
 
-def check_chain_size(T: int, S: int, V: int, n_pairs: int = 1) -> None:
-    """ValueError naming T, before any work, when the chain DP would take too long or too much memory.
+def chain_bytes(T: int, S: int, V: int, n_pairs: int = 1, time_dependent: bool = True,
+                fused: bool = False, groups: int = 1) -> int:  # fmt: skip
+    """Estimated bytes the engine allocates for n_pairs pairs (beyond the pairs' own arrays).
 
-    Memory ~ n_pairs T (CHAIN_BYTES_PER_STEP + 64 S V) bytes (the DP keeps per-step statistics and
-    the result lists every per-t quantity); steps <= MAX_CHAIN_STEPS.
+    Every route keeps the result of every pair: RESULT_BYTES_PER_STEP per t. On top of it, for one
+    pair at a time:
+    - fused kernel (`_chain_kernel.run`): `bytes_per_step` per t (4 float64 outputs, S / 8 bits of
+      reachability; time-dependent: the (T, S) g table), the optional g/h/e and state-marginal
+      tables (at most TABLE_ENTRIES float64) and O(S V) scratch. A homogeneous chain streams in
+      O(S V) + O(T) memory.
+    - level-by-level route (all pairs at once): LEVEL_BYTES_PER_STEP + 40 S per t (the (T, S)
+      tables of g_t, h_t and reachability and their reductions) and 64 S V per stored step of
+      the logits (one step when homogeneous, T otherwise: the stacked operators), plus dense
+      S x S operators when S <= 2 V.
     """
+    result = n_pairs * T * RESULT_BYTES_PER_STEP
+    if fused:
+        table = _chain_kernel.table_entries(T, S, groups)
+        tables = 8 * table if table <= _chain_kernel.TABLE_ENTRIES else 0
+        scratch = 8 * S * V * 6 + 8 * S * (16 + 2 * groups)  # homogeneous: token arrays once
+        if time_dependent:  # per pass 5 token buffers of a block, per-state terms (forward), constants
+            nb = min(T, max(1, _chain_kernel.BLOCK_ENTRIES // (S * V)))  # (backward); both passes at once
+            scratch += 8 * nb * S * (10 * V + _chain_kernel.N_ST + 3)
+        return result + T * _chain_kernel.bytes_per_step(S, time_dependent) + tables + scratch
+    steps = T if time_dependent else 1
+    dense = 8 * (_K + 2) * S * S * steps if S <= 2 * V else 0
+    per_pair = T * (LEVEL_BYTES_PER_STEP + 40 * S) + steps * 64 * S * V + dense
+    return result + n_pairs * per_pair
+
+
+def _check_steps(T: int) -> None:
+    """ValueError naming T when the horizon exceeds MAX_CHAIN_STEPS (before any work)."""
     if T > MAX_CHAIN_STEPS:
         raise ValueError(
-            f"T = {T} exceeds the chain engine's {MAX_CHAIN_STEPS} = 2**20 steps (it keeps and reports every "
-            f"per-t quantity: about {format_bytes(n_pairs * T * (CHAIN_BYTES_PER_STEP + 64 * S * V))} and "
-            f"{T / 5e3:.0f} s); use a shorter horizon"
+            f"T = {T} exceeds the chain engine's {MAX_CHAIN_STEPS} = 2**20 steps (it reports every per-t "
+            f"quantity: at least {format_bytes(T * RESULT_BYTES_PER_STEP)} of result); use a shorter horizon"
         )
-    check_memory("T", n_pairs * T * (CHAIN_BYTES_PER_STEP + 64 * S * V), f"the chain DP over T = {T} steps")
+
+
+def check_chain_size(T: int, S: int, V: int, n_pairs: int = 1, time_dependent: bool = True,
+                     fused: bool = False, groups: int = 1) -> None:  # fmt: skip
+    """ValueError naming T, before any work, when the chain engine would take too many steps or more
+    memory than is available: steps <= MAX_CHAIN_STEPS, memory `chain_bytes` (per route) checked
+    by `_resources.check_memory` (the estimate is in the message)."""
+    _check_steps(T)
+    route = "fused kernel" if fused else "level-by-level route"
+    check_memory(
+        "T",
+        chain_bytes(T, S, V, n_pairs, time_dependent, fused, groups),
+        f"the chain engine ({route}, {'time-dependent' if time_dependent else 'homogeneous'}, S = {S}, "
+        f"V = {V}) over T = {T} steps",
+    )
 
 
 def chain_quantities_batch(
@@ -737,9 +813,14 @@ def chain_quantities_batch(
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     device = check_device(device)
     _check_batch(pairs)
-    check_chain_size(pairs[0].T, pairs[0].S, pairs[0].V, len(pairs))
-    if device.type == "cpu" and dense is None and backend is None and _chain_kernel.available():
-        raws = [_run_kernel(p) for p in pairs]  # the fused kernel, pair by pair
+    first = pairs[0]
+    fused = device.type == "cpu" and dense is None and backend is None and _chain_kernel.available()
+    check_chain_size(
+        first.T, first.S, first.V, len(pairs), first.time_dependent, fused, len(_prompt_groups(first)[0])
+    )
+    if fused:
+        threads = kernel_threads()
+        raws = [_run_kernel(p, threads) for p in pairs]  # the fused kernel, pair by pair
         second = [r["second_order"] for r in raws]  # E_roll[Z], second_order_chain's recursion in the kernel
     else:
         with torch.no_grad(), engine_threads():  # torch on 1 thread: per-step ops collapse under load
@@ -765,7 +846,8 @@ def chain_quantities(
     dtv_seq_upper, dtv_seq_max_prompt_upper, context_tv_upper (T,), bounds (on those
     inputs); beside them error_second_order (= sum_t <mu_t^roll, h_t>, always defined),
     error_pdi (Error from the performance-difference form), dtv_seq_lower,
-    context_tv_lower, bound_inputs (sources) and notes. O(T S V) time; O(T S) memory.
+    context_tv_lower, bound_inputs (sources) and notes. O(T S V) time; memory as `chain_bytes`
+    (fused kernel, homogeneous: O(S V) + O(T)).
     """
     return chain_quantities_batch([pair], device, dense, backend)[0]
 
@@ -775,7 +857,7 @@ def evaluate_chain_file(path: str | Path, device="cpu", T: int | None = None) ->
     check_device(device)  # before reading anything
     if T is not None:
         T = int(scalar("T", check_horizon(T)))
-        check_chain_size(T, 1, 1)  # the steps guard before loading; memory again once S, V are known
+        _check_steps(T)  # before loading; memory once S, V are known (chain_quantities)
     pair = ChainPair.load(path)
     if T is not None:
         pair = pair.with_horizon(T)
