@@ -22,6 +22,9 @@ differs from the torch path (serial within a task of <= TASK_LEAVES leaves, task
 in a fixed order): results agree with it to ~1e-14 relative and do not depend on the
 number of threads.
 
+Compiled with FMA contraction only (`a * b + c` in one rounding; no reassociation): about
+6% faster at 2^24 leaves, the last bits may differ between CPUs with and without FMA.
+
 Tasks run in parallel (numba prange) over contiguous row ranges of the split level; each
 task writes its own accumulator slots, reduced afterwards in task order.
 """
@@ -59,7 +62,7 @@ def available() -> bool:
 
 if numba is not None:
 
-    @njit(cache=True, inline="always")
+    @njit(cache=True, inline="always", fastmath={"contract"})
     def _expm1_minus_x(d):
         """e^d - 1 - d to relative rounding (series below |d| = 0.1), as divergences.expm1_minus_x."""
         if abs(d) < 0.1:
@@ -77,7 +80,7 @@ if numba is not None:
             return s * d * d * 0.5
         return math.expm1(d) - d
 
-    @njit(cache=True, inline="always")
+    @njit(cache=True, inline="always", fastmath={"contract"})
     def _emx_even_odd(g):
         """(E(g), O(g)): even and odd parts of e^g - 1 - g for |g| < 0.5, so that
         e^g - 1 - g = E + O and e^-g - 1 + g = E - O (Horner in g^2, relative rounding)."""
@@ -90,7 +93,7 @@ if numba is not None:
             od = od * g2 + o[k]
         return e * g2, od * g2 * g
 
-    @njit(cache=True, inline="always")
+    @njit(cache=True, inline="always", fastmath={"contract"})
     def _diff(b, a, eb, ea):
         """e^b - e^a from log-values b, a and eb ~ e^b, ea ~ e^a (exact._exp_diff):
         sign(b - a) e^max (1 - e^-|b - a|), 0 if both -inf; relative rounding, no cancellation."""
@@ -99,7 +102,7 @@ if numba is not None:
         mag = max(ea, eb) * (-math.expm1(-abs(b - a)))  # |b - a| = inf when one side is -inf
         return -mag if b < a else mag
 
-    @njit(cache=True, inline="always")
+    @njit(cache=True, inline="always", fastmath={"contract"})
     def _row_terms(A, B, row, PR, PT, DP, o):
         """Token terms of context row `row` of level arrays A = log pi_roll, B = log pi_theta (rows, V).
 
@@ -166,7 +169,7 @@ if numba is not None:
                     viol = True
         return kl, 0.5 * tv, zmass, viol, s_r, s_t, ok, z_r
 
-    @njit(cache=True, parallel=True, error_model="numpy")
+    @njit(cache=True, parallel=True, error_model="numpy", fastmath={"contract"})
     def run_tasks(
         lr, lt, R, s, T, K, ldr_s, ldt_s, pmax_s, psum_s, bounds, need_h,
         mdelta, mdelta_avg, sums, gmax, epsdel, J, flags, Qr_out, Qt_out, WE_out, joint_row, check, n_slots,
