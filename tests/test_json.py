@@ -65,3 +65,24 @@ def test_dumps_raises_if_a_non_finite_value_slips_past_strict():
     with pytest.raises(ValueError, match="Out of range float"):
         dumps({"x": Opaque()}, default=lambda o: math.inf)
     assert dumps({"x": Opaque()}, default=lambda o: 0.5) == '{"x": 0.5}'
+
+
+def test_long_lists_inline_same_value_and_non_finite_still_strict():
+    """inline_lists: long number lists on one line, the same JSON value; inf/nan inside them
+    (the fast path of strict() must not skip those) still become strings."""
+    import json as _json
+
+    from trm_bounds._json import dumps
+
+    long = [0.1 * i for i in range(200)]
+    obj = {"dbar": long, "short": [1.0, 2.0], "nested": [{"g": long[:100]}], "n": 3}
+    text = dumps(obj, indent=2, inline_lists=64)
+    assert _json.loads(text) == obj
+    assert len(text.splitlines()) < 20  # 200 + 100 numbers, one line each without inline_lists
+    assert len(dumps(obj, indent=2).splitlines()) > 300
+    assert '"short": [\n' in text  # short lists keep one item per line
+    bad = long[:100] + [float("inf"), float("nan")]
+    got = _json.loads(dumps({"x": bad}, indent=2, inline_lists=64))["x"]
+    assert got[-2:] == ["inf", "nan"] and got[:100] == long[:100]
+    with_str = ["a"] * 100  # not numbers: not inlined
+    assert len(dumps({"s": with_str}, indent=2, inline_lists=64).splitlines()) > 100

@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # options that only some sources use: passing one to another source is refused, never ignored
+_INLINE = 64  # per-t lists longer than this print on one line (same JSON; long chains print fast)
 _POLICY_ONLY = ("P", "V", "eos", "mismatch", "strength", "reward", "seed", "save_pair")
 _TREE_ONLY = ("baseline", "mask", "mask_delta", "mask_delta_avg", "future_tv")
 
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if args.chain is not None:
         from ..chain import evaluate_chain_file  # another layer; imported only when asked
 
-        print(dumps(evaluate_chain_file(args.chain, device=args.device, T=args.T), indent=2))
+        out = evaluate_chain_file(args.chain, device=args.device, T=args.T)
+        print(dumps(out, indent=2, inline_lists=_INLINE))
         return 0
     from ..exact import evaluate_pair_file, exact_quantities
 
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if args.save_pair is not None:  # written only after everything above succeeded
             pair.save(args.save_pair)
             out["generated"]["saved_to"] = str(args.save_pair)
-    print(dumps(out, indent=2))
+    print(dumps(out, indent=2, inline_lists=_INLINE))
     return 0
 
 
