@@ -112,3 +112,38 @@ def test_token_kl_along_matches_per_context_kl():
             want = token_kl(pair.logp_roll[t][0, row], pair.logp_theta[t][0, row])
             assert float(kl[i, t]) == pytest.approx(float(want), abs=1e-15)
             row = row * 3 + int(s["tokens"][i, t])
+
+
+# --------------------------------------------------------------------------- check_level_values
+def test_check_level_values_names_each_kind_of_bad_value():
+    """Each failure has its own message naming the level (NaN, +inf, > 0 with its max, row sums)."""
+    from trm_bounds.pair import check_level_values
+
+    half = math.log(0.5)
+    with pytest.raises(ValueError, match=r"^lvl contains NaN$"):
+        check_level_values("lvl", np.array([[half, np.nan]]))
+    with pytest.raises(ValueError, match=r"^lvl contains \+inf"):
+        check_level_values("lvl", np.array([[0.0, np.inf]]))
+    # a positive log-prob whose row still sums to more than 1: the "> 0" message, with the max
+    with pytest.raises(ValueError, match=r"^lvl has log-probabilities > 0 \(max 0\.25\)$"):
+        check_level_values("lvl", np.array([[0.25, -np.inf]]))
+    with pytest.raises(ValueError, match=r"^lvl has log-probabilities > 0"):
+        check_level_values("lvl", np.array([[0.5]]))  # a single element is checked too
+    with pytest.raises(ValueError, match=r"^lvl: rows do not sum to 1"):
+        check_level_values("lvl", np.array([[half, half], [half, -np.inf]]))
+    check_level_values("lvl", np.zeros((0, 3)))  # an empty level has nothing to check
+    check_level_values("lvl", np.array([[half, half], [0.0, -np.inf]]))
+
+
+def test_check_level_values_reads_tensors_with_grad_and_checks_in_float64():
+    """A tensor that requires grad is read as is (numpy could not take it); float32 input is
+    checked in float64: this row sums to 1 + 2e-9 in float64 but to 1 + 6e-8 in float32 arithmetic."""
+    from trm_bounds.pair import check_level_values
+
+    x = torch.log(torch.tensor([[0.25, 0.75]], dtype=torch.float64)).requires_grad_(True)
+    check_level_values("lvl", x)
+    with pytest.raises(ValueError, match="NaN"):
+        check_level_values("lvl", torch.tensor([[0.0, math.nan]], requires_grad=True))
+    x32 = np.array([[-2.989664316177368, -0.05161368474364281]], dtype=np.float32)
+    assert abs(float(np.exp(x32.astype(np.float64)).sum()) - 1.0) < 1e-8
+    check_level_values("lvl", x32)
