@@ -72,3 +72,44 @@ def test_figures_runs_background_jobs_after_the_others_and_paper_tables_last(mon
     alone = figures._select(["experiments/train_figures"])
     assert [n for n, _ in figures._start_background(alone, False)] == ["experiments/train_figures"]
     assert started == []  # nothing else to overlap with: the job runs its tasks itself
+
+
+def test_cache_files_hold_their_task_resume_and_refuse_another_task(tmp_path):
+    """cache_dir/<key>.json = {"task", "result"} (sorted keys); a rerun loads instead of running;
+    a file written for another task under the same key, or an unreadable one, is a ValueError."""
+    import json
+
+    tasks = _tasks(3)
+    first = taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+    path = taskpool.task_file(tmp_path / "c", "t1")
+    assert path == tmp_path / "c" / "t1.json"
+    saved = json.loads(path.read_text())
+    assert saved == {"task": tasks[1], "result": first[1]}
+    assert path.read_text() == json.dumps(saved, sort_keys=True)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["t0.json", "t1.json", "t2.json"]
+    saved["result"]["sq"] = -1  # a resumed run reads the file, it does not recompute
+    path.write_text(json.dumps(saved))
+    again = taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+    assert [r["sq"] for r in again] == [0, -1, 4]
+    other = [{**t, "x": t["x"] + 10} for t in tasks]
+    with pytest.raises(ValueError, match=r"t0\.json holds the result of a different task under key 't0'"):
+        taskpool.run_tasks(square, other, cache_dir=tmp_path / "c", progress=False)
+    path.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="different task"):
+        taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"^cache_dir: .*t1\.json cannot be read \(.*\); delete it"):
+        taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_add_arguments_gives_workers_ray_and_cache():
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser()
+    taskpool.add_arguments(ap, "my_cache")
+    d = ap.parse_args([])
+    assert (d.workers, d.ray, d.cache) == (1, None, None)
+    a = ap.parse_args(["--workers", "3", "--ray", "auto", "--cache", "x/y"])
+    assert (a.workers, a.ray, a.cache) == (3, "auto", Path("x/y"))
+    assert "OUT/my_cache" in ap.format_help()
