@@ -147,3 +147,32 @@ def test_check_level_values_reads_tensors_with_grad_and_checks_in_float64():
     x32 = np.array([[-2.989664316177368, -0.05161368474364281]], dtype=np.float32)
     assert abs(float(np.exp(x32.astype(np.float64)).sum()) - 1.0) < 1e-8
     check_level_values("lvl", x32)
+
+
+def test_validate_pair_arrays_level_counts_shapes_and_level_values_flag():
+    """T = 1 is a pair; a missing level is named; level_values=False still checks the shapes but
+    not the values (the fused exact kernel checks those itself)."""
+    from trm_bounds.pair import validate_pair_arrays
+
+    half = math.log(0.5)
+    lvl1 = np.full((1, 1, 2), half)
+    lvl2 = np.full((1, 2, 2), half)
+    R, pp = np.zeros((1, 2)), np.ones(1)
+    assert validate_pair_arrays([lvl1], [lvl1], R, pp) == (1, 2, 1)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: missing level \(a pair needs T >= 1 levels\)$"):
+        validate_pair_arrays([], [], R, pp)
+    R2 = np.zeros((1, 4))
+    with pytest.raises(ValueError, match=r"^logp_theta_2: missing level \(logp_roll has 2, logp_theta 1\)$"):
+        validate_pair_arrays([lvl1, lvl2], [lvl1], R2, pp)
+    with pytest.raises(ValueError, match=r"^logp_roll_2: missing level \(logp_roll has 1, logp_theta 2\)$"):
+        validate_pair_arrays([lvl1], [lvl1, lvl2], R2, pp)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: wrong shape \(1, 2\), expected \(P, 1, V\)$"):
+        validate_pair_arrays([lvl1[0]], [lvl1[0]], R, pp)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: wrong shape \(1, 2, 2\), expected \(P, 1, V\)$"):
+        validate_pair_arrays([lvl2], [lvl2], R, pp)
+    bad = np.full((1, 1, 2), 0.5)  # log-probs > 0
+    with pytest.raises(ValueError, match="logp_theta_1 has log-probabilities > 0"):
+        validate_pair_arrays([lvl1], [bad], R, pp)
+    assert validate_pair_arrays([lvl1], [bad], R, pp, level_values=False) == (1, 2, 1)
+    with pytest.raises(ValueError, match=r"logp_theta_1: wrong shape \(1, 1, 3\), expected \(1, 1, 2\)"):
+        validate_pair_arrays([lvl1], [np.full((1, 1, 3), half)], R, pp, level_values=False)
