@@ -174,5 +174,11 @@ def test_validate_pair_arrays_level_counts_shapes_and_level_values_flag():
     with pytest.raises(ValueError, match="logp_theta_1 has log-probabilities > 0"):
         validate_pair_arrays([lvl1], [bad], R, pp)
     assert validate_pair_arrays([lvl1], [bad], R, pp, level_values=False) == (1, 2, 1)
+    one = np.zeros((1, 1, 1))  # V = 1: one token, log-prob 0
+    assert validate_pair_arrays([one], [one], np.zeros((1, 1)), pp) == (1, 1, 1)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: wrong shape \(1, 1, 0\), P and V must be >= 1$"):
+        validate_pair_arrays([np.zeros((1, 1, 0))], [np.zeros((1, 1, 0))], np.zeros((1, 1)), pp)
+    with pytest.raises(ValueError, match=r"^reward must be a numeric array, got str$"):
+        validate_pair_arrays([lvl1], [lvl1], "abc", pp)
     with pytest.raises(ValueError, match=r"logp_theta_1: wrong shape \(1, 1, 3\), expected \(1, 1, 2\)"):
         validate_pair_arrays([lvl1], [np.full((1, 1, 3), half)], R, pp, level_values=False)

@@ -92,7 +92,8 @@ def test_cache_files_hold_their_task_resume_and_refuse_another_task(tmp_path):
     again = taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
     assert [r["sq"] for r in again] == [0, -1, 4]
     other = [{**t, "x": t["x"] + 10} for t in tasks]
-    with pytest.raises(ValueError, match=r"t0\.json holds the result of a different task under key 't0'"):
+    with pytest.raises(ValueError, match=r"t0\.json holds the result of a different task under key 't0' "
+                       r"\(another configuration\?\): use another cache folder or delete it$"):
         taskpool.run_tasks(square, other, cache_dir=tmp_path / "c", progress=False)
     path.write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="different task"):
@@ -112,4 +113,6 @@ def test_add_arguments_gives_workers_ray_and_cache():
     assert (d.workers, d.ray, d.cache) == (1, None, None)
     a = ap.parse_args(["--workers", "3", "--ray", "auto", "--cache", "x/y"])
     assert (a.workers, a.ray, a.cache) == (3, "auto", Path("x/y"))
-    assert "OUT/my_cache" in ap.format_help()
+    text = " ".join(ap.format_help().split())
+    assert "OUT/my_cache" in text and "(default 1: in-process)" in text
+    assert "'auto' (the cluster `ray start` made on this node" in text and "(ray://HEAD:10001 or HEAD:6379)" in text
