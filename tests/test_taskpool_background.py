@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from trm_bounds import taskpool
 
 def square(task: dict) -> dict:
     """A seeded task: the result depends only on the task."""
+    if task.get("pid_dir"):
+        Path(task["pid_dir"], f"{os.getpid()}.pid").touch()
     if task.get("fail"):
         raise RuntimeError(f"task {task['key']} failed")
     if task.get("sleep"):
@@ -47,6 +50,39 @@ def test_background_errors_reach_the_collector_and_names_are_unique():
         taskpool.collect_background("never-started")
     with pytest.raises(ValueError, match="key"):
         taskpool.start_background("bg-badkey", square, [{"x": 1}], workers=1)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a terminated child not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the workers")
+def test_cancel_background_terminates_the_worker_processes(tmp_path):
+    taskpool.start_background("bg-kill", square, _tasks(2, sleep=60, pid_dir=str(tmp_path)), workers=2)
+    deadline = time.time() + 60
+    while len(list(tmp_path.glob("*.pid"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    taskpool.cancel_background()
+    deadline = time.time() + 10
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)  # terminated, not left sleeping for a minute
+
+
+def test_cancel_background_after_the_run_finished_is_quiet():
+    """A finished, uncollected run (its pool shut down) is dropped without error."""
+    taskpool.start_background("bg-done", square, _tasks(2), workers=1)
+    deadline = time.time() + 60
+    while taskpool._background["bg-done"][0].is_alive() and time.time() < deadline:
+        time.sleep(0.1)
+    taskpool.cancel_background()
+    assert not taskpool.has_background("bg-done")
 
 
 def test_cancel_background_stops_the_workers_promptly():
