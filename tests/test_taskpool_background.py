@@ -108,6 +108,9 @@ def test_figures_runs_background_jobs_after_the_others_and_paper_tables_last(mon
     alone = figures._select(["experiments/train_figures"])
     assert [n for n, _ in figures._start_background(alone, False)] == ["experiments/train_figures"]
     assert started == []  # nothing else to overlap with: the job runs its tasks itself
+    two = figures._select(["experiments/train_figures", "scaling"])
+    assert [n for n, _ in figures._start_background(two, False)] == ["scaling", "experiments/train_figures"]
+    assert started == [False]  # one other job is enough to overlap with
 
 
 def test_cache_files_hold_their_task_resume_and_refuse_another_task(tmp_path):
