@@ -136,8 +136,8 @@ def test_check_level_values_names_each_kind_of_bad_value():
 
 
 def test_check_level_values_reads_tensors_with_grad_and_checks_in_float64():
-    """A tensor that requires grad is read as is (numpy could not take it); float32 input is
-    checked in float64: this row sums to 1 + 2e-9 in float64 but to 1 + 6e-8 in float32 arithmetic."""
+    """A tensor that requires grad is read (detached); float32 input is checked in float64:
+    this row sums to 1 + 2e-9 in float64 but to 1 + 6e-8 in float32 arithmetic."""
     from trm_bounds.pair import check_level_values
 
     x = torch.log(torch.tensor([[0.25, 0.75]], dtype=torch.float64)).requires_grad_(True)
