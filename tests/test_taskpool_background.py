@@ -154,4 +154,5 @@ def test_add_arguments_gives_workers_ray_and_cache():
     assert (a.workers, a.ray, a.cache) == (3, "auto", Path("x/y"))
     text = " ".join(ap.format_help().split())
     assert "OUT/my_cache" in text and "(default 1: in-process)" in text
-    assert "'auto' (the cluster `ray start` made on this node" in text and "(ray://HEAD:10001 or HEAD:6379)" in text
+    assert "'auto' (the cluster `ray start` made on this node" in text
+    assert "(ray://HEAD:10001 or HEAD:6379)" in text
