@@ -156,3 +156,11 @@ def test_add_arguments_gives_workers_ray_and_cache():
     assert "OUT/my_cache" in text and "(default 1: in-process)" in text
     assert "'auto' (the cluster `ray start` made on this node" in text
     assert "(ray://HEAD:10001 or HEAD:6379)" in text
+
+
+def test_background_run_uses_a_worker_process_even_with_one_worker_and_draws_no_bar(capsys):
+    """workers=1 still runs on a spawned process (the caller's thread keeps the CPU), silently."""
+    taskpool.start_background("bg-one", square, _tasks(2), workers=1)
+    got = taskpool.collect_background("bg-one")
+    assert [r["sq"] for r in got] == [0, 1] and all(r["pid_is_worker"] for r in got)
+    assert capsys.readouterr().err == ""
