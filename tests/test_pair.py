@@ -182,3 +182,21 @@ def test_validate_pair_arrays_level_counts_shapes_and_level_values_flag():
         validate_pair_arrays([lvl1], [lvl1], "abc", pp)
     with pytest.raises(ValueError, match=r"logp_theta_1: wrong shape \(1, 1, 3\), expected \(1, 1, 2\)"):
         validate_pair_arrays([lvl1], [np.full((1, 1, 3), half)], R, pp, level_values=False)
+
+
+def test_validate_pair_arrays_reward_and_prompt_probs_messages():
+    """The reward / prompt_probs checks name the array; a prompt of probability 0 is allowed."""
+    from trm_bounds.pair import validate_pair_arrays
+
+    lv = np.full((2, 1, 2), math.log(0.5))
+    R = np.zeros((2, 2))
+    assert validate_pair_arrays([lv], [lv], R, np.array([1.0, 0.0])) == (2, 2, 1)
+    with pytest.raises(ValueError, match=r"^reward: wrong shape \(2, 3\), expected \(2, 2\)$"):
+        validate_pair_arrays([lv], [lv], np.zeros((2, 3)), np.full(2, 0.5))
+    with pytest.raises(ValueError, match=r"^reward contains NaN$"):
+        validate_pair_arrays([lv], [lv], np.array([[0.0, np.nan], [0.0, 0.0]]), np.full(2, 0.5))
+    with pytest.raises(ValueError, match=r"^prompt_probs must be a numeric array, got str$"):
+        validate_pair_arrays([lv], [lv], R, "x")
+    for bad in ([1.5, -0.5], [np.nan, 1.0]):
+        with pytest.raises(ValueError, match=r"^prompt_probs must be >= 0 and not NaN$"):
+            validate_pair_arrays([lv], [lv], R, np.array(bad))
