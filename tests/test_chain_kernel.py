@@ -208,3 +208,27 @@ def test_cli_accepts_a_long_homogeneous_horizon(tmp_path, monkeypatch, capsys):
     assert main(["exact", "--chain", str(path), "--T", "100000", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["T"] == 100000 and len(out["dbar"]) == 100000 and len(out["g_inf"]) == 100000
+
+
+def test_chain_bytes_defaults_and_the_stacked_steps_of_time_dependent_chains():
+    """Defaults: one pair, time-dependent, level-by-level route, one start-state group. The level-by-level
+    route stores the logits of every step of a time-dependent chain (64 S V bytes a step) but one step
+    of a homogeneous one, so the difference is at least 64 S V (T - 1)."""
+    T, S, V = 1000, 64, 16  # S > 2 V: no dense operators
+    assert chain_bytes(T, S, V) == chain_bytes(T, S, V, 1, True, False, 1)
+    assert chain_bytes(T, S, V, fused=True) == chain_bytes(T, S, V, 1, True, True, 1)
+    hom, td = chain_bytes(T, S, V, time_dependent=False), chain_bytes(T, S, V, time_dependent=True)
+    assert td - hom >= 64 * S * V * (T - 1)
+    assert chain_bytes(T, S, V, n_pairs=3, time_dependent=False) > 2.9 * hom
+
+
+def test_check_chain_size_checks_the_chain_bytes_of_its_arguments(monkeypatch):
+    """check_chain_size hands chain_bytes of the same arguments (same defaults) to the memory check."""
+    seen = []
+    monkeypatch.setattr(chain, "check_memory", lambda name, n, what, hint="": seen.append((name, n, what)))
+    check_chain_size(100, 8, 4)
+    check_chain_size(100, 8, 4, 2, False, True, 3)
+    want = [chain_bytes(100, 8, 4, 1, True, False, 1), chain_bytes(100, 8, 4, 2, False, True, 3)]
+    assert [n for _, n, _ in seen] == want and seen[0][0] == "T"
+    assert "level-by-level route, time-dependent, S = 8, V = 4) over T = 100" in seen[0][2]
+    assert "(fused kernel, homogeneous" in seen[1][2]

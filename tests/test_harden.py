@@ -459,3 +459,32 @@ def test_small_estimates_skip_the_meminfo_read_unless_overridden(monkeypatch):
     monkeypatch.setenv("TRM_BOUNDS_MAX_BYTES", "1000")
     with pytest.raises(ValueError, match="^y: "):
         check_memory("y", 2000, "a tiny array")
+
+
+def test_available_bytes_reuses_a_reading_for_half_a_second(monkeypatch):
+    """The system is read when the last reading is older than _SYSTEM_TTL (0.5 s), reused until then;
+    the smallest known figure wins, None when nothing is known; the override 0 is a valid figure."""
+    import trm_bounds._resources as res
+
+    monkeypatch.delenv("TRM_BOUNDS_MAX_BYTES", raising=False)
+    monkeypatch.setattr(res, "_SYSTEM", [-1e9, None])
+    reads, clock = [], [100.0]
+    figures = {"mem": 7000, "cg": 5000, "rl": None}
+    monkeypatch.setattr(res, "_meminfo_available", lambda: reads.append(1) or figures["mem"])
+    monkeypatch.setattr(res, "_cgroup_free", lambda: figures["cg"])
+    monkeypatch.setattr(res, "_rlimit_free", lambda: figures["rl"])
+    monkeypatch.setattr(res.time, "monotonic", lambda: clock[0])
+    assert res.available_bytes() == 5000 and len(reads) == 1
+    figures["cg"] = 3000
+    clock[0] = 100.5  # exactly the TTL later: still the old reading
+    assert res.available_bytes() == 5000 and len(reads) == 1
+    clock[0] = 100.75
+    assert res.available_bytes() == 3000 and len(reads) == 2
+    figures.update(mem=None, cg=None)
+    clock[0] = 102.0
+    assert res.available_bytes() is None and len(reads) == 3
+    monkeypatch.setenv("TRM_BOUNDS_MAX_BYTES", "0")
+    assert res.available_bytes() == 0
+    monkeypatch.setenv("TRM_BOUNDS_MAX_BYTES", "-5")
+    with pytest.raises(ValueError, match=r"^TRM_BOUNDS_MAX_BYTES must be >= 0, got '-5'$"):
+        res.available_bytes()

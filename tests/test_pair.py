@@ -112,3 +112,91 @@ def test_token_kl_along_matches_per_context_kl():
             want = token_kl(pair.logp_roll[t][0, row], pair.logp_theta[t][0, row])
             assert float(kl[i, t]) == pytest.approx(float(want), abs=1e-15)
             row = row * 3 + int(s["tokens"][i, t])
+
+
+# --------------------------------------------------------------------------- check_level_values
+def test_check_level_values_names_each_kind_of_bad_value():
+    """Each failure has its own message naming the level (NaN, +inf, > 0 with its max, row sums)."""
+    from trm_bounds.pair import check_level_values
+
+    half = math.log(0.5)
+    with pytest.raises(ValueError, match=r"^lvl contains NaN$"):
+        check_level_values("lvl", np.array([[half, np.nan]]))
+    with pytest.raises(ValueError, match=r"^lvl contains \+inf"):
+        check_level_values("lvl", np.array([[0.0, np.inf]]))
+    # a positive log-prob whose row still sums to more than 1: the "> 0" message, with the max
+    with pytest.raises(ValueError, match=r"^lvl has log-probabilities > 0 \(max 0\.25\)$"):
+        check_level_values("lvl", np.array([[0.25, -np.inf]]))
+    with pytest.raises(ValueError, match=r"^lvl has log-probabilities > 0"):
+        check_level_values("lvl", np.array([[0.5]]))  # a single element is checked too
+    with pytest.raises(ValueError, match=r"^lvl: rows do not sum to 1"):
+        check_level_values("lvl", np.array([[half, half], [half, -np.inf]]))
+    check_level_values("lvl", np.zeros((0, 3)))  # an empty level has nothing to check
+    check_level_values("lvl", np.array([[half, half], [0.0, -np.inf]]))
+
+
+def test_check_level_values_reads_tensors_with_grad_and_checks_in_float64():
+    """A tensor that requires grad is read (detached); float32 input is checked in float64:
+    this row sums to 1 + 2e-9 in float64 but to 1 + 6e-8 in float32 arithmetic."""
+    from trm_bounds.pair import check_level_values
+
+    x = torch.log(torch.tensor([[0.25, 0.75]], dtype=torch.float64)).requires_grad_(True)
+    check_level_values("lvl", x)
+    with pytest.raises(ValueError, match="NaN"):
+        check_level_values("lvl", torch.tensor([[0.0, math.nan]], requires_grad=True))
+    x32 = np.array([[-2.989664316177368, -0.05161368474364281]], dtype=np.float32)
+    assert abs(float(np.exp(x32.astype(np.float64)).sum()) - 1.0) < 1e-8
+    check_level_values("lvl", x32)
+
+
+def test_validate_pair_arrays_level_counts_shapes_and_level_values_flag():
+    """T = 1 is a pair; a missing level is named; level_values=False still checks the shapes but
+    not the values (the fused exact kernel checks those itself)."""
+    from trm_bounds.pair import validate_pair_arrays
+
+    half = math.log(0.5)
+    lvl1 = np.full((1, 1, 2), half)
+    lvl2 = np.full((1, 2, 2), half)
+    R, pp = np.zeros((1, 2)), np.ones(1)
+    assert validate_pair_arrays([lvl1], [lvl1], R, pp) == (1, 2, 1)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: missing level \(a pair needs T >= 1 levels\)$"):
+        validate_pair_arrays([], [], R, pp)
+    R2 = np.zeros((1, 4))
+    with pytest.raises(ValueError, match=r"^logp_theta_2: missing level \(logp_roll has 2, logp_theta 1\)$"):
+        validate_pair_arrays([lvl1, lvl2], [lvl1], R2, pp)
+    with pytest.raises(ValueError, match=r"^logp_roll_2: missing level \(logp_roll has 1, logp_theta 2\)$"):
+        validate_pair_arrays([lvl1], [lvl1, lvl2], R2, pp)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: wrong shape \(1, 2\), expected \(P, 1, V\)$"):
+        validate_pair_arrays([lvl1[0]], [lvl1[0]], R, pp)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: wrong shape \(1, 2, 2\), expected \(P, 1, V\)$"):
+        validate_pair_arrays([lvl2], [lvl2], R, pp)
+    bad = np.full((1, 1, 2), 0.5)  # log-probs > 0
+    with pytest.raises(ValueError, match="logp_theta_1 has log-probabilities > 0"):
+        validate_pair_arrays([lvl1], [bad], R, pp)
+    assert validate_pair_arrays([lvl1], [bad], R, pp, level_values=False) == (1, 2, 1)
+    one = np.zeros((1, 1, 1))  # V = 1: one token, log-prob 0
+    assert validate_pair_arrays([one], [one], np.zeros((1, 1)), pp) == (1, 1, 1)
+    with pytest.raises(ValueError, match=r"^logp_roll_1: wrong shape \(1, 1, 0\), P and V must be >= 1$"):
+        validate_pair_arrays([np.zeros((1, 1, 0))], [np.zeros((1, 1, 0))], np.zeros((1, 1)), pp)
+    with pytest.raises(ValueError, match=r"^reward must be a numeric array, got str$"):
+        validate_pair_arrays([lvl1], [lvl1], "abc", pp)
+    with pytest.raises(ValueError, match=r"logp_theta_1: wrong shape \(1, 1, 3\), expected \(1, 1, 2\)"):
+        validate_pair_arrays([lvl1], [np.full((1, 1, 3), half)], R, pp, level_values=False)
+
+
+def test_validate_pair_arrays_reward_and_prompt_probs_messages():
+    """The reward / prompt_probs checks name the array; a prompt of probability 0 is allowed."""
+    from trm_bounds.pair import validate_pair_arrays
+
+    lv = np.full((2, 1, 2), math.log(0.5))
+    R = np.zeros((2, 2))
+    assert validate_pair_arrays([lv], [lv], R, np.array([1.0, 0.0])) == (2, 2, 1)
+    with pytest.raises(ValueError, match=r"^reward: wrong shape \(2, 3\), expected \(2, 2\)$"):
+        validate_pair_arrays([lv], [lv], np.zeros((2, 3)), np.full(2, 0.5))
+    with pytest.raises(ValueError, match=r"^reward contains NaN$"):
+        validate_pair_arrays([lv], [lv], np.array([[0.0, np.nan], [0.0, 0.0]]), np.full(2, 0.5))
+    with pytest.raises(ValueError, match=r"^prompt_probs must be a numeric array, got str$"):
+        validate_pair_arrays([lv], [lv], R, "x")
+    for bad in ([1.5, -0.5], [np.nan, 1.0]):
+        with pytest.raises(ValueError, match=r"^prompt_probs must be >= 0 and not NaN$"):
+            validate_pair_arrays([lv], [lv], R, np.array(bad))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from trm_bounds import taskpool
 
 def square(task: dict) -> dict:
     """A seeded task: the result depends only on the task."""
+    if task.get("pid_dir"):
+        Path(task["pid_dir"], f"{os.getpid()}.pid").touch()
     if task.get("fail"):
         raise RuntimeError(f"task {task['key']} failed")
     if task.get("sleep"):
@@ -49,6 +52,39 @@ def test_background_errors_reach_the_collector_and_names_are_unique():
         taskpool.start_background("bg-badkey", square, [{"x": 1}], workers=1)
 
 
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a terminated child not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the workers")
+def test_cancel_background_terminates_the_worker_processes(tmp_path):
+    taskpool.start_background("bg-kill", square, _tasks(2, sleep=60, pid_dir=str(tmp_path)), workers=2)
+    deadline = time.time() + 60
+    while len(list(tmp_path.glob("*.pid"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    taskpool.cancel_background()
+    deadline = time.time() + 10
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)  # terminated, not left sleeping for a minute
+
+
+def test_cancel_background_after_the_run_finished_is_quiet():
+    """A finished, uncollected run (its pool shut down) is dropped without error."""
+    taskpool.start_background("bg-done", square, _tasks(2), workers=1)
+    deadline = time.time() + 60
+    while taskpool._background["bg-done"][0].is_alive() and time.time() < deadline:
+        time.sleep(0.1)
+    taskpool.cancel_background()
+    assert not taskpool.has_background("bg-done")
+
+
 def test_cancel_background_stops_the_workers_promptly():
     taskpool.start_background("bg-cancel", square, _tasks(4, sleep=30), workers=2)
     time.sleep(3)  # the workers are up and sleeping
@@ -72,3 +108,59 @@ def test_figures_runs_background_jobs_after_the_others_and_paper_tables_last(mon
     alone = figures._select(["experiments/train_figures"])
     assert [n for n, _ in figures._start_background(alone, False)] == ["experiments/train_figures"]
     assert started == []  # nothing else to overlap with: the job runs its tasks itself
+    two = figures._select(["experiments/train_figures", "scaling"])
+    assert [n for n, _ in figures._start_background(two, False)] == ["scaling", "experiments/train_figures"]
+    assert started == [False]  # one other job is enough to overlap with
+
+
+def test_cache_files_hold_their_task_resume_and_refuse_another_task(tmp_path):
+    """cache_dir/<key>.json = {"task", "result"} (sorted keys); a rerun loads instead of running;
+    a file written for another task under the same key, or an unreadable one, is a ValueError."""
+    import json
+
+    tasks = _tasks(3)
+    first = taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+    path = taskpool.task_file(tmp_path / "c", "t1")
+    assert path == tmp_path / "c" / "t1.json"
+    saved = json.loads(path.read_text())
+    assert saved == {"task": tasks[1], "result": first[1]}
+    assert path.read_text() == json.dumps(saved, sort_keys=True)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["t0.json", "t1.json", "t2.json"]
+    saved["result"]["sq"] = -1  # a resumed run reads the file, it does not recompute
+    path.write_text(json.dumps(saved))
+    again = taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+    assert [r["sq"] for r in again] == [0, -1, 4]
+    other = [{**t, "x": t["x"] + 10} for t in tasks]
+    with pytest.raises(ValueError, match=r"t0\.json holds the result of a different task under key 't0' "
+                       r"\(another configuration\?\): use another cache folder or delete it$"):
+        taskpool.run_tasks(square, other, cache_dir=tmp_path / "c", progress=False)
+    path.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="different task"):
+        taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"^cache_dir: .*t1\.json cannot be read \(.*\); delete it"):
+        taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_add_arguments_gives_workers_ray_and_cache():
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser()
+    taskpool.add_arguments(ap, "my_cache")
+    d = ap.parse_args([])
+    assert (d.workers, d.ray, d.cache) == (1, None, None)
+    a = ap.parse_args(["--workers", "3", "--ray", "auto", "--cache", "x/y"])
+    assert (a.workers, a.ray, a.cache) == (3, "auto", Path("x/y"))
+    text = " ".join(ap.format_help().split())
+    assert "OUT/my_cache" in text and "(default 1: in-process)" in text
+    assert "'auto' (the cluster `ray start` made on this node" in text
+    assert "(ray://HEAD:10001 or HEAD:6379)" in text
+
+
+def test_background_run_uses_a_worker_process_even_with_one_worker_and_draws_no_bar(capsys):
+    """workers=1 still runs on a spawned process (the caller's thread keeps the CPU), silently."""
+    taskpool.start_background("bg-one", square, _tasks(2), workers=1)
+    got = taskpool.collect_background("bg-one")
+    assert [r["sq"] for r in got] == [0, 1] and all(r["pid_is_worker"] for r in got)
+    assert capsys.readouterr().err == ""

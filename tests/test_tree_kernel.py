@@ -69,3 +69,17 @@ def test_kernel_equals_torch_path(monkeypatch, seed, kind, T, threads):
             assert x == y or (math.isnan(x) and math.isnan(y)), k
         else:
             assert abs(x - y) <= 1e-12 * abs(y) + 1e-15, (k, x, y)
+
+
+@needs_numba
+@pytest.mark.parametrize("jit", ["0", "1"])
+def test_eps_counts_contexts_only_pi_theta_reaches(monkeypatch, jit):
+    """eps = max TV over contexts reachable under either policy: context "1" has pi_roll = 0 and
+    pi_theta = 1/2, and its TV (= 1) is the largest; roll-reachable rows alone would give 1/2."""
+    monkeypatch.setenv("TRM_BOUNDS_JIT", jit)
+    h = math.log(0.5)
+    lr = [np.array([[[0.0, -np.inf]]]), np.array([[[0.0, -np.inf], [0.0, -np.inf]]])]
+    lt = [np.array([[[h, h]]]), np.array([[[0.0, -np.inf], [-np.inf, 0.0]]])]
+    q = exact_quantities(lr, lt, np.array([[0.0, 0.0, 0.0, 1.0]]), np.ones(1))
+    assert q["eps"] == 1.0 and q["delta"] == math.inf and not q["abs_continuous"]
+    assert q["J_theta"] == 0.5 and q["error"] == 0.5

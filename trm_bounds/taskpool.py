@@ -240,7 +240,8 @@ def cancel_background() -> None:
     while _background:
         _, (thread, _box, pools) = _background.popitem()
         for ex in pools:
-            for proc in list(getattr(ex, "_processes", {}).values()):
+            # a pool that already finished has _processes = None (ProcessPoolExecutor.shutdown)
+            for proc in list((getattr(ex, "_processes", None) or {}).values()):
                 proc.terminate()
             ex.shutdown(wait=False, cancel_futures=True)
         thread.join(timeout=5)
