@@ -164,3 +164,10 @@ def test_background_run_uses_a_worker_process_even_with_one_worker_and_draws_no_
     got = taskpool.collect_background("bg-one")
     assert [r["sq"] for r in got] == [0, 1] and all(r["pid_is_worker"] for r in got)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_start_background_refuses_bad_workers_before_starting(workers):
+    with pytest.raises(ValueError, match="^workers must be an integer >= 1"):
+        taskpool.start_background("bg-bad-workers", square, _tasks(1), workers=workers)
+    assert not taskpool.has_background("bg-bad-workers")

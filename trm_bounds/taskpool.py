@@ -204,6 +204,8 @@ def start_background(name: str, fn: Callable[[dict], dict], tasks: list[dict], *
     returns the results (or raises what the run raised). Starting a name twice is a ValueError.
     """
     _checked(tasks)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if name in _background:
         raise ValueError(f"background run {name!r} already started")
     box: dict = {}
