@@ -131,8 +131,11 @@ def test_cache_files_hold_their_task_resume_and_refuse_another_task(tmp_path):
     again = taskpool.run_tasks(square, tasks, cache_dir=tmp_path / "c", progress=False)
     assert [r["sq"] for r in again] == [0, -1, 4]
     other = [{**t, "x": t["x"] + 10} for t in tasks]
-    with pytest.raises(ValueError, match=r"t0\.json holds the result of a different task under key 't0' "
-                       r"\(another configuration\?\): use another cache folder or delete it$"):
+    with pytest.raises(
+        ValueError,
+        match=r"t0\.json holds the result of a different task under key 't0' "
+        r"\(another configuration\?\): use another cache folder or delete it$",
+    ):
         taskpool.run_tasks(square, other, cache_dir=tmp_path / "c", progress=False)
     path.write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="different task"):
