@@ -102,6 +102,76 @@ def test_router_noise_flips_routing_and_margin_shapes():
     assert all(torch.isinf(m).all() for m in full.router_margin())
 
 
+def _moe_by_definition(pol: MoEPolicy, noise: list | None = None) -> list[torch.Tensor]:
+    """The MoE's definition context by context: every expert evaluated, the top-k gathered,
+    pi(.|c) = softmax(sum_j gate_j expert_{e_j}(h)); EOS rows absorbed as the policies do."""
+    from trm_bounds.policies import after_eos
+
+    c = pol.config
+    out = []
+    with torch.no_grad():
+        for k, h in enumerate(pol._encodings(torch.float64)):
+            rows = []
+            for p in range(c.P):
+                lvl = []
+                for i in range(h.shape[1]):
+                    x = h[p, i]
+                    r = pol.router @ x + (0.0 if noise is None else noise[k][p, i])
+                    top, idx = torch.topk(r, c.top_k)
+                    gate = torch.softmax(top, 0)
+                    experts = [pol.w2[e].T @ torch.tanh(pol.w1[e].T @ x + pol.b1[e]) + pol.b2[e] for e in idx]
+                    z = sum(g * ze for g, ze in zip(gate, experts))
+                    lp = torch.log_softmax(z, 0)
+                    if c.eos is not None and k > 0 and bool(after_eos(k, c.V, c.eos)[i]):
+                        lp = torch.full_like(lp, float("-inf"))
+                        lp[c.eos] = 0.0
+                    lvl.append(lp)
+                rows.append(torch.stack(lvl))
+            out.append(torch.stack(rows))
+    return out
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(P=2, V=3, T=3, top_k=2, seed=1),
+        dict(P=1, V=4, T=4, top_k=1, n_experts=4, router_scale=0.5, eos=0, seed=2),
+        dict(P=3, V=2, T=1, top_k=3, n_experts=3, seed=3),  # T = 1, every expert used
+        dict(P=2, V=2, T=3, top_k=2, init_std=8.0, seed=4),  # near-deterministic experts
+    ],
+)
+def test_moe_tree_is_its_definition_with_and_without_router_noise(cfg):
+    """The batched forward (chosen experts only, level-major rows) equals the per-context
+    definition to rounding; router noise is drawn level by level, (P, V**(t-1), E) each."""
+    pol = MoEPolicy(MoEConfig(**cfg))
+    for got, want in zip(pol.log_prob_tree(), _moe_by_definition(pol)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+    c = pol.config
+    gen = torch.Generator().manual_seed(5)
+    noise = [torch.randn((c.P, c.V**k, c.n_experts), generator=gen, dtype=torch.float64) * 0.7 for k in range(c.T)]
+    noisy = pol.log_prob_tree(router_noise_std=0.7, generator=torch.Generator().manual_seed(5))
+    for got, want in zip(noisy, _moe_by_definition(pol, noise)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+
+
+def test_moe_gradients_reach_every_parameter_that_is_used():
+    pol = MoEPolicy(MoEConfig(P=2, V=3, T=3, top_k=2, seed=1))
+    levels = pol.log_prob_tree()
+    sum((lv.exp() * torch.arange(3.0, dtype=torch.float64)).sum() for lv in levels).backward()
+    for name, p in pol.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+        assert float(p.grad.abs().max()) > 0, name
+    # the gradient of the batched forward is the definition's (finite differences, one weight)
+    w = pol.w2
+    with torch.no_grad():
+        base = sum((lv.exp() * torch.arange(3.0, dtype=torch.float64)).sum() for lv in pol.log_prob_tree())
+        w[0, 0, 1] += 1e-6
+        bumped = sum((lv.exp() * torch.arange(3.0, dtype=torch.float64)).sum() for lv in pol.log_prob_tree())
+        w[0, 0, 1] -= 1e-6
+    assert float(w.grad[0, 0, 1]) == pytest.approx(float(bumped - base) / 1e-6, rel=1e-4, abs=1e-9)
+
+
 @pytest.mark.parametrize(
     "make, match",
     [

@@ -107,6 +107,19 @@ def _finish(logits: torch.Tensor, k: int, eos: int | None) -> torch.Tensor:
     return absorb_eos(log_softmax(logits.to(torch.float64)), k, eos)
 
 
+def _split_levels(logits: torch.Tensor, P: int, V: int, T: int, eos: int | None) -> list[torch.Tensor]:
+    """Logits of every context, level-major ((sum_t P V**(t-1), V): level 1's P rows, then level
+    2's P V rows, ...), -> levels t = 1..T of (P, V**(t-1), V) float64 log-probs with EOS
+    absorption: `_finish` of each level, with one log-softmax over all rows."""
+    lp = log_softmax(logits.to(torch.float64))
+    out, start = [], 0
+    for k in range(T):
+        n = P * V**k
+        out.append(absorb_eos(lp[start : start + n].reshape(P, V**k, V), k, eos))
+        start += n
+    return out
+
+
 # --------------------------------------------------------------------------- tabular
 class TabularPolicy(nn.Module):
     """Free logits per context: pi(.|c) = softmax(z_c), z level t of shape (P, V**(t-1), V).
@@ -350,26 +363,39 @@ class MoEPolicy(nn.Module):
     def log_prob_tree(
         self, *, compute_dtype=None, router_noise_std: float = 0.0, generator=None
     ) -> list[torch.Tensor]:
-        """Levels t = 1..T: (P, V**(t-1), V) float64 log-probs; router noise before top-k."""
+        """Levels t = 1..T: (P, V**(t-1), V) float64 log-probs; router noise before top-k.
+
+        Every context of every level in one pass (N = sum_t V**(t-1) contexts per prompt):
+          r = W_r h (+ noise)                       (P, N, E) router logits; top-k -> idx, gates
+          a = [W1_1 h, ..., W1_E h]                 (P, N, E, H) one matrix product for all experts
+          u_j = tanh(a[idx_j] + b1[idx_j])          (P, N, k, H) hidden of the chosen experts only
+          z = sum_j gate_j (W2[idx_j] u_j + b2[idx_j])  as one product of the gate-weighted hidden
+              units, scattered into their experts' slots (P, N, E*H), with W2 stacked (E*H, V).
+        The same function as computing every expert and gathering the chosen ones, with k/E of
+        the tanh and of the output product (rounding differs from that order in the last bits).
+        """
         if not (math.isfinite(router_noise_std) and router_noise_std >= 0):
             raise ValueError(f"router_noise_std must be finite and >= 0, got {router_noise_std}")
         dt = compute_dtype or torch.float64
         c = self.config
+        E, K, H, V = c.n_experts, c.top_k, c.d_hidden, c.V
         w1, b1, w2, b2, wr = (p.to(dt) for p in (self.w1, self.b1, self.w2, self.b2, self.router))
-        out = []
-        for k, h in enumerate(self._encodings(dt)):
-            r = h @ wr.T  # (P, n, E)
-            if router_noise_std > 0:
-                r = r + router_noise_std * torch.randn(r.shape, generator=generator, dtype=torch.float64).to(
-                    dt
-                )
-            top, idx = torch.topk(r, c.top_k, -1)  # (P, n, k)
-            gate = torch.softmax(top, -1)
-            hid = torch.tanh(torch.einsum("pnd,edh->pneh", h, w1) + b1)  # (P, n, E, H)
-            z = torch.einsum("pneh,ehv->pnev", hid, w2) + b2  # (P, n, E, V)
-            sel = torch.gather(z, 2, idx[..., None].expand(*idx.shape, c.V))  # (P, n, k, V)
-            out.append(_finish((gate[..., None] * sel).sum(2), k, self.eos))
-        return out
+        hs = self._encodings(dt)
+        h = torch.cat([x.reshape(-1, x.shape[-1]) for x in hs])  # (n, d): level-major, then (P, V**k)
+        n, d = h.shape
+        r = h @ wr.T  # (n, E)
+        if router_noise_std > 0:  # drawn level by level (the stream of a per-level forward pass)
+            noise = [torch.randn((x.shape[0] * x.shape[1], E), generator=generator, dtype=torch.float64) for x in hs]
+            r = r + router_noise_std * torch.cat(noise).to(dt)
+        top, idx = torch.topk(r, K, -1)  # (n, K)
+        gate = torch.softmax(top, -1)
+        a = h @ w1.transpose(0, 1).reshape(d, E * H)  # (n, E*H): W1_e h of every expert
+        slot = (torch.arange(n, device=h.device)[:, None] * E + idx).reshape(-1)  # (n K,) rows of (n E, H)
+        u = torch.tanh(a.reshape(n * E, H)[slot] + b1[idx.reshape(-1)])  # (n K, H) chosen experts
+        gu = (gate.reshape(-1, 1) * u)  # gate-weighted hidden units
+        slots = torch.zeros((n * E, H), dtype=dt, device=h.device).index_copy(0, slot, gu)
+        z = slots.reshape(n, E * H) @ w2.reshape(E * H, V) + (gate[..., None] * b2[idx]).sum(1)  # (n, V)
+        return _split_levels(z, self.P, V, self.T, self.eos)
 
 
 POLICIES = {

@@ -488,9 +488,10 @@ def _train(cfg, *, out_dir, save_pair_every, progress, on_step) -> TrainResult:
         from tqdm.auto import tqdm
 
         bar = tqdm(range(1, cfg.steps + 1), desc=f"train {cfg.method}", unit="step", disable=not progress)
+        tree = None  # the policy's differentiable tree at its current parameters, when still valid
         for step in bar:
-            rec, roll, new = _one_step(
-                step, cfg, policy, opt, engine, spec, mask_params, reward, reward_flat, prompt_probs, gen
+            rec, roll, new, tree = _one_step(
+                step, cfg, policy, opt, engine, spec, mask_params, reward, reward_flat, prompt_probs, gen, tree
             )
             steps.append(rec)
             engine.observe(policy)
@@ -512,15 +513,22 @@ def _train(cfg, *, out_dir, save_pair_every, progress, on_step) -> TrainResult:
     return TrainResult(cfg, steps, summarize(steps), policy)
 
 
-def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_flat, prompt_probs, gen):
-    """One optimizer step and its exact checks; returns (log record, roll levels, new levels)."""
+def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_flat, prompt_probs, gen,
+              tree=None):  # fmt: skip
+    """One optimizer step and its exact checks; returns (log record, roll levels, new levels, tree).
+
+    tree: `policy.log_prob_tree()` with its autograd graph, built at the current parameters (the
+    previous step's theta_new) and not touched since, or None; used as this step's differentiable
+    pi_theta_old instead of a second identical forward pass. The returned tree is theta_new's
+    (None when the step was skipped: restoring the parameters in place invalidates any graph).
+    """
     roll = engine.log_prob_tree(policy)  # pi_roll: T levels (P, V**(t-1), V), detached float64
     batch = _sample_groups(roll, cfg, gen)
     prompt, tokens = batch["prompt"], batch["tokens"]  # (B,), (B, T)
     response_mask, L = _response_mask(tokens, cfg.eos)
     R = reward_flat[prompt * cfg.V**cfg.T + batch["index"]]  # (B,) rewards of the sampled leaves
 
-    levels = policy.log_prob_tree()  # pi_theta_old, differentiable
+    levels = policy.log_prob_tree() if tree is None else tree  # pi_theta_old, differentiable
     old = [x.detach() for x in levels]
     logp = token_logprobs(levels, prompt, tokens)  # (B, T) log pi_theta(y_t | c_t), with grad
     logp_old = logp.detach()  # log pi_theta_old(y_t | c_t)
@@ -541,8 +549,8 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
 
     scale, backtracks, skipped = 1.0, 0, False
     while True:
-        with torch.no_grad():
-            new = [x.detach() for x in policy.log_prob_tree()]
+        tree = policy.log_prob_tree()  # with its graph: the next step's pi_theta_old
+        new = [x.detach() for x in tree]
         q = exact_quantities(roll, new, reward, prompt_probs, validate=False)
         certified = q["surrogate"] > q["bounds"]["unified"]
         if not cfg.certified or certified:
@@ -552,7 +560,7 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
             with torch.no_grad():
                 for p, b in zip(params, before):
                     p.copy_(b)
-            new = old
+            new, tree = old, None
             q = exact_quantities(roll, new, reward, prompt_probs, validate=False)
             certified = q["surrogate"] > q["bounds"]["unified"]
             break
@@ -593,7 +601,7 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
         "token_kept_fraction": float(keep_tok.sum() / response_mask.sum()),
         "bounds": {k: q["bounds"][k] for k in ("pm_kl", "mix_kl", "mix_tv", "coupling", "adaptive_star")},
     }
-    return rec, roll, new
+    return rec, roll, new, tree
 
 
 def _max_token_kl(roll: list, theta: list) -> float:
