@@ -38,6 +38,7 @@ __all__ = [
     "make_pair",
     "MISMATCHES",
     "sample_trajectories",
+    "draw_tokens",
     "token_logprobs",
     "token_kl_along",
     "leaf_index",
@@ -332,11 +333,20 @@ def sample_trajectories(
     if pp.ndim != 1 or pp.shape[0] != levels[0].shape[0] or (pp < 0).any() or pp.sum() <= 0:
         raise ValueError(f"prompt_probs must be ({levels[0].shape[0]},) non-negative with positive sum")
     prompt = torch.multinomial(pp, int(n), replacement=True, generator=generator)
+    return draw_tokens([x.detach().to("cpu", torch.float64) for x in levels], prompt, generator)
+
+
+def draw_tokens(levels: Sequence[torch.Tensor], prompt: torch.Tensor, generator=None) -> dict:
+    """y_t ~ pi(.|c_t), t = 1..T, for given prompts (n,): `sample_trajectories` after its prompt draw.
+
+    levels: T detached float64 CPU tensors (P, V**(t-1), V) of log-probs, not checked (callers
+    validated them, or made them with log_softmax). One multinomial draw per level, in order.
+    """
     V = levels[0].shape[-1]
-    row = torch.zeros(int(n), dtype=torch.int64)
+    row = torch.zeros(prompt.shape[0], dtype=torch.int64)
     tokens, logps = [], []
     for x in levels:
-        lp = x.detach().to("cpu", torch.float64)[prompt, row]  # (n, V)
+        lp = x[prompt, row]  # (n, V)
         tok = torch.multinomial(torch.exp(lp), 1, generator=generator)[:, 0]
         tokens.append(tok)
         logps.append(lp.gather(1, tok[:, None])[:, 0])
@@ -373,10 +383,9 @@ def token_kl_along(levels_roll: Sequence, levels_theta: Sequence, prompt, tokens
         raise ValueError(f"tokens must be (n, {len(lr)}) and both trees must have {len(lr)} levels")
     V = lr[0].shape[-1]
     row = torch.zeros_like(prompt)
-    out = []
+    a, b = [], []
     for t in range(len(lr)):
-        a = lr[t].detach()[prompt, row]  # (n, V)
-        b = lt[t].detach()[prompt, row]
-        out.append(token_kl(a, b))
+        a.append(lr[t].detach()[prompt, row])  # (n, V)
+        b.append(lt[t].detach()[prompt, row])
         row = row * V + tokens[:, t]
-    return torch.stack(out, 1)
+    return token_kl(torch.cat(a), torch.cat(b)).reshape(len(lr), -1).T.contiguous()  # one call, every (t, sample)

@@ -47,7 +47,7 @@ from . import masks
 from .divergences import token_kl
 from .exact import exact_J, exact_quantities
 from .mismatch import RolloutEngine, parse_mismatch
-from .pair import PolicyPair, sample_trajectories, token_kl_along, token_logprobs
+from .pair import PolicyPair, draw_tokens, token_kl_along, token_logprobs
 from .policies import MOE_N_EXPERTS, MOE_ROUTER_SCALE, MOE_TOP_K, POLICIES, make_policy
 from .rewards import REWARDS, make_reward
 
@@ -380,11 +380,13 @@ def _response_mask(tokens: torch.Tensor, eos: int | None) -> tuple[torch.Tensor,
 def _sample_groups(roll: list, cfg: TrainConfig, gen: torch.Generator) -> dict:
     """n_groups prompts x ~ uniform, then G responses of each from pi_roll; groups contiguous."""
     prompts = torch.randint(0, cfg.P, (cfg.n_groups,), generator=gen)
+    levels = [x.detach().to("cpu", torch.float64) for x in roll]
     parts = []
-    for x in prompts.tolist():
+    for x in prompts.tolist():  # sample_trajectories(roll, one-hot at x, G, gen), checks done once
         onehot = torch.zeros(cfg.P, dtype=torch.float64)
         onehot[x] = 1.0
-        parts.append(sample_trajectories(roll, onehot, cfg.group_size, gen))
+        prompt = torch.multinomial(onehot, cfg.group_size, replacement=True, generator=gen)
+        parts.append(draw_tokens(levels, prompt, gen))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -607,7 +609,9 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
 def _max_token_kl(roll: list, theta: list) -> float:
     """max_t max_c KL(pi_roll(.|c) || pi_theta(.|c)) over every context of the tree (the global delta
     between the rollout and the policy the mask was computed against; contexts after EOS have KL 0)."""
-    return max(float(token_kl(r, t).max()) for r, t in zip(roll, theta))
+    V = roll[0].shape[-1]
+    flat = lambda levels: torch.cat([x.reshape(-1, V) for x in levels])  # noqa: E731 - every context
+    return float(token_kl(flat(roll), flat(theta), check=False).max())  # both trees are log-softmax output
 
 
 def summarize(steps: list[dict]) -> dict:
