@@ -165,10 +165,7 @@ def exact_quantities(
     if chunk_leaves < 1:
         raise ValueError(f"chunk_leaves must be >= 1, got {chunk_leaves}")
     mask = _check_mask(mask)
-    if baseline is not None:
-        baseline = float(baseline)
-        if not math.isfinite(baseline):
-            raise ValueError(f"baseline must be finite, got {baseline}")
+    baseline = _check_baseline(baseline)
     with torch.no_grad(), engine_threads() as n_threads:
         out = _run_engine(logp_roll, logp_theta, reward, prompt_probs, P, V, T, baseline, mask, device,
                           int(chunk_leaves), n_threads, kernel and validate)  # fmt: skip
@@ -241,7 +238,7 @@ def _kernel_engine(eng: _Engine, s: int, ld0, path0, n_threads: int, check_level
     run = _KernelBlocks(eng, s, start, n_threads)
     gaps = run.block(0, run.n, [x.numpy() for x in eng.lr], [x.numpy() for x in eng.lt], eng.R.numpy())
     if check_levels:
-        _raise_bad_level(eng, s, gaps)
+        _raise_bad_level(eng.lr, eng.lt, s, gaps)
     return run.finish(top)
 
 
@@ -339,14 +336,15 @@ class _KernelBlocks:
         return eng.backward_levels(top, Qr, Qt, WE) if top else (Qr, Qt, WE)
 
 
-def _raise_bad_level(eng: _Engine, s: int, gaps: np.ndarray) -> None:
-    """`check_level_values` of every level above s and of each level >= s that the kernel flagged
-    (gaps (2, T): its max |sum - 1| per side and level, inf for NaN / +inf / > 0 values), in
-    validate_pair_arrays' order; the flag threshold sits a hair below the tolerance so that the
-    full check, not the kernel's last-ulp row sums, decides borderline levels."""
-    for side, name, levels in ((0, "logp_roll", eng.lr), (1, "logp_theta", eng.lt)):
+def _raise_bad_level(lr, lt, s: int, gaps: np.ndarray, above: bool = True) -> None:
+    """`check_level_values` of every level above s (when `above`) and of each level >= s that the
+    kernel flagged (gaps (2, T): its max |sum - 1| per side and level, inf for NaN / +inf / > 0
+    values), in validate_pair_arrays' order; lr, lt: the level lists indexed by k (only the levels
+    checked are read). The flag threshold sits a hair below the tolerance so that the full check,
+    not the kernel's last-ulp row sums, decides borderline levels."""
+    for side, name, levels in ((0, "logp_roll", lr), (1, "logp_theta", lt)):
         for k, x in enumerate(levels):
-            if k < s or not gaps[side, k] <= _NORM_TOL * (1.0 - 1e-6):
+            if (above and k < s) or (k >= s and not gaps[side, k] <= _NORM_TOL * (1.0 - 1e-6)):
                 check_level_values(f"{name}_{k + 1}", x)
 
 
@@ -364,6 +362,15 @@ def _add_second_order(out: dict, value: float) -> None:
         out["notes"].append("second_order is not reported: it needs pi_theta << pi_roll (rho is undefined)")
         return
     out["bounds"]["second_order"] = value
+
+
+def _check_baseline(baseline) -> float | None:
+    if baseline is None:
+        return None
+    baseline = float(baseline)
+    if not math.isfinite(baseline):
+        raise ValueError(f"baseline must be finite, got {baseline}")
+    return baseline
 
 
 def _check_mask(mask: dict | None) -> dict | None:
