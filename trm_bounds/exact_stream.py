@@ -25,6 +25,7 @@ Sources: `ArrayPairSource` (arrays in memory: the reference route), `SyntheticPa
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -32,7 +33,7 @@ import torch
 
 from . import _tree_kernel
 from ._compute import check_device as _check_device
-from ._compute import engine_threads
+from ._compute import engine_threads, kernel_threads
 from .exact import (
     _Acc,
     _assemble,
@@ -124,10 +125,11 @@ class SyntheticPairSource(PairSource):
 
     Every row of every level is a function of (seed, level, row) only, so the pair does not
     depend on the blocks asked for:
-      pi_theta(.|c) = softmax(x),  x_v ~ N(0, 1);   pi_roll(.|c) = softmax(x + noise z),  z_v ~ N(0, 1);
+      pi_theta(.|c) = softmax(x),  pi_roll(.|c) = softmax(x + noise z),  x_v, z_v iid, mean 0, variance 1;
       R(x, y) ~ U(0, 1];  P(x) = 1/P,
-    the family of `experiments/bench_exact.py`'s make_tree (there drawn from one torch stream),
-    with the normals made by Box-Muller from a counter-based hash (splitmix64 of the seed, level,
+    the family of `experiments/bench_exact.py`'s make_tree (there x, z ~ N(0, 1) from one torch
+    stream); here x_v, z_v are Irwin-Hall sums of four uniforms (close to N(0, 1), bounded by
+    sqrt 12: no transcendental call) from a counter-based hash (splitmix64 of the seed, level,
     stream and index), so a 2**28-leaf pair is evaluated without ever existing in memory.
     `to_arrays()` materialises it (small pairs: the reference for the streamed result).
     """
@@ -148,13 +150,15 @@ class SyntheticPairSource(PairSource):
     def _level(self, k: int, r0: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows r0..r0+n-1 of level k: (log pi_roll, log pi_theta), each (n, V)."""
         out_r, out_t = np.empty((n, self.V)), np.empty((n, self.V))
-        keys = np.array([_key(self.seed, k, c) for c in range(4)], dtype=np.uint64)
-        _gen_level(keys, r0, n, self.V, self.noise, out_r, out_t)
+        keys = np.array([_key(self.seed, k, c) for c in range(2)], dtype=np.uint64)
+        with _threads():
+            _gen_level(keys, r0, n, self.V, self.noise, out_r, out_t)
         return out_r, out_t
 
     def _reward(self, l0: int, n: int) -> np.ndarray:
         out = np.empty(n)
-        _gen_uniform(np.uint64(_key(self.seed, self.T, 4)), l0, out)
+        with _threads():
+            _gen_uniform(np.uint64(_key(self.seed, self.T, 4)), l0, out)
         return out
 
     def top(self, s: int):
@@ -187,36 +191,58 @@ def _splitmix(z: int) -> int:
 
 
 def _key(seed: int, k: int, stream: int) -> int:
-    """Key of one random stream: level k, stream 0/1 theta logits, 2/3 noise, 4 rewards."""
+    """Key of one random stream: level k, stream 0 the logits x, 1 the noise z, 4 the rewards (k = T)."""
     return _splitmix((seed * 0x9E3779B97F4A7C15 + (k << 3) + stream + 1) & _M64)
+
+
+@contextlib.contextmanager
+def _threads():
+    """numba's pool held to the engine's thread policy (`_compute.kernel_threads`) while generating."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(kernel_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 if _tree_kernel.numba is not None:
     from numba import njit, prange
 
     @njit(cache=True, inline="always")
-    def _uniform(key, i):
-        """U(0, 1] of index i of the stream `key`: splitmix64(key + i * golden), top 53 bits."""
+    def _hash(key, i):
+        """splitmix64(key + i * golden): 64 random bits for index i of the stream `key`."""
         z = key + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-        return ((z >> np.uint64(11)) + np.uint64(1)) * (1.0 / 9007199254740992.0)
+        return z ^ (z >> np.uint64(31))
 
     @njit(cache=True, inline="always")
-    def _normal(k1, k2, i):
-        """N(0, 1) by Box-Muller from index i of streams k1, k2."""
-        return math.sqrt(-2.0 * math.log(_uniform(k1, i))) * math.cos(2.0 * math.pi * _uniform(k2, i))
+    def _uniform(key, i):
+        """U(0, 1] from the top 53 bits of `_hash`."""
+        return ((_hash(key, i) >> np.uint64(11)) + np.uint64(1)) * (1.0 / 9007199254740992.0)
+
+    @njit(cache=True, inline="always")
+    def _std_logit(key, i):
+        """Mean 0, variance 1, in [-sqrt 12, sqrt 12]: sqrt(3) (u_1 + .. + u_4 - 2) (Irwin-Hall, close to
+        N(0, 1)), u_j = (16-bit lane j of `_hash` + 1/2) / 2**16; no transcendental call."""
+        z = _hash(key, i)
+        m = np.uint64(0xFFFF)
+        lanes = (z & m) + ((z >> np.uint64(16)) & m) + ((z >> np.uint64(32)) & m) + (z >> np.uint64(48))
+        return 1.7320508075688772 * ((float(lanes) + 2.0) * (1.0 / 65536.0) - 2.0)
 
     @njit(cache=True, parallel=True)
     def _gen_level(keys, r0, n, V, noise, out_r, out_t):
-        """Rows r0..r0+n-1 of one level: log-softmax of x and of x + noise z (x, z normal per token)."""
+        """Rows r0..r0+n-1 of one level: log-softmax of x and of x + noise z, x_v and z_v `_std_logit`s
+        of index (row V + v) of streams keys[0], keys[1]."""
         for i in prange(n):
             base = (r0 + i) * V
             mr, mt = -np.inf, -np.inf
             for v in range(V):
-                x = _normal(keys[0], keys[1], base + v)
-                y = x + noise * _normal(keys[2], keys[3], base + v)
+                x = _std_logit(keys[0], base + v)
+                y = x + noise * _std_logit(keys[1], base + v)
                 out_t[i, v], out_r[i, v] = x, y
                 mt, mr = max(mt, x), max(mr, y)
             st, sr = 0.0, 0.0
