@@ -241,7 +241,7 @@ def _stream_child(T: int, mode: str, block_leaves: int) -> None:
     seconds = time.perf_counter() - t0
     peak = _status_kib("VmHWM") * 1024 - rss0
     print(json.dumps({"seconds": seconds, "source_seconds": spent[0], "peak_rss_growth": peak,
-                      "error": repr(out["error"]), "J_roll": repr(out["J_roll"])}))  # fmt: skip
+                      "error": repr(out["error"]), "threads_policy": _policy_threads()}))  # fmt: skip
 
 
 def stream_rows(sizes, materialised_max_T: int, block_leaves: int) -> list[dict]:
@@ -261,7 +261,8 @@ def stream_rows(sizes, materialised_max_T: int, block_leaves: int) -> list[dict]
             rows.append({"T": T, "leaves": leaves, "engine": mode, "seconds": m["seconds"],
                          "source_seconds": m["source_seconds"], "leaves_per_s": leaves / m["seconds"],
                          "peak_rss_B_per_leaf": m["peak_rss_growth"] / leaves, "error": m["error"],
-                         "threads_policy": _policy_threads(), "loadavg_1min": os.getloadavg()[0]})  # fmt: skip
+                         "threads_policy_at_end": m["threads_policy"],
+                         "loadavg_1min": os.getloadavg()[0]})  # fmt: skip
         if len(modes) == 2:
             rows[-1]["same_error_as_stream"] = rows[-1]["error"] == rows[-2]["error"]
     return rows
@@ -358,7 +359,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--json", default=None, help="write every measurement to this JSON file")
     ap.add_argument("--stream", action="store_true", help="only the streamed-engine rows (item 6)")
-    ap.add_argument("--stream-sizes", default="24,26,28", help="comma-separated T for --stream (V = 2, P = 1)")
+    ap.add_argument(
+        "--stream-sizes", default="24,26,28", help="comma-separated T for --stream (V = 2, P = 1)"
+    )
     ap.add_argument("--stream-materialised-max-T", type=int, default=24,
                     help="largest T also run materialised beside the streamed engine")  # fmt: skip
     ap.add_argument("--block-leaves", type=int, default=None, help="block_leaves of the streamed engine")

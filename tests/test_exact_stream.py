@@ -67,14 +67,18 @@ def test_streamed_equals_on_the_shared_fixtures(fixtures_dir):
         for kw in ({}, {"baseline": 0.25, "mask": {"rule": "max", "delta": 0.1}}):
             ref = exact_quantities(*arrays, **kw)
             for block in (1, 2**20):
-                assert _same(exact_quantities_streamed(ArrayPairSource(*arrays), block_leaves=block, **kw), ref), name
+                assert _same(
+                    exact_quantities_streamed(ArrayPairSource(*arrays), block_leaves=block, **kw), ref
+                ), name
 
 
 @pytest.mark.parametrize("P,V,T,task", [(2, 2, 14, 2**12), (1, 3, 7, 8), (3, 2, 1, 2**12)])
 def test_block_size_does_not_change_a_bit(monkeypatch, P, V, T, task):
     monkeypatch.setattr(_tree_kernel, "TASK_LEAVES", task)  # V = 3, task 8: 2 rows of 3 leaves per task
     src = SyntheticPairSource(P, V, T, seed=7)
-    outs = [exact_quantities_streamed(src, block_leaves=b, mask=_MASK, baseline=0.5) for b in (1, 7, 5000, 2**30)]
+    outs = [
+        exact_quantities_streamed(src, block_leaves=b, mask=_MASK, baseline=0.5) for b in (1, 7, 5000, 2**30)
+    ]
     assert all(_same(o, outs[0]) for o in outs[1:])
     assert _same(outs[0], exact_quantities(*src.to_arrays(), mask=_MASK, baseline=0.5))
     assert outs[0]["leaves"] == P * V**T and outs[0]["surrogate"] != 0.0  # (T = 1: Error = 0 exactly)
@@ -106,7 +110,12 @@ class _Bad(PairSource):
 
     def __init__(self, arrays, spoil, where="block"):
         self.inner, self.spoil, self.where = ArrayPairSource(*arrays), spoil, where
-        self.P, self.V, self.T, self.prompt_probs = self.inner.P, self.inner.V, self.inner.T, self.inner.prompt_probs
+        self.P, self.V, self.T, self.prompt_probs = (
+            self.inner.P,
+            self.inner.V,
+            self.inner.T,
+            self.inner.prompt_probs,
+        )
 
     def top(self, s):
         lr, lt = self.inner.top(s)
@@ -129,8 +138,14 @@ def _with(levels, k, x):
 @pytest.mark.parametrize(
     "spoil,match",
     [
-        (lambda r, t, R: (_with(r, 1, r[1][:-1]), t, R), r"^logp_roll_6: wrong shape \(1, 2\) for rows \[4, 5\) of level 5, expected \(2, 2\)$"),
-        (lambda r, t, R: (r, _with(t, 0, t[0].astype(np.int64)), R), r"^logp_theta_5: dtype int64, expected float64$"),
+        (
+            lambda r, t, R: (_with(r, 1, r[1][:-1]), t, R),
+            r"^logp_roll_6: wrong shape \(1, 2\) for rows \[4, 5\) of level 5, expected \(2, 2\)$",
+        ),
+        (
+            lambda r, t, R: (r, _with(t, 0, t[0].astype(np.int64)), R),
+            r"^logp_theta_5: dtype int64, expected float64$",
+        ),
         (lambda r, t, R: (r, t, R[:-1]), r"^reward: wrong shape \(3,\) for rows \[4, 5\) of level 5"),
         (lambda r, t, R: (r, t, np.where(R > 0.5, np.nan, R)), r"^reward contains NaN$"),
         (lambda r, t, R: (r, t, R + 1.0), r"^reward must lie in \[0, 1\]"),
@@ -179,7 +194,9 @@ def test_bad_top_and_source_attributes(monkeypatch):
     with pytest.raises(ValueError, match=r"^source.T must be an integer >= 1, got 0$"):
         exact_quantities_streamed(src)
     with pytest.raises(ValueError, match=r"^source must have a block\(\) method"):
-        exact_quantities_streamed(type("S", (), {"P": 1, "V": 2, "T": 1, "prompt_probs": [1.0], "top": print})())
+        exact_quantities_streamed(
+            type("S", (), {"P": 1, "V": 2, "T": 1, "prompt_probs": [1.0], "top": print})()
+        )
     src = ArrayPairSource(*arrays)
     src.prompt_probs = np.array([0.7, 0.7])
     with pytest.raises(ValueError, match=r"^prompt_probs must sum to 1, got 1.4$"):
@@ -232,7 +249,9 @@ def test_synthetic_source_bad_arguments(kw, match):
 def test_torch_inputs_stream_like_numpy():
     lr, lt, R, pp = _pair(4)
     tl = lambda xs: [torch.from_numpy(x) for x in xs]
-    got = exact_quantities_streamed(ArrayPairSource(tl(lr), tl(lt), torch.from_numpy(R), torch.from_numpy(pp)))
+    got = exact_quantities_streamed(
+        ArrayPairSource(tl(lr), tl(lt), torch.from_numpy(R), torch.from_numpy(pp))
+    )
     assert _same(got, exact_quantities(lr, lt, R, pp))
 
 

@@ -307,7 +307,9 @@ class _KernelBlocks:
             sums, gmax, epsdel, J, flags, Qr, Qt, WE, joint_row, check,
         )  # fmt: skip
         with np.errstate(invalid="ignore", over="ignore"):  # bad input: the caller's checks raise next
-            self.sums = np.add.reduce(np.concatenate((self.sums[None], sums)), axis=0)  # sequential, task order
+            self.sums = np.add.reduce(
+                np.concatenate((self.sums[None], sums)), axis=0
+            )  # sequential, task order
             self.J = np.add.reduce(np.concatenate((self.J[None], J)), axis=0)
         self.gmax = np.maximum(self.gmax, gmax.max(0))
         self.epsdel = np.maximum(self.epsdel, epsdel.max(0))
@@ -319,8 +321,9 @@ class _KernelBlocks:
         """Add the totals to the engine's accumulators; V_1, W_1, E_1 through the levels above s."""
         eng, acc, K, V, s = self.eng, self.eng.acc, self.eng.K, self.eng.V, self.s
         tot = torch.from_numpy(self.sums)  # (N_SUMS, T)
-        for name, j in (("dkl_t", "DKL"), ("dbar", "DBAR"), ("ctx_tv", "CTX"), ("erho", "ERHO"), ("lprime", "LP"),
-                        ("pdi", "PDI"), ("err", "ERR"), ("ratio", "RATIO"), ("g_masked", "GM")):  # fmt: skip
+        for name, j in (("dkl_t", "DKL"), ("dbar", "DBAR"), ("ctx_tv", "CTX"), ("erho", "ERHO"),
+                        ("lprime", "LP"), ("pdi", "PDI"), ("err", "ERR"), ("ratio", "RATIO"),
+                        ("g_masked", "GM")):  # fmt: skip
             getattr(acc, name).add_(tot[getattr(_tree_kernel, j)])
         acc.h += tot[_tree_kernel.H0 : _tree_kernel.H0 + K]
         acc.g_inf = torch.maximum(acc.g_inf, torch.from_numpy(self.gmax))

@@ -94,7 +94,9 @@ class ArrayPairSource(PairSource):
     """
 
     def __init__(self, logp_roll, logp_theta, reward, prompt_probs):
-        self.P, self.V, self.T = validate_pair_arrays(logp_roll, logp_theta, reward, prompt_probs, level_values=False)
+        self.P, self.V, self.T = validate_pair_arrays(
+            logp_roll, logp_theta, reward, prompt_probs, level_values=False
+        )
         self._lr = [_numpy(x).reshape(-1, self.V) for x in logp_roll]  # level k: (P V**k, V)
         self._lt = [_numpy(x).reshape(-1, self.V) for x in logp_theta]
         self._R = _numpy(reward).reshape(-1)  # (P V**T,)
@@ -298,9 +300,10 @@ def exact_quantities_streamed(
     """
     device = _check_device(device)
     if device.type != "cpu" or not _tree_kernel.available():
+        kernel = "available" if _tree_kernel.available() else "not available"
         raise ValueError(
             f"device: exact_quantities_streamed runs on the fused CPU kernel (numba, device='cpu'); got "
-            f"device={str(device)!r}, numba kernel {'available' if _tree_kernel.available() else 'not available'} "
+            f"device={str(device)!r}, numba kernel {kernel} "
             "(pip install 'trm-bounds[fast]'; TRM_BOUNDS_JIT=0 switches it off)"
         )
     if future_tv:
@@ -324,7 +327,9 @@ def exact_quantities_streamed(
         eng.need_h = baseline is not None
         acc.any_roll_zero = any(bool(torch.isneginf(x).any()) for x in lr)
         eng.full_support = (
-            bool((pp_t > 0).all()) and not acc.any_roll_zero and not any(bool(torch.isneginf(x).any()) for x in lt)
+            bool((pp_t > 0).all())
+            and not acc.any_roll_zero
+            and not any(bool(torch.isneginf(x).any()) for x in lt)
         )
         ld0 = torch.log(pp_t)
         top, start = _kernel_top(eng, s, ld0, torch.zeros(P, dtype=torch.float64))
@@ -334,14 +339,21 @@ def exact_quantities_streamed(
         return _assemble(acc, eng, pp_t, Vr1, Vt1, WE1, P, V, T, baseline, mask)
 
 
-def _run_blocks(source, run: _KernelBlocks, s: int, V: int, T: int, block_leaves: int, progress: bool) -> None:
+def _run_blocks(
+    source, run: _KernelBlocks, s: int, V: int, T: int, block_leaves: int, progress: bool
+) -> None:
     """Ask the source for every block of level-s rows in order, check it and run the kernel on it."""
     from tqdm.auto import tqdm
 
     rows = run.block_rows(block_leaves)
     starts = range(0, run.n, rows)
     skip = [np.empty((0, V))] * s  # levels above s: never read by the kernel
-    bar = tqdm(starts, desc="exact (streamed)", unit="block", disable=not progress or len(starts) < _PROGRESS_MIN_BLOCKS)
+    bar = tqdm(
+        starts,
+        desc="exact (streamed)",
+        unit="block",
+        disable=not progress or len(starts) < _PROGRESS_MIN_BLOCKS,
+    )
     for a in bar:
         b = min(run.n, a + rows)
         lr, lt, R = _check_block(source.block(s, a, b), s, a, b, V, T)
@@ -358,7 +370,9 @@ def _source_shape(source) -> tuple[int, int, int]:
         out.append(int(v))
     for name in ("top", "block"):
         if not callable(getattr(source, name, None)):
-            raise ValueError(f"source must have a {name}() method (see PairSource), got {type(source).__name__}")
+            raise ValueError(
+                f"source must have a {name}() method (see PairSource), got {type(source).__name__}"
+            )
     return tuple(out)
 
 
@@ -385,8 +399,10 @@ def _level_array(name: str, x) -> np.ndarray:
 
 
 def _levels_pair(got, n: int, what: str) -> tuple[list, list]:
-    if not isinstance(got, (tuple, list)) or len(got) < 2 or any(
-        not isinstance(x, (tuple, list)) or len(x) != n for x in got[:2]
+    if (
+        not isinstance(got, (tuple, list))
+        or len(got) < 2
+        or any(not isinstance(x, (tuple, list)) or len(x) != n for x in got[:2])
     ):
         raise ValueError(f"source.{what} must return two lists of {n} levels (logp_roll, logp_theta)")
     return got[0], got[1]
@@ -418,8 +434,8 @@ def _check_block(got, s: int, a: int, b: int, V: int, T: int) -> tuple[list, lis
             x = _level_array(f"{name}_{s + j + 1}", x)
             shape = ((b - a) * V**j, V)
             if x.shape != shape:
-                raise ValueError(f"{name}_{s + j + 1}: wrong shape {x.shape} for rows [{a}, {b}) of level {s + 1}, "
-                                 f"expected {shape}")  # fmt: skip
+                where = f"rows [{a}, {b}) of level {s + 1}"
+                raise ValueError(f"{name}_{s + j + 1}: wrong shape {x.shape} for {where}, expected {shape}")
             out[side].append(x)
     R = _level_array("reward", got[2])
     if R.shape != ((b - a) * V ** (T - s),):
