@@ -46,7 +46,7 @@ from .exact import (
     _raise_bad_level,
     _t,
 )
-from .pair import check_level_values, validate_pair_arrays
+from .pair import check_level_values, check_prompt_probs, validate_pair_arrays
 
 __all__ = [
     "exact_quantities_streamed",
@@ -314,7 +314,7 @@ def exact_quantities_streamed(
     if not isinstance(block_leaves, (int, np.integer)) or isinstance(block_leaves, bool) or block_leaves < 1:
         raise ValueError(f"block_leaves must be an integer >= 1, got {block_leaves!r}")
     P, V, T = _source_shape(source)
-    pp = _check_prompt_probs(source.prompt_probs, P)
+    pp = check_prompt_probs(source.prompt_probs, P)
     mask, baseline = _check_mask(mask), _check_baseline(baseline)
     s = _kernel_split(P, V, T)
     top_r, top_t = _check_top(source, s, P, V)
@@ -374,18 +374,6 @@ def _source_shape(source) -> tuple[int, int, int]:
                 f"source must have a {name}() method (see PairSource), got {type(source).__name__}"
             )
     return tuple(out)
-
-
-def _check_prompt_probs(prompt_probs, P: int) -> np.ndarray:
-    """prompt_probs (P,) >= 0 summing to 1 (to 1e-9): `validate_pair_arrays`' messages."""
-    pp = _level_array("prompt_probs", prompt_probs)
-    if pp.shape != (P,):
-        raise ValueError(f"prompt_probs: wrong shape {pp.shape}, expected ({P},)")
-    if np.isnan(pp).any() or (pp < 0).any():
-        raise ValueError("prompt_probs must be >= 0 and not NaN")
-    if abs(pp.sum() - 1.0) > 1e-9:
-        raise ValueError(f"prompt_probs must sum to 1, got {pp.sum():.12g}")
-    return pp
 
 
 def _level_array(name: str, x) -> np.ndarray:
