@@ -306,10 +306,9 @@ class _KernelBlocks:
             ld_r, ld_t, pmax, psum, bounds, eng.need_h, self.md[0], self.md[1],
             sums, gmax, epsdel, J, flags, Qr, Qt, WE, joint_row, check,
         )  # fmt: skip
+        # sequential sums along the task axis, from the carry: task order whatever the blocks
         with np.errstate(invalid="ignore", over="ignore"):  # bad input: the caller's checks raise next
-            self.sums = np.add.reduce(
-                np.concatenate((self.sums[None], sums)), axis=0
-            )  # sequential, task order
+            self.sums = np.add.reduce(np.concatenate((self.sums[None], sums)), axis=0)
             self.J = np.add.reduce(np.concatenate((self.J[None], J)), axis=0)
         self.gmax = np.maximum(self.gmax, gmax.max(0))
         self.epsdel = np.maximum(self.epsdel, epsdel.max(0))
