@@ -15,9 +15,17 @@ every route alike):
 4. --busy: the same engine call quiet and beside a CPU-burning process, interleaved, for
    the engine's thread policy and for torch's default threads on the level-by-level path
    (TRM_BOUNDS_JIT=0, TRM_BOUNDS_THREADS=2): slowdown ratios;
-5. --device cuda: leaves/s on the GPU and the largest V**T that fits in its memory.
+5. --device cuda: leaves/s on the GPU and the largest V**T that fits in its memory;
+6. --stream: the streamed engine (`trm_bounds.exact_stream.exact_quantities_streamed`) on the
+   seeded synthetic pair (`SyntheticPairSource`, V = 2, P = 1, generated block by block) at
+   T in --stream-sizes, one child process per size: seconds (and those spent generating the
+   pair), leaves/s, peak RSS growth per leaf (the source included); beside it, up to
+   --stream-materialised-max-T, `exact_quantities` on the same pair materialised first
+   (`to_arrays`: inputs + engine), with a check that both give the same error, bit for bit.
+   Runs only these rows.
 
     python experiments/bench_exact.py [--sizes 16,20,22,24] [--busy] [--device cuda] [--out table.md]
+    python experiments/bench_exact.py --stream [--stream-sizes 24,26,28] [--stream-materialised-max-T 24]
 
 Run from the repository root with the checkout first on the path (PYTHONPATH=. when the
 installed package points elsewhere). Prints a table; writes nothing unless --out (Markdown
@@ -203,6 +211,63 @@ def memory_per_leaf(T: int) -> dict:
     }
 
 
+def _stream_child(T: int, mode: str, block_leaves: int) -> None:
+    """(child process) one call on the 2**T-leaf synthetic pair, V = 2: mode "stream" reads it block
+    by block, "materialised" builds the arrays first; RSS after imports and a small warm-up call
+    (kernels compiled / loaded), the peak, seconds, seconds in the source."""
+    from trm_bounds.exact_stream import SyntheticPairSource, exact_quantities_streamed
+
+    exact_quantities_streamed(SyntheticPairSource(1, 2, 14), block_leaves=2**12)
+    exact_quantities(*SyntheticPairSource(1, 2, 14).to_arrays())
+    rss0 = _status_kib("VmRSS") * 1024
+    src = SyntheticPairSource(1, 2, T)
+    spent = [0.0]
+    t0 = time.perf_counter()
+    if mode == "stream":
+        block = src.block
+
+        def timed(*a):
+            t = time.perf_counter()
+            out = block(*a)
+            spent[0] += time.perf_counter() - t
+            return out
+
+        src.block = timed
+        out = exact_quantities_streamed(src, block_leaves=block_leaves)
+    else:
+        arrays = src.to_arrays()
+        spent[0] = time.perf_counter() - t0
+        out = exact_quantities(*arrays)
+    seconds = time.perf_counter() - t0
+    peak = _status_kib("VmHWM") * 1024 - rss0
+    print(json.dumps({"seconds": seconds, "source_seconds": spent[0], "peak_rss_growth": peak,
+                      "error": repr(out["error"]), "threads_policy": _policy_threads()}))  # fmt: skip
+
+
+def stream_rows(sizes, materialised_max_T: int, block_leaves: int) -> list[dict]:
+    """Streamed vs materialised engine on the synthetic pair (see the module docstring, item 6)."""
+
+    def child(T, mode):
+        out = subprocess.run([sys.executable, __file__, "--stream-child", str(T), mode, str(block_leaves)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    rows = []
+    for T in sizes:
+        leaves = 2**T
+        modes = ["stream"] + (["materialised"] if T <= materialised_max_T else [])
+        for mode in modes:
+            m = child(T, mode)
+            rows.append({"T": T, "leaves": leaves, "engine": mode, "seconds": m["seconds"],
+                         "source_seconds": m["source_seconds"], "leaves_per_s": leaves / m["seconds"],
+                         "peak_rss_B_per_leaf": m["peak_rss_growth"] / leaves, "error": m["error"],
+                         "threads_policy_at_end": m["threads_policy"],
+                         "loadavg_1min": os.getloadavg()[0]})  # fmt: skip
+        if len(modes) == 2:
+            rows[-1]["same_error_as_stream"] = rows[-1]["error"] == rows[-2]["error"]
+    return rows
+
+
 def _burner() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
@@ -293,12 +358,23 @@ def main(argv=None) -> int:
         "--out", action="append", default=[], help="table file (.md: Markdown, else CSV); repeatable"
     )
     ap.add_argument("--json", default=None, help="write every measurement to this JSON file")
+    ap.add_argument("--stream", action="store_true", help="only the streamed-engine rows (item 6)")
+    ap.add_argument(
+        "--stream-sizes", default="24,26,28", help="comma-separated T for --stream (V = 2, P = 1)"
+    )
+    ap.add_argument("--stream-materialised-max-T", type=int, default=24,
+                    help="largest T also run materialised beside the streamed engine")  # fmt: skip
+    ap.add_argument("--block-leaves", type=int, default=None, help="block_leaves of the streamed engine")
+    ap.add_argument("--stream-child", nargs=3, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-validate", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--write-tree", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.write_tree is not None:
         _write_tree(int(args.write_tree[0]), args.write_tree[1])
+        return 0
+    if args.stream_child is not None:
+        _stream_child(int(args.stream_child[0]), args.stream_child[1], int(args.stream_child[2]))
         return 0
     if args.memory_child is not None:
         _memory_child(args.memory_child, args.memory_validate)
@@ -315,6 +391,15 @@ def main(argv=None) -> int:
         except ValueError as exc:
             print(f"bench_exact: {exc}", file=sys.stderr)
             return 2
+    if args.stream:
+        from trm_bounds.exact_stream import DEFAULT_BLOCK_LEAVES
+
+        rows = stream_rows([int(x) for x in args.stream_sizes.split(",")], args.stream_materialised_max_T,
+                           args.block_leaves or DEFAULT_BLOCK_LEAVES)  # fmt: skip
+        for r in rows:
+            _print_row(r)
+        _report(rows, {}, args)
+        return 0
     sizes = [int(x) for x in args.sizes.split(",")]
     exact_quantities(*make_tree(1, 2, 4), validate=False)  # compile / load the kernel once
     rows = []
@@ -339,12 +424,12 @@ def main(argv=None) -> int:
         rows.append(row)
         del tree
     for r in rows:
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+        _print_row(r)
     extra = {}
     if args.memory:
         extra["memory"] = [memory_per_leaf(T) for T in sizes[-1:]]
         for m in extra["memory"]:
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+            _print_row(m)
     if args.busy:
         extra["busy"] = busy_ratios(args.busy_T, args.repeat)
         for b in extra["busy"]:
@@ -355,7 +440,17 @@ def main(argv=None) -> int:
     if args.device != "cpu":
         extra["cuda"] = _cuda_rows(sizes, args.repeat)
         for r in extra["cuda"]:
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+            _print_row(r)
+    _report(rows, extra, args)
+    return 0
+
+
+def _print_row(r: dict) -> None:
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+
+
+def _report(rows: list[dict], extra: dict, args) -> None:
+    """--out tables and --json file of the measured rows."""
     if args.out:
         table = rows + [
             {"route": b["route"], **{k: v for k, v in b.items() if k != "route"}}
@@ -366,7 +461,6 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, **extra, "cpu_count": os.cpu_count()}, fh, indent=2)
-    return 0
 
 
 def _policy_threads() -> int:

@@ -165,10 +165,7 @@ def exact_quantities(
     if chunk_leaves < 1:
         raise ValueError(f"chunk_leaves must be >= 1, got {chunk_leaves}")
     mask = _check_mask(mask)
-    if baseline is not None:
-        baseline = float(baseline)
-        if not math.isfinite(baseline):
-            raise ValueError(f"baseline must be finite, got {baseline}")
+    baseline = _check_baseline(baseline)
     with torch.no_grad(), engine_threads() as n_threads:
         out = _run_engine(logp_roll, logp_theta, reward, prompt_probs, P, V, T, baseline, mask, device,
                           int(chunk_leaves), n_threads, kernel and validate)  # fmt: skip
@@ -237,61 +234,119 @@ def _kernel_engine(eng: _Engine, s: int, ld0, path0, n_threads: int, check_level
     check_levels, raises `check_level_values`'s ValueError for the first bad level (order
     logp_roll_1..T, logp_theta_1..T) before anything is returned.
     """
-    P, V, T, K, acc = eng.P, eng.V, eng.T, eng.K, eng.acc
-    top = None
-    ld_r, ld_t = ld0, ld0
-    if s > 0:
-        top = eng.forward_levels(0, s, 0, P, ld0, ld0.clone(), path0, path0.clone())
-        ld_r, ld_t = top["next"][:2]
-    n = P * V**s
-    zeros = np.zeros(n)
-    pmax, psum = (top["next"][2].numpy(), top["next"][3].numpy()) if (top and eng.mask) else (zeros, zeros)
-    bounds = _tree_kernel.task_bounds(n, V ** (T - s))
-    nt = len(bounds) - 1
-    sums = np.zeros((nt, _tree_kernel.N_SUMS, T))
-    gmax, epsdel, J = np.zeros((nt, T)), np.zeros((nt, 2)), np.zeros((nt, 2))
-    flags = np.zeros((nt, 2), dtype=np.bool_)
-    check = np.zeros((nt, 2, T))
-    Qr, Qt, WE, joint_row = np.zeros((K, n)), np.zeros(n), np.zeros((2, n)), np.zeros(n)
-    md = {
-        k: float("nan") if v is None else v
-        for k, v in (eng.mask or {"delta": None, "delta_avg": None}).items()
-    }
-    _tree_kernel.call(
-        n_threads,
-        _tree_kernel.levels_list([x.numpy() for x in eng.lr]),
-        _tree_kernel.levels_list([x.numpy() for x in eng.lt]),
-        eng.R.numpy(), s, T, K, ld_r.numpy(), ld_t.numpy(), pmax, psum, bounds, eng.need_h,
-        md["delta"], md["delta_avg"],
-        sums, gmax, epsdel, J, flags, Qr, Qt, WE, joint_row, check,
-    )  # fmt: skip
+    top, start = _kernel_top(eng, s, ld0, path0)
+    run = _KernelBlocks(eng, s, start, n_threads)
+    gaps = run.block(0, run.n, [x.numpy() for x in eng.lr], [x.numpy() for x in eng.lt], eng.R.numpy())
     if check_levels:
-        _raise_bad_level(eng, s, check.max(0))
-    tot = torch.from_numpy(sums.sum(0))  # (N_SUMS, T), tasks summed in order
-    for name, j in (("dkl_t", "DKL"), ("dbar", "DBAR"), ("ctx_tv", "CTX"), ("erho", "ERHO"), ("lprime", "LP"),
-                    ("pdi", "PDI"), ("err", "ERR"), ("ratio", "RATIO"), ("g_masked", "GM")):  # fmt: skip
-        getattr(acc, name).add_(tot[getattr(_tree_kernel, j)])
-    acc.h += tot[_tree_kernel.H0 : _tree_kernel.H0 + K]
-    acc.g_inf = torch.maximum(acc.g_inf, torch.from_numpy(gmax.max(0)))
-    acc.eps = torch.maximum(acc.eps, torch.tensor(epsdel[:, 0].max()))
-    acc.delta = torch.maximum(acc.delta, torch.tensor(epsdel[:, 1].max()))
-    acc.J_roll += float(J[:, 0].sum())
-    acc.J_theta += float(J[:, 1].sum())
-    acc.violation |= bool(flags[:, 0].any())
-    acc.any_roll_zero |= bool(flags[:, 1].any())
-    acc.joint_prompt += torch.from_numpy(np.bincount(np.arange(n) // V**s, weights=joint_row, minlength=P))
-    Qr, Qt, WE = torch.from_numpy(Qr), torch.from_numpy(Qt), torch.from_numpy(WE)
-    return eng.backward_levels(top, Qr, Qt, WE) if top else (Qr, Qt, WE)
+        _raise_bad_level(eng.lr, eng.lt, s, gaps)
+    return run.finish(top)
 
 
-def _raise_bad_level(eng: _Engine, s: int, gaps: np.ndarray) -> None:
-    """`check_level_values` of every level above s and of each level >= s that the kernel flagged
-    (gaps (2, T): its max |sum - 1| per side and level, inf for NaN / +inf / > 0 values), in
-    validate_pair_arrays' order; the flag threshold sits a hair below the tolerance so that the
-    full check, not the kernel's last-ulp row sums, decides borderline levels."""
-    for side, name, levels in ((0, "logp_roll", eng.lr), (1, "logp_theta", eng.lt)):
+def _kernel_top(eng: _Engine, s: int, ld0, path0):
+    """Levels 0..s-1 whole (torch; None when s = 0) and the four (P V**s,) numpy arrays the kernel
+    starts from at level s: log d_{s+1}^roll, log d_{s+1}^theta, path KL max and sum (0 without a mask)."""
+    top, ld_r, ld_t = None, ld0, ld0
+    if s > 0:
+        top = eng.forward_levels(0, s, 0, eng.P, ld0, ld0.clone(), path0, path0.clone())
+        ld_r, ld_t = top["next"][:2]
+    zeros = np.zeros(eng.P * eng.V**s)
+    pmax, psum = (top["next"][2].numpy(), top["next"][3].numpy()) if (top and eng.mask) else (zeros, zeros)
+    return top, (ld_r.numpy(), ld_t.numpy(), pmax, psum)
+
+
+class _KernelBlocks:
+    """The fused kernel over consecutive blocks of rows [a, b) of the split level s, accumulated
+    exactly as one call over all rows would: blocks are whole kernel tasks (a is a multiple of
+    the task's row count), per-task sums are added in task order (sequential reductions along
+    the task axis, carried from block to block), maxima / flags are order-free. So results do
+    not depend on the blocks (bit for bit).
+
+    Level-s outputs (the K values V_{s+1}, V_{s+1}^theta, W/E and the joint-TV row sums) are kept
+    for all P V**s rows: O(P V**s), beside one block of inputs.
+    """
+
+    def __init__(self, eng: _Engine, s: int, start, n_threads: int):
+        P, V, T, K = eng.P, eng.V, eng.T, eng.K
+        self.eng, self.s, self.start, self.n_threads = eng, s, start, n_threads
+        self.n = P * V**s  # rows of level s
+        self.leaves_per_row = V ** (T - s)
+        self.task_rows = max(1, _tree_kernel.TASK_LEAVES // self.leaves_per_row)  # rows per kernel task
+        self.sums, self.J = np.zeros((_tree_kernel.N_SUMS, T)), np.zeros(2)  # carried task-order sums
+        self.gmax, self.epsdel = np.zeros(T), np.zeros(2)
+        self.flags = np.zeros(2, dtype=np.bool_)
+        self.Qr, self.Qt, self.WE = np.zeros((K, self.n)), np.zeros(self.n), np.zeros((2, self.n))
+        self.joint_row = np.zeros(self.n)
+        md = eng.mask or {"delta": None, "delta_avg": None}
+        self.md = [float("nan") if md[k] is None else md[k] for k in ("delta", "delta_avg")]
+
+    def block_rows(self, block_leaves: int) -> int:
+        """Rows of level s per block: whole tasks, as many as fit in block_leaves (at least one)."""
+        return self.task_rows * max(1, block_leaves // (self.task_rows * self.leaves_per_row))
+
+    def block(self, a: int, b: int, lr, lt, R) -> np.ndarray:
+        """Run the kernel on rows [a, b) of level s (a a multiple of task_rows, b likewise or n).
+
+        lr, lt: T levels where level k >= s holds (at least) the rows below [a, b) in order,
+        (b - a) V**(k-s) rows of (V,) from its first row (levels k < s are not read); R: the
+        (b - a) V**(T-s) leaf rewards. Returns the per-level row-sum gaps (2, T) for the checks
+        (`_raise_bad_level`: inf marks NaN / +inf / > 0 values).
+        """
+        eng, s, K, T = self.eng, self.s, self.eng.K, self.eng.T
+        m = b - a
+        bounds = _tree_kernel.task_bounds(m, self.leaves_per_row)
+        nt = len(bounds) - 1
+        sums = np.zeros((nt, _tree_kernel.N_SUMS, T))
+        gmax, epsdel, J = np.zeros((nt, T)), np.zeros((nt, 2)), np.zeros((nt, 2))
+        flags = np.zeros((nt, 2), dtype=np.bool_)
+        check = np.zeros((nt, 2, T))
+        Qr, Qt, WE, joint_row = np.zeros((K, m)), np.zeros(m), np.zeros((2, m)), np.zeros(m)
+        ld_r, ld_t, pmax, psum = (x[a:b] for x in self.start)
+        _tree_kernel.call(
+            self.n_threads, _tree_kernel.levels_list(lr), _tree_kernel.levels_list(lt), R, s, T, K,
+            ld_r, ld_t, pmax, psum, bounds, eng.need_h, self.md[0], self.md[1],
+            sums, gmax, epsdel, J, flags, Qr, Qt, WE, joint_row, check,
+        )  # fmt: skip
+        # sequential sums along the task axis, from the carry: task order whatever the blocks
+        with np.errstate(invalid="ignore", over="ignore"):  # bad input: the caller's checks raise next
+            self.sums = np.add.reduce(np.concatenate((self.sums[None], sums)), axis=0)
+            self.J = np.add.reduce(np.concatenate((self.J[None], J)), axis=0)
+        self.gmax = np.maximum(self.gmax, gmax.max(0))
+        self.epsdel = np.maximum(self.epsdel, epsdel.max(0))
+        self.flags |= flags.any(0)
+        self.Qr[:, a:b], self.Qt[a:b], self.WE[:, a:b], self.joint_row[a:b] = Qr, Qt, WE, joint_row
+        return check.max(0)
+
+    def finish(self, top):
+        """Add the totals to the engine's accumulators; V_1, W_1, E_1 through the levels above s."""
+        eng, acc, K, V, s = self.eng, self.eng.acc, self.eng.K, self.eng.V, self.s
+        tot = torch.from_numpy(self.sums)  # (N_SUMS, T)
+        for name, j in (("dkl_t", "DKL"), ("dbar", "DBAR"), ("ctx_tv", "CTX"), ("erho", "ERHO"),
+                        ("lprime", "LP"), ("pdi", "PDI"), ("err", "ERR"), ("ratio", "RATIO"),
+                        ("g_masked", "GM")):  # fmt: skip
+            getattr(acc, name).add_(tot[getattr(_tree_kernel, j)])
+        acc.h += tot[_tree_kernel.H0 : _tree_kernel.H0 + K]
+        acc.g_inf = torch.maximum(acc.g_inf, torch.from_numpy(self.gmax))
+        acc.eps = torch.maximum(acc.eps, torch.tensor(self.epsdel[0]))
+        acc.delta = torch.maximum(acc.delta, torch.tensor(self.epsdel[1]))
+        acc.J_roll += float(self.J[0])
+        acc.J_theta += float(self.J[1])
+        acc.violation |= bool(self.flags[0])
+        acc.any_roll_zero |= bool(self.flags[1])
+        rows = np.arange(self.n) // V**s
+        acc.joint_prompt += torch.from_numpy(np.bincount(rows, weights=self.joint_row, minlength=eng.P))
+        Qr, Qt, WE = torch.from_numpy(self.Qr), torch.from_numpy(self.Qt), torch.from_numpy(self.WE)
+        return eng.backward_levels(top, Qr, Qt, WE) if top else (Qr, Qt, WE)
+
+
+def _raise_bad_level(lr, lt, s: int, gaps: np.ndarray, above: bool = True) -> None:
+    """`check_level_values` of every level above s (when `above`) and of each level >= s that the
+    kernel flagged (gaps (2, T): its max |sum - 1| per side and level, inf for NaN / +inf / > 0
+    values), in validate_pair_arrays' order; lr, lt: the level lists indexed by k (only the levels
+    checked are read). The flag threshold sits a hair below the tolerance so that the full check,
+    not the kernel's last-ulp row sums, decides borderline levels."""
+    for side, name, levels in ((0, "logp_roll", lr), (1, "logp_theta", lt)):
         for k, x in enumerate(levels):
-            if k < s or not gaps[side, k] <= _NORM_TOL * (1.0 - 1e-6):
+            if (above and k < s) or (k >= s and not gaps[side, k] <= _NORM_TOL * (1.0 - 1e-6)):
                 check_level_values(f"{name}_{k + 1}", x)
 
 
@@ -309,6 +364,15 @@ def _add_second_order(out: dict, value: float) -> None:
         out["notes"].append("second_order is not reported: it needs pi_theta << pi_roll (rho is undefined)")
         return
     out["bounds"]["second_order"] = value
+
+
+def _check_baseline(baseline) -> float | None:
+    if baseline is None:
+        return None
+    baseline = float(baseline)
+    if not math.isfinite(baseline):
+        raise ValueError(f"baseline must be finite, got {baseline}")
+    return baseline
 
 
 def _check_mask(mask: dict | None) -> dict | None:

@@ -133,6 +133,12 @@ def validate_pair_arrays(
         raise ValueError("reward contains NaN")
     if R.size and (R.min() < 0 or R.max() > 1):
         raise ValueError(f"reward must lie in [0, 1], got min {R.min():g}, max {R.max():g}")
+    check_prompt_probs(prompt_probs, P)
+    return P, V, T
+
+
+def check_prompt_probs(prompt_probs, P: int) -> np.ndarray:
+    """prompt_probs as a float64 (P,) array >= 0 summing to 1 (to 1e-9); ValueError naming it otherwise."""
     pp = _as_numpy(prompt_probs, "prompt_probs")
     if pp.shape != (P,):
         raise ValueError(f"prompt_probs: wrong shape {pp.shape}, expected ({P},)")
@@ -140,7 +146,7 @@ def validate_pair_arrays(
         raise ValueError("prompt_probs must be >= 0 and not NaN")
     if abs(pp.sum() - 1.0) > 1e-9:
         raise ValueError(f"prompt_probs must sum to 1, got {pp.sum():.12g}")
-    return P, V, T
+    return pp
 
 
 _LEVEL_KEY = re.compile(r"logp_(roll|theta)_(\d+)")
