@@ -38,8 +38,8 @@ import numpy as np
 
 try:  # optional: pip install "trm-bounds[fast]"
     import numba
-    from numba import njit, prange
-    from numba.typed import List as _List
+    from numba import njit, prange, types
+    from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
@@ -61,6 +61,21 @@ def available() -> bool:
 
 
 if numba is not None:
+
+    @intrinsic
+    def _f64_ptr(typingctx, addr):
+        """The int64 address of a float64 buffer as a float64* (for numba.carray)."""
+        sig = types.CPointer(types.float64)(types.int64)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return sig, codegen
+
+    @njit(cache=True, inline="always")
+    def _level(levels, k, V):
+        """Level k as a (rows, V) C-contiguous view of the buffer `levels[k]` = (address, rows)."""
+        return numba.carray(_f64_ptr(levels[k, 0]), (levels[k, 1], V))
 
     @njit(cache=True, inline="always", fastmath={"contract"})
     def _expm1_minus_x(d):
@@ -171,12 +186,13 @@ if numba is not None:
 
     @njit(cache=True, parallel=True, error_model="numpy", fastmath={"contract"})
     def run_tasks(
-        lr, lt, R, s, T, K, ldr_s, ldt_s, pmax_s, psum_s, bounds, need_h,
+        lr, lt, V, R, s, T, K, ldr_s, ldt_s, pmax_s, psum_s, bounds, need_h,
         mdelta, mdelta_avg, sums, gmax, epsdel, J, flags, Qr_out, Qt_out, WE_out, joint_row, check, n_slots,
     ):  # fmt: skip
         """Every subtree below level s, rows bounds[i]..bounds[i+1]-1 of level s for task i.
 
-        lr, lt: typed lists of the T levels (P V**k, V); R: (P V**T,) leaf rewards; ldr_s,
+        lr, lt: (T, 2) int64 (address, rows) of the T levels (P V**k, V) (`levels_list`);
+        V: vocabulary size; R: (P V**T,) leaf rewards; ldr_s,
         ldt_s, pmax_s, psum_s: (n_s,) log context laws / path KL max and sum at level s.
         Writes per task: sums (n_tasks, N_SUMS, T), gmax (n_tasks, T), epsdel (n_tasks, 2),
         J (n_tasks, 2), flags (n_tasks, 2) = (violation of pi_theta << pi_roll on a
@@ -197,7 +213,6 @@ if numba is not None:
         (no transcendental call); reachability is decided on the log-probs (-inf), never on
         underflowed products.
         """
-        V = lr[0].shape[1]
         n_tasks = bounds.shape[0] - 1
         max_rows = 1
         for i in range(n_tasks):
@@ -227,7 +242,7 @@ if numba is not None:
             o_next = 0
             for j in range(T - s):  # forward over levels k = s + j; level k rows at o .. o + nk - 1
                 k = s + j
-                A, B = lr[k], lt[k]
+                A, B = _level(lr, k, V), _level(lt, k, V)
                 o, r0, nk = o_next, a * V**j, nrow * V**j
                 o_next = o + nk
                 if j == 0:
@@ -236,7 +251,7 @@ if numba is not None:
                         DR[n], DT[n] = math.exp(ldr_s[a + n]), math.exp(ldt_s[a + n])
                         PMX[n], PSM[n] = pmax_s[a + n], psum_s[a + n]
                 else:  # context laws: products (weights), differences from the parent's, reachability
-                    Ap, Bp = lr[k - 1], lt[k - 1]
+                    Ap, Bp = _level(lr, k - 1, V), _level(lt, k - 1, V)
                     op, rp0 = o - nk // V, a * V ** (j - 1)
                     for par in range(nk // V):
                         q = op + par
@@ -384,16 +399,20 @@ if numba is not None:
             flags[i, 0], flags[i, 1] = bad, zr_any
 
 
-def call(n_threads: int, *args) -> None:
-    """`run_tasks(*args)` on min(n_threads, numba's pool) threads, tasks handed out 4 at a time."""
+def call(n_threads: int, lr, lt, *args) -> None:
+    """`run_tasks(lr, lt, V, *args)` on min(n_threads, numba's pool) threads, tasks handed out 4
+    at a time. lr, lt: the T levels as (rows, V) float64 arrays (`level_table`); they are kept
+    alive here for the whole call, which reads them through their addresses."""
+    (dr, keep_r), (dt, keep_t) = level_table(lr), level_table(lt)
     n = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
     before = numba.get_num_threads()
     numba.set_num_threads(n)
     try:
         with numba.parallel_chunksize(4):
-            run_tasks(*args, numba.config.NUMBA_NUM_THREADS)
+            run_tasks(dr, dt, keep_r[-1].shape[1], *args, numba.config.NUMBA_NUM_THREADS)
     finally:
         numba.set_num_threads(before)
+    del keep_r, keep_t
 
 
 def task_bounds(n_rows: int, leaves_per_row: int) -> np.ndarray:
@@ -402,9 +421,14 @@ def task_bounds(n_rows: int, leaves_per_row: int) -> np.ndarray:
     return np.unique(np.append(np.arange(0, n_rows, per, dtype=np.int64), n_rows))
 
 
-def levels_list(levels):
-    """numba typed list of C-contiguous float64 (rows, V) numpy arrays."""
-    out = _List()
-    for x in levels:
-        out.append(np.ascontiguousarray(x, dtype=np.float64))
-    return out
+def level_table(levels) -> tuple[np.ndarray, list[np.ndarray]]:
+    """((T, 2) int64 table of (address, rows) of C-contiguous float64 copies/views, those arrays).
+
+    The kernel reads level k as the (rows, V) array at that address (`_level`). A plain int64
+    table instead of a numba typed list: building a typed list compiles its methods in every
+    new process (~1 s of CPU before the first exact call); this needs nothing compiled. The
+    arrays must stay referenced while the kernel runs (`call` holds them).
+    """
+    arrays = [np.ascontiguousarray(x, dtype=np.float64) for x in levels]
+    table = np.array([(x.ctypes.data, x.shape[0]) for x in arrays], dtype=np.int64).reshape(-1, 2)
+    return table, arrays
