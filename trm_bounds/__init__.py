@@ -54,6 +54,9 @@ _LAZY = {
     ),
     **dict.fromkeys(("MASK_RULES", "evaluate_pair_file", "exact_J", "exact_quantities"), "exact"),
     **dict.fromkeys(
+        ("exact_quantities_streamed", "PairSource", "ArrayPairSource", "SyntheticPairSource"), "exact_stream"
+    ),
+    **dict.fromkeys(
         ("PolicyPair", "make_pair", "sample_trajectories", "token_kl_along", "token_logprobs"), "pair"
     ),
     **dict.fromkeys(
