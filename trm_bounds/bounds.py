@@ -206,8 +206,8 @@ def _future_weights(T: int, eps, delta, which: str) -> np.ndarray:
     eps = np.asarray(eps, dtype=np.float64)[..., None]
     delta = np.asarray(delta, dtype=np.float64)[..., None]
     with np.errstate(invalid="ignore"):  # 0 * inf = nan at T - t = 0; the weight there is 0
-        tv_w = np.where(m == 0, 0.0, np.minimum(1.0, m * eps))
-        kl_w = np.where(m == 0, 0.0, np.minimum(1.0, np.sqrt(m * delta / 2.0)))
+        tv_w = np.where(m == 0, 0.0, np.minimum(1.0, m * eps)) if which != "kl" else None
+        kl_w = np.where(m == 0, 0.0, np.minimum(1.0, np.sqrt(m * delta / 2.0))) if which != "tv" else None
     if which == "tv":
         return tv_w
     if which == "kl":
