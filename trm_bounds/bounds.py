@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -205,8 +206,8 @@ def _future_weights(T: int, eps, delta, which: str) -> np.ndarray:
     eps = np.asarray(eps, dtype=np.float64)[..., None]
     delta = np.asarray(delta, dtype=np.float64)[..., None]
     with np.errstate(invalid="ignore"):  # 0 * inf = nan at T - t = 0; the weight there is 0
-        tv_w = np.where(m == 0, 0.0, np.minimum(1.0, m * eps))
-        kl_w = np.where(m == 0, 0.0, np.minimum(1.0, np.sqrt(m * delta / 2.0)))
+        tv_w = np.where(m == 0, 0.0, np.minimum(1.0, m * eps)) if which != "kl" else None
+        kl_w = np.where(m == 0, 0.0, np.minimum(1.0, np.sqrt(m * delta / 2.0))) if which != "tv" else None
     if which == "tv":
         return tv_w
     if which == "kl":
@@ -223,6 +224,11 @@ def classical_tv(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
     """
     T = check_horizon(T)
     eps = check_tv("eps", eps)
+    return _classical_tv(T, eps)
+
+
+def _classical_tv(T, eps) -> np.ndarray:
+    """`classical_tv` on checked inputs (what its checks return)."""
     return 2.0 * T * (T - 1.0) * eps**2
 
 
@@ -230,6 +236,11 @@ def classical_kl(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """Classical trust-region bound, KL form (v1):  B = T (T - 1) delta.  O(T^2), no cap."""
     T = check_horizon(T)
     delta = check_divergence("delta", delta)
+    return _classical_kl(T, delta)
+
+
+def _classical_kl(T, delta) -> np.ndarray:
+    """`classical_kl` on checked inputs (what its checks return)."""
     with np.errstate(invalid="ignore", over="ignore"):  # beyond float64: inf, still an upper bound
         out = T * (T - 1.0) * delta
     return np.where((T == 1) & np.isinf(delta), 0.0, out)
@@ -240,6 +251,11 @@ def linear(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
     """Linear bound (v2, dropped in v3):  B = 4 T eps.  O(T)."""
     T = check_horizon(T)
     eps = check_tv("eps", eps)
+    return _linear(T, eps)
+
+
+def _linear(T, eps) -> np.ndarray:
+    """`linear` on checked inputs (what its checks return)."""
     return 4.0 * T * eps
 
 
@@ -249,6 +265,11 @@ def linear_dbar(dbar: ArrayLike) -> np.ndarray:
     Args: dbar (..., T). Returns (...,).
     """
     d = _as_dbar(dbar)
+    return _linear_dbar(d)
+
+
+def _linear_dbar(d) -> np.ndarray:
+    """`linear_dbar` on checked inputs (what its checks return)."""
     u = _uniform(d)
     return 4.0 * (d.sum(-1) if u is None else u * d.shape[-1])
 
@@ -268,6 +289,11 @@ def pm_kl(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """
     T = check_horizon(T)
     delta = check_divergence("delta", delta)
+    return _pm_kl(T, delta)
+
+
+def _pm_kl(T, delta) -> np.ndarray:
+    """`pm_kl` on checked inputs (what its checks return)."""
     a = np.sqrt(delta / 2.0)
     return 4.0 * np.minimum(1.0, a) * _capped_sqrt_sum(T, a)
 
@@ -281,6 +307,11 @@ def pm_kl_nocap(T: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """
     T = check_horizon(T)
     delta = check_divergence("delta", delta)
+    return _pm_kl_nocap(T, delta)
+
+
+def _pm_kl_nocap(T, delta) -> np.ndarray:
+    """`pm_kl_nocap` on checked inputs (what its checks return)."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 at T = 1; beyond float64: inf
         return np.where(T > 1, 2.0 * delta * _sum_sqrt(T), 0.0)
 
@@ -293,6 +324,11 @@ def pm_tv(T: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
     T = check_horizon(T)
     eps = check_tv("eps", eps)
     delta = check_divergence("delta", delta)
+    return _pm_tv(T, eps, delta)
+
+
+def _pm_tv(T, eps, delta) -> np.ndarray:
+    """`pm_tv` on checked inputs (what its checks return)."""
     return 4.0 * np.minimum(1.0, eps) * _capped_sqrt_sum(T, np.sqrt(delta / 2.0))
 
 
@@ -302,6 +338,11 @@ def mix_kl(T: ArrayLike, delta: ArrayLike, dkl_seq: ArrayLike) -> np.ndarray:
     T = check_horizon(T)
     delta = check_divergence("delta", delta)
     dkl_seq = check_divergence("dkl_seq", dkl_seq)
+    return _mix_kl(T, delta, dkl_seq)
+
+
+def _mix_kl(T, delta, dkl_seq) -> np.ndarray:
+    """`mix_kl` on checked inputs (what its checks return)."""
     return 4.0 * T * np.minimum(1.0, np.sqrt(delta / 2.0)) * np.minimum(1.0, np.sqrt(dkl_seq / 2.0))
 
 
@@ -310,6 +351,11 @@ def mix_tv(T: ArrayLike, eps: ArrayLike, dtv_seq: ArrayLike) -> np.ndarray:
     T = check_horizon(T)
     eps = check_tv("eps", eps)
     dtv_seq = check_tv("dtv_seq", dtv_seq)
+    return _mix_tv(T, eps, dtv_seq)
+
+
+def _mix_tv(T, eps, dtv_seq) -> np.ndarray:
+    """`mix_tv` on checked inputs (what its checks return)."""
     return 4.0 * T * np.minimum(1.0, eps) * np.minimum(1.0, dtv_seq)
 
 
@@ -321,6 +367,11 @@ def coupling(T: ArrayLike, eps: ArrayLike) -> np.ndarray:
     """
     T = check_horizon(T)
     eps = check_tv("eps", eps)
+    return _coupling(T, eps)
+
+
+def _coupling(T, eps) -> np.ndarray:
+    """`coupling` on checked inputs (what its checks return)."""
     return 4.0 * np.minimum(1.0, eps) * _capped_linear_sum(T, eps)
 
 
@@ -332,6 +383,11 @@ def adaptive_kl(dbar: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """
     d = _as_dbar(dbar)
     delta = check_divergence("delta", delta)
+    return _adaptive_kl(d, delta)
+
+
+def _adaptive_kl(d, delta) -> np.ndarray:
+    """`adaptive_kl` on checked inputs (what its checks return)."""
     return 4.0 * _adaptive_sum(d, 0.0, delta, "kl")
 
 
@@ -339,6 +395,11 @@ def adaptive_tv(dbar: ArrayLike, eps: ArrayLike) -> np.ndarray:
     """Adaptive bound, TV form (B_Adap^TV, v3):  4 sum_t Dbar_t min(1, (T-t) eps)."""
     d = _as_dbar(dbar)
     eps = check_tv("eps", eps)
+    return _adaptive_tv(d, eps)
+
+
+def _adaptive_tv(d, eps) -> np.ndarray:
+    """`adaptive_tv` on checked inputs (what its checks return)."""
     return 4.0 * _adaptive_sum(d, eps, 0.0, "tv")
 
 
@@ -347,6 +408,11 @@ def adaptive_star(dbar: ArrayLike, eps: ArrayLike, delta: ArrayLike) -> np.ndarr
     d = _as_dbar(dbar)
     eps = check_tv("eps", eps)
     delta = check_divergence("delta", delta)
+    return _adaptive_star(d, eps, delta)
+
+
+def _adaptive_star(d, eps, delta) -> np.ndarray:
+    """`adaptive_star` on checked inputs (what its checks return)."""
     return 4.0 * _adaptive_sum(d, eps, delta, "star")
 
 
@@ -643,31 +709,92 @@ UNIFIED_V2_OF = ("pm_kl", "mix_kl", "adaptive_kl")  # v2 B*
 
 def unified(b: BoundInputs) -> float:
     """Unified bound B* (v3) = min(B_PM^KL, B_PM^TV, B_Mix^KL, B_Mix^TV, B_Coup, B_Adap^*)."""
-    return float(min(float(BOUNDS[n](b)) for n in UNIFIED_OF))
+    return float(min(float(_value(b, n)) for n in UNIFIED_OF))
 
 
 def unified_v2(b: BoundInputs) -> float:
     """Unified bound of v2 = min(B_PM^KL, B_Mix^KL, B_Adap^KL)."""
-    return float(min(float(BOUNDS[n](b)) for n in UNIFIED_V2_OF))
+    return float(min(float(_value(b, n)) for n in UNIFIED_V2_OF))
+
+
+class _Checked(NamedTuple):
+    """The fields of a `BoundInputs` as the bound functions' checks return them (read-only)."""
+
+    T: np.ndarray
+    eps: np.ndarray
+    delta: np.ndarray
+    dkl_seq: np.ndarray
+    dtv_seq: np.ndarray
+    dbar: np.ndarray
+
+
+def _checked(b: BoundInputs) -> _Checked:
+    """`b`'s fields through the checks every bound function runs, done once per `b` (it is frozen
+    and was validated when made) and kept on it: the registry then skips the per-bound checks."""
+    c = b.__dict__.get("_checked")
+    if c is None:
+        c = _Checked(
+            check_horizon(b.T),
+            check_tv("eps", b.eps),
+            check_divergence("delta", b.delta),
+            check_divergence("dkl_seq", b.dkl_seq),
+            check_tv("dtv_seq", b.dtv_seq),
+            _as_dbar(b.dbar),
+        )
+        for a in c:
+            if a.flags.writeable:
+                a.setflags(write=False)
+        object.__setattr__(b, "_checked", c)
+    return c
+
+
+def _registered(public: Callable, formula: Callable, fields: tuple[str, ...]) -> Callable:
+    """The registry entry of a bound: `formula` on the checked fields of a `BoundInputs` (the same
+    arrays `public`'s checks would make, so the same value); any other record (e.g.
+    `trm_bounds.exact_batch.BatchInputs`) goes through `public`, checks included."""
+
+    def bound(b):
+        if isinstance(b, BoundInputs):
+            c = _checked(b)
+            return formula(*[getattr(c, f) for f in fields])
+        return public(*[getattr(b, f) for f in fields])
+
+    return bound
+
+
+def _value(b, name: str):
+    """BOUNDS[name](b). For a `BoundInputs` and a published key (which can never be replaced) the
+    value is computed once per `b` and kept on it (a 0-d result as a numpy scalar: immutable), so
+    `unified`, `unified_v2` and the refined keys reuse it instead of recomputing."""
+    if not isinstance(b, BoundInputs) or name not in PUBLISHED_BOUNDS:
+        return get_bound(name)(b)
+    values = b.__dict__.get("_values")
+    if values is None:
+        values = {}
+        object.__setattr__(b, "_values", values)
+    if name not in values:
+        v = BOUNDS[name](b)
+        values[name] = v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v
+    return values[name]
 
 
 _BOUNDS: dict[str, Callable[[BoundInputs], float]] = {
-    "classical_tv": lambda b: classical_tv(b.T, b.eps),
-    "classical_kl": lambda b: classical_kl(b.T, b.delta),
-    "linear": lambda b: linear(b.T, b.eps),
-    "pm_kl": lambda b: pm_kl(b.T, b.delta),
-    "pm_tv": lambda b: pm_tv(b.T, b.eps, b.delta),
-    "mix_kl": lambda b: mix_kl(b.T, b.delta, b.dkl_seq),
-    "mix_tv": lambda b: mix_tv(b.T, b.eps, b.dtv_seq),
-    "coupling": lambda b: coupling(b.T, b.eps),
-    "adaptive_kl": lambda b: adaptive_kl(b.dbar, b.delta),
-    "adaptive_tv": lambda b: adaptive_tv(b.dbar, b.eps),
-    "adaptive_star": lambda b: adaptive_star(b.dbar, b.eps, b.delta),
+    "classical_tv": _registered(classical_tv, _classical_tv, ("T", "eps")),
+    "classical_kl": _registered(classical_kl, _classical_kl, ("T", "delta")),
+    "linear": _registered(linear, _linear, ("T", "eps")),
+    "pm_kl": _registered(pm_kl, _pm_kl, ("T", "delta")),
+    "pm_tv": _registered(pm_tv, _pm_tv, ("T", "eps", "delta")),
+    "mix_kl": _registered(mix_kl, _mix_kl, ("T", "delta", "dkl_seq")),
+    "mix_tv": _registered(mix_tv, _mix_tv, ("T", "eps", "dtv_seq")),
+    "coupling": _registered(coupling, _coupling, ("T", "eps")),
+    "adaptive_kl": _registered(adaptive_kl, _adaptive_kl, ("dbar", "delta")),
+    "adaptive_tv": _registered(adaptive_tv, _adaptive_tv, ("dbar", "eps")),
+    "adaptive_star": _registered(adaptive_star, _adaptive_star, ("dbar", "eps", "delta")),
     "unified": unified,
 }
 PUBLISHED_BOUNDS: tuple[str, ...] = tuple(_BOUNDS)  # the docs/formats.md contract keys, in order
-_BOUNDS["linear_dbar"] = lambda b: linear_dbar(b.dbar)
-_BOUNDS["pm_kl_nocap"] = lambda b: pm_kl_nocap(b.T, b.delta)
+_BOUNDS["linear_dbar"] = _registered(linear_dbar, _linear_dbar, ("dbar",))
+_BOUNDS["pm_kl_nocap"] = _registered(pm_kl_nocap, _pm_kl_nocap, ("T", "delta"))
 _BOUNDS["unified_v2"] = unified_v2
 BOUNDS: Mapping[str, Callable[[BoundInputs], float]] = MappingProxyType(_BOUNDS)
 
@@ -898,7 +1025,7 @@ def evaluate_bounds(
     `second_order` need a range <= 1, the published ones <= 2).
     """
     names = _bound_names(inputs, names)
-    return {n: float(get_bound(n)(inputs)) * reward_range_factor(n, reward_range) for n in names}
+    return {n: float(_value(inputs, n)) * reward_range_factor(n, reward_range) for n in names}
 
 
 def _bound_names(inputs, names) -> tuple[str, ...]:

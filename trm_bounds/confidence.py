@@ -120,7 +120,8 @@ def betting_upper(
         U = inf{m in [0, 1] : sum_i log(1 + lambda_i (m - x_i)) >= log(1/alpha)}.
 
     x (..., n) in [0, 1] -> (...,). The samples are permuted (same permutation for every
-    leading index, drawn from `seed`) before the bets are formed.
+    leading index, drawn from `seed`) before the bets are formed. U is the end of a bisection
+    of [0, 1] (`_bisection`), whose first levels `_bisection_start` skips without changing a bit.
     """
     a = _check(x, alpha)
     if not (0.0 < max_bet < 1.0):
@@ -128,19 +129,95 @@ def betting_upper(
     n = a.shape[-1]
     a = a[..., np.random.default_rng(seed).permutation(n)]
     lam = _betting_bets(a, alpha, max_bet)
+    shape = a.shape[:-1]
+    a, lam = a.reshape(-1, n), lam.reshape(-1, n)  # rows: every leading index
     target = math.log(1.0 / alpha)
-    log_k = lambda m: np.log1p(lam * (m[..., None] - a)).sum(-1)  # noqa: E731  log K_n(m), increasing in m
-    lo = np.zeros(a.shape[:-1])
-    hi = np.ones(a.shape[:-1])
-    done = log_k(hi) < target  # never rejected: U = 1
-    for _ in range(_BISECTIONS):
+    done = _log_capital(lam, a, np.ones(a.shape[0])) < target  # never rejected: U = 1
+    lo, hi, level = _bisection_start(lam, a, target, max_bet)
+    lo, hi = _bisection(lam, a, target, lo, hi, _BISECTIONS - level, stop=True)
+    return np.where(done, 1.0, hi).reshape(shape)
+
+
+def _log_capital(lam: np.ndarray, a: np.ndarray, m: np.ndarray, buf: np.ndarray | None = None) -> np.ndarray:
+    """log K_n(m) = sum_i log1p(lambda_i (m - x_i)) per row: lam, a (R, n), m (R,) -> (R,).
+    `buf`: an (R, n) scratch array to reuse (the same operations, no new allocation)."""
+    buf = np.subtract(m[:, None], a, out=buf)
+    np.multiply(lam, buf, out=buf)
+    np.log1p(buf, out=buf)
+    return buf.sum(-1)
+
+
+def _bisection(lam, a, target, lo, hi, steps: int, stop: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`steps` bisection steps of [lo, hi] (R,) towards U: mid rejected (log K_n(mid) >= target)
+    -> hi = mid, else lo = mid. With `stop`, ends once every row's bracket is below rounding."""
+    buf = np.empty_like(a)
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        rej = log_k(mid) >= target
+        rej = _log_capital(lam, a, mid, buf) >= target
         hi = np.where(rej, mid, hi)
         lo = np.where(rej, lo, mid)
-        if np.all(hi - lo <= 4 * np.finfo(np.float64).eps * np.maximum(hi, 1e-300)):
+        if stop and np.all(hi - lo <= 4 * np.finfo(np.float64).eps * np.maximum(hi, 1e-300)):
             break
-    return np.where(done, 1.0, hi)
+    return lo, hi
+
+
+def _capital_rounding(n: int, max_bet: float) -> float:
+    """A bound on |computed log K_n(m) - exact log K_n(m)| for m in [0, 1] (the lambda_i, x_i as
+    stored): each y_i = lambda_i (m - x_i) in [-c, c] is rounded twice (relative 2.01 u, u = 2^-53),
+    which moves log1p by <= 2.01 u c / (1 - c); log1p itself is within 4 ulp (8 u L, L = -log(1 - c)
+    bounds |log1p|); a sum of n terms in any order adds <= (n - 1) u sum |terms| (x 1.01)."""
+    u, c = 2.0**-53, max_bet
+    big = -math.log1p(-c)
+    return u * n * (2.01 * c / (1.0 - c) + 8.0 * big + 1.01 * (n - 1) * big)
+
+
+def _bisection_start(lam, a, target, max_bet) -> tuple[np.ndarray, np.ndarray, int]:
+    """(lo, hi, level): the bracket that `level` steps of `_bisection` from [0, 1] reach, found
+    without taking them. Bit-identical: from [0, 1] the steps visit dyadic points only, so after
+    j steps the bracket is [k, k + 1] / 2^j; a Newton estimate of U gives k, and the bracket is
+    accepted when log K_n, computed as the steps compute it, is below target - margin at its
+    low end and above target + margin at its high end (an end at 0 or 1 is never evaluated by
+    the steps). Exact log K_n grows with m and the computed one is within E of it
+    (`_capital_rounding`; margin = 4 E), so every point a step visits below the low end is
+    then computed not rejected and every point above the high end rejected: exactly the
+    decisions that lead to [k, k + 1] / 2^j. Rows whose bracket is not accepted try coarser
+    levels (level 0 is [0, 1]) and take the missing steps themselves, so all rows return at one
+    `level` (<= 40: no row's bracket is below rounding there, so the steps never stop early)."""
+    rows, n = a.shape
+    m = np.clip(a.mean(-1), 0.0, 1.0)
+    with np.errstate(all="ignore"):
+        for _ in range(4):  # Newton on log K_n(m) = target; log K_n is concave and increasing
+            y = lam * (m[:, None] - a)
+            slope = (lam / (1.0 + y)).sum(-1)
+            m = np.clip(m - (np.log1p(y).sum(-1) - target) / slope, 0.0, 1.0)
+    lo, hi = np.zeros(rows), np.ones(rows)
+    if not (rows and np.all(np.isfinite(m)) and np.all(slope > 0)):
+        return lo, hi, 0
+    margin = 4.0 * _capital_rounding(n, max_bet)
+    zone = margin / float(np.median(slope))  # width in m of the band where the sign is in doubt
+    top = int(min(40, max(0, math.floor(-math.log2(64.0 * zone)))))  # ~3% of the rows in doubt there
+    pending = np.arange(rows)
+    for level in range(top, 0, -8):
+        if not pending.size:
+            break
+        k = np.clip(np.floor(m[pending] * 2.0**level), 0.0, 2.0**level - 1.0)
+        l, h = k * 2.0**-level, (k + 1.0) * 2.0**-level  # exact: k < 2^40
+        la, aa = lam[pending], a[pending]
+        ok = ((l == 0.0) | (_log_capital(la, aa, l) < target - margin)) & (
+            (h == 1.0) | (_log_capital(la, aa, h) >= target + margin)
+        )
+        rows_ok = pending[ok]
+        if level < top:  # the steps from this level to `top`, taken by these rows alone
+            l, h = _bisection(la[ok], aa[ok], target, l[ok], h[ok], top - level, stop=False)
+        else:
+            l, h = l[ok], h[ok]
+        lo[rows_ok], hi[rows_ok] = l, h
+        pending = pending[~ok]
+    if pending.size:  # from [0, 1] (level 0): every step taken
+        lo[pending], hi[pending] = _bisection(
+            lam[pending], a[pending], target, lo[pending], hi[pending], top, stop=False
+        )
+    return lo, hi, top
 
 
 METHODS: Mapping[str, Callable[[np.ndarray, float], np.ndarray]] = MappingProxyType(

@@ -107,9 +107,11 @@ from numpy.typing import ArrayLike
 from .bounds import (
     BOUND_INFO,
     BOUNDS,
+    PUBLISHED_BOUNDS,
     UNIFIED_OF,
     BoundInfo,
     BoundInputs,
+    _value,
     adaptive_kl,
     adaptive_star,
     adaptive_tv,
@@ -259,20 +261,33 @@ def unified_refined(b: BoundInputs) -> float:
     return float(min(float(BOUNDS[REFINED_OF[n]](b)) for n in UNIFIED_OF))
 
 
+def _halved(published: str, refined: Callable, fields: tuple[str, ...]) -> Callable[[BoundInputs], float]:
+    """Registry entry of a refined key: `refined` on the record's `fields`. On a `BoundInputs` the
+    published value (0-d, computed once per record by `trm_bounds.bounds._value`) is halved
+    instead: the very product `refined` forms, without re-checking and recomputing it."""
+
+    def bound(b):
+        if isinstance(b, BoundInputs) and published in PUBLISHED_BOUNDS:
+            return 0.5 * _value(b, published)
+        return refined(*[getattr(b, f) for f in fields])
+
+    return bound
+
+
 _REFINED: dict[str, Callable[[BoundInputs], float]] = {
-    "classical_tv_refined": lambda b: classical_tv_refined(b.T, b.eps),
-    "classical_kl_refined": lambda b: classical_kl_refined(b.T, b.delta),
-    "linear_refined": lambda b: linear_refined(b.T, b.eps),
-    "pm_kl_refined": lambda b: pm_kl_refined(b.T, b.delta),
-    "pm_tv_refined": lambda b: pm_tv_refined(b.T, b.eps, b.delta),
-    "mix_kl_refined": lambda b: mix_kl_refined(b.T, b.delta, b.dkl_seq),
-    "mix_tv_refined": lambda b: mix_tv_refined(b.T, b.eps, b.dtv_seq),
-    "coupling_refined": lambda b: coupling_refined(b.T, b.eps),
-    "adaptive_kl_refined": lambda b: adaptive_kl_refined(b.dbar, b.delta),
-    "adaptive_tv_refined": lambda b: adaptive_tv_refined(b.dbar, b.eps),
-    "adaptive_star_refined": lambda b: adaptive_star_refined(b.dbar, b.eps, b.delta),
+    "classical_tv_refined": _halved("classical_tv", classical_tv_refined, ("T", "eps")),
+    "classical_kl_refined": _halved("classical_kl", classical_kl_refined, ("T", "delta")),
+    "linear_refined": _halved("linear", linear_refined, ("T", "eps")),
+    "pm_kl_refined": _halved("pm_kl", pm_kl_refined, ("T", "delta")),
+    "pm_tv_refined": _halved("pm_tv", pm_tv_refined, ("T", "eps", "delta")),
+    "mix_kl_refined": _halved("mix_kl", mix_kl_refined, ("T", "delta", "dkl_seq")),
+    "mix_tv_refined": _halved("mix_tv", mix_tv_refined, ("T", "eps", "dtv_seq")),
+    "coupling_refined": _halved("coupling", coupling_refined, ("T", "eps")),
+    "adaptive_kl_refined": _halved("adaptive_kl", adaptive_kl_refined, ("dbar", "delta")),
+    "adaptive_tv_refined": _halved("adaptive_tv", adaptive_tv_refined, ("dbar", "eps")),
+    "adaptive_star_refined": _halved("adaptive_star", adaptive_star_refined, ("dbar", "eps", "delta")),
     "unified_refined": unified_refined,
-    "linear_dbar_refined": lambda b: linear_dbar_refined(b.dbar),
+    "linear_dbar_refined": _halved("linear_dbar", linear_dbar_refined, ("dbar",)),
 }
 REFINED_FORMULA: Mapping[str, str] = MappingProxyType(
     {

@@ -151,6 +151,15 @@ def kl_binary(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return p * (F.logsigmoid(z) - F.logsigmoid(w)) + (1 - p) * (F.logsigmoid(-z) - F.logsigmoid(-w))
 
 
+def _kl_binary_from(z: torch.Tensor):
+    """w -> kl_binary(z, w) for one z (no grad): its z-only tensors formed once, the same
+    operations on the same values, so the same bits as kl_binary."""
+    p = torch.sigmoid(z)
+    ls_z, ls_mz = F.logsigmoid(z), F.logsigmoid(-z)
+    q = 1 - p
+    return lambda w: p * (ls_z - F.logsigmoid(w)) + q * (ls_mz - F.logsigmoid(-w))
+
+
 def chain_terms(
     z_roll: torch.Tensor,
     z_theta: torch.Tensor,
@@ -298,15 +307,16 @@ def torch_bounds(q: dict[str, torch.Tensor], T: int) -> dict[str, torch.Tensor]:
 def _solve_kl(z: torch.Tensor, k: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     """w = z + sign lambda with KL(sigmoid z || sigmoid w) = k, lambda >= 0; differentiable in z, k."""
     with torch.no_grad():
+        kl_from = _kl_binary_from(z)  # the z-only half of kl_binary, formed once for the ~130 calls
         lo, hi = torch.zeros_like(z), torch.ones_like(z)
         for _ in range(80):  # bracket: the KL grows without bound in lambda
-            short = kl_binary(z, z + sign * hi) < k
+            short = kl_from(z + sign * hi) < k
             if not short.any():
                 break
             hi = torch.where(short, 2 * hi, hi)
         for _ in range(56):  # relative width 2^-56 of the bracket: below float64 rounding of lambda
             mid = 0.5 * (lo + hi)
-            below = kl_binary(z, z + sign * mid) < k
+            below = kl_from(z + sign * mid) < k
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         lam = 0.5 * (lo + hi)
         slope = sign * (torch.sigmoid(z + sign * lam) - torch.sigmoid(z))  # dKL/dlambda >= 0

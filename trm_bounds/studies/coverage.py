@@ -139,12 +139,15 @@ def _simulate_chain(pair, n: int, reps: int, rng: np.random.Generator) -> np.nda
     Per step, one uniform u per response; the token is the number of cumulative probabilities
     below u (capped at V - 1), and S gains (1 - rho)_+ = -expm1(min(log rho, 0)). The per-(state,
     token) tables are formed once per distinct step (once for a homogeneous chain) and gathered:
-    the same numbers as forming them per response.
+    the same numbers as forming them per response. The cumulative probabilities increase along
+    the token axis, so the capped count is the count over the first V - 1 of them, added up one
+    column at a time into the flat (state, token) index (no (responses, V) temporary).
     """
     lr_all = np.asarray(pair.logp_roll)
     lt_all = np.asarray(pair.logp_theta)
     m = reps * n
     V = lr_all.shape[-1]
+    transition = np.asarray(pair.transition).ravel()  # (S * V,): next state of (state, token)
     state = np.full(m, int(pair.init_state[0]))
     S = np.zeros(m)
     tables = None
@@ -154,11 +157,13 @@ def _simulate_chain(pair, n: int, reps: int, rng: np.random.Generator) -> np.nda
             lt = lt_all[k] if lt_all.ndim == 3 else lt_all
             cdf = np.cumsum(np.exp(lr), -1)  # (S, V)
             inc = -np.expm1(np.minimum(lt - lr, 0.0))  # (S, V): (1 - rho)_+ of each (state, token)
-            tables = (cdf, inc.ravel())
-        below = (rng.random(m)[:, None] > tables[0][state]).sum(-1)
-        tok = np.minimum(below, V - 1)
-        S += tables[1][state * V + tok]
-        state = pair.transition[state, tok]
+            tables = ([np.ascontiguousarray(cdf[:, j]) for j in range(V - 1)], inc.ravel())
+        u = rng.random(m)
+        idx = state * V  # flat (state, token) index, token counted below
+        for cdf_j in tables[0]:
+            idx += u > cdf_j[state]
+        S += tables[1][idx]
+        state = transition[idx]
     return S.reshape(reps, n)
 
 

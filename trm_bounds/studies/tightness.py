@@ -262,7 +262,8 @@ def _save_instance(c: dict, inst_dir: Path, fixed: str) -> str:
 
 
 def _verdict(c: dict, bound: str, inst_path: Path, cache: dict) -> dict:
-    """bound_verdict on the saved file, evaluated once per file (cache: path -> engine result)."""
+    """bound_verdict on the saved file, evaluated and read once per file (cache: path -> engine
+    result, (path, "pair") -> the loaded PolicyPair)."""
     from ..chain import evaluate_chain_file
     from ..exact import evaluate_pair_file
     from ..pair import PolicyPair
@@ -278,7 +279,9 @@ def _verdict(c: dict, bound: str, inst_path: Path, cache: dict) -> dict:
     if cache.get(inst_path) is None:
         cache[inst_path] = evaluate_pair_file(inst_path)
     d = cache[inst_path]
-    p = PolicyPair.load(inst_path)
+    if cache.get((inst_path, "pair")) is None:  # the file's arrays, read (and checked) once
+        cache[(inst_path, "pair")] = PolicyPair.load(inst_path)
+    p = cache[(inst_path, "pair")]
     n_ops = T + math.ceil(math.log2(p.P * p.V**T)) + p.V
     v = bound_verdict(d, bound, T=T, n_ops=n_ops, pair=(p.logp_roll, p.logp_theta, p.reward, p.prompt_probs))
     return {**v, "result": d}
@@ -298,9 +301,16 @@ def records(results: list[dict], out: Path) -> tuple[list[dict], dict]:
     inst_dir = out / "instances"
     inst_dir.mkdir(parents=True, exist_ok=True)
     stubs, worst_err = aggregate(results)
-    out_recs, cache = [], {}
+    out_recs, cache, saved = [], {}, {}
+
+    def save(c: dict, fixed: str) -> str:  # one candidate is the worst for many bounds: saved once
+        key = (id(c), fixed)
+        if key not in saved:
+            saved[key] = _save_instance(c, inst_dir, fixed)
+        return saved[key]
+
     for stub, c in stubs:
-        rel = _save_instance(c, inst_dir, stub["fixed"])
+        rel = save(c, stub["fixed"])
         v = _verdict(c, stub["bound"], out / rel, cache)
         d = v.pop("result")
         err, bval = float(d["error"]), float(d["bounds"][stub["bound"]])
@@ -319,7 +329,7 @@ def records(results: list[dict], out: Path) -> tuple[list[dict], dict]:
         )
     errs = {}
     for (fixed, T), c in sorted(worst_err.items()):
-        rel = _save_instance(c, inst_dir, fixed)
+        rel = save(c, fixed)
         errs.setdefault(fixed, []).append(
             {"T": T, "abs_error": abs(c["error"]), "value": c["value"], "instance": rel, "kind": c["kind"]}
         )
