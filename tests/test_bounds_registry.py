@@ -54,8 +54,6 @@ HORIZON = st.one_of(st.sampled_from([1, 2, 255, 256, 257, 10**6, 2**53]), st.int
 def bound_inputs(draw) -> B.BoundInputs:
     T = draw(HORIZON)
     eps, delta = draw(TV), draw(KL)
-    if eps > 0 and eps * eps == 0.0 and delta == 0.0:  # 0 / 0 in adaptive_crossover: a known failure
-        delta = 1e-3
     if T <= 300 and draw(st.booleans()):
         dbar = np.array(draw(st.lists(TV, min_size=T, max_size=T)))
     else:
@@ -126,3 +124,14 @@ def test_kept_arrays_are_read_only_and_a_replaced_user_key_is_not_cached():
         B._BOUNDS.pop("test_registry_probe", None)
         B._BOUND_INFO.pop("test_registry_probe", None)
     assert calls == [1]
+
+
+def test_subnormal_eps_with_zero_delta_is_not_zero_over_zero():
+    """eps = 5e-324 squares to 0: the crossover delta / (2 eps^2) was 0/0 = NaN, and adaptive_star
+    then failed with an IndexError; the crossover is 0 (every weight takes the KL route, 0)."""
+    assert float(B.adaptive_crossover(5e-324, 0.0)) == 0.0
+    assert float(B.adaptive_crossover(5e-324, 1e-3)) == math.inf
+    assert float(B.adaptive_star(np.full(4, 5e-324), 5e-324, 0.0)) == 0.0
+    assert float(B.adaptive_star(B.uniform_dbar(300, 5e-324), 5e-324, 0.0)) == 0.0  # the closed form
+    b = B.BoundInputs(T=300, eps=5e-324, delta=0.0, dkl_seq=0.0, dtv_seq=0.0, dbar=5e-324)
+    assert B.evaluate_bounds(b)["adaptive_star"] == 0.0

@@ -476,8 +476,8 @@ def adaptive_crossover(eps: ArrayLike, delta: ArrayLike) -> np.ndarray:
     """
     eps = check_tv("eps", eps)
     delta = check_divergence("delta", delta)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return np.where(eps > 0, delta / (2.0 * eps**2), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # eps**2 may underflow to 0:
+        return np.where(eps > 0, np.where(delta > 0, delta / (2.0 * eps**2), 0.0), np.inf)  # not 0/0
 
 
 def adaptive_worst_case_sum(T: ArrayLike, delta: ArrayLike) -> np.ndarray:

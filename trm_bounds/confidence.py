@@ -182,7 +182,9 @@ def _bisection_start(lam, a, target, max_bet) -> tuple[np.ndarray, np.ndarray, i
     then computed not rejected and every point above the high end rejected: exactly the
     decisions that lead to [k, k + 1] / 2^j. Rows whose bracket is not accepted try coarser
     levels (level 0 is [0, 1]) and take the missing steps themselves, so all rows return at one
-    `level` (<= 40: no row's bracket is below rounding there, so the steps never stop early)."""
+    `level` (<= 40: no row's bracket is below rounding there, so the steps never stop early).
+    A row's computed log K_n does not depend on the rows evaluated with it (element-wise ufuncs,
+    one sum per row), which tests/test_confidence_bisection.py checks against the plain bisection."""
     rows, n = a.shape
     m = np.clip(a.mean(-1), 0.0, 1.0)
     with np.errstate(all="ignore"):
