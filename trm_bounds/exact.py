@@ -302,7 +302,7 @@ class _KernelBlocks:
         Qr, Qt, WE, joint_row = np.zeros((K, m)), np.zeros(m), np.zeros((2, m)), np.zeros(m)
         ld_r, ld_t, pmax, psum = (x[a:b] for x in self.start)
         _tree_kernel.call(
-            self.n_threads, lr, lt, R, s, T, K,
+            min(self.n_threads, nt), lr, lt, R, s, T, K,  # no more threads than tasks: an idle one spins
             ld_r, ld_t, pmax, psum, bounds, eng.need_h, self.md[0], self.md[1],
             sums, gmax, epsdel, J, flags, Qr, Qt, WE, joint_row, check,
         )  # fmt: skip

@@ -551,8 +551,13 @@ def _one_step(step, cfg, policy, opt, engine, spec, mask_params, reward, reward_
 
     scale, backtracks, skipped = 1.0, 0, False
     while True:
-        tree = policy.log_prob_tree()  # with its graph: the next step's pi_theta_old
-        new = [x.detach() for x in tree]
+        if backtracks == 0:  # with its graph: the next step's pi_theta_old when accepted as is
+            tree = policy.log_prob_tree()
+            new = [x.detach() for x in tree]
+        else:  # a shrunk step: no graph (backtracking is rare but long); the next step rebuilds it
+            with torch.no_grad():
+                new = [x.detach() for x in policy.log_prob_tree()]
+            tree = None
         q = exact_quantities(roll, new, reward, prompt_probs, validate=False)
         certified = q["surrogate"] > q["bounds"]["unified"]
         if not cfg.certified or certified:
