@@ -174,3 +174,54 @@ def test_start_background_refuses_bad_workers_before_starting(workers):
     with pytest.raises(ValueError, match="^workers must be an integer >= 1"):
         taskpool.start_background("bg-bad-workers", square, _tasks(1), workers=workers)
     assert not taskpool.has_background("bg-bad-workers")
+
+
+def test_prestart_table_names_each_background_job_and_what_its_workers_import(monkeypatch):
+    """figures.BACKGROUND_MODULES (read by the CLI before it imports the jobs) stays in step with
+    jobs.BACKGROUND, and prestart_background starts the fork server only when a run overlaps jobs."""
+    from trm_bounds import figures, jobs
+    from trm_bounds.studies import training
+
+    assert set(figures.BACKGROUND_MODULES) == set(jobs.BACKGROUND)
+    mods = figures.BACKGROUND_MODULES["experiments/train_figures"]
+    assert training.run_one.__module__ in mods and set(training.PRELOAD) <= set(mods)
+    calls = []
+    monkeypatch.setattr(taskpool, "prestart", lambda modules: calls.append(modules))
+    figures.prestart_background(None)
+    figures.prestart_background(["experiments/train_figures"])  # alone: runs in-process, no pool
+    figures.prestart_background(["scaling", "paper_tables"])  # no background job selected
+    figures.prestart_background(["scaling", "experiments/train_figures"])
+    assert calls == [mods, mods]
+
+
+_PRELOAD_SCRIPT = """
+import os, sys
+from trm_bounds import taskpool
+
+def loaded(task):
+    return {"loaded": task["module"] in sys.modules, "worker": os.getpid() != task["parent"]}
+
+if __name__ == "__main__":
+    assert "colorsys" not in sys.modules
+    print(taskpool._context(loaded, ("colorsys",)).get_start_method())
+    out = taskpool.run_tasks(loaded, [{"key": "a", "module": "colorsys", "parent": os.getpid()}],
+                             processes=True, progress=False, preload=("colorsys",))
+    print(out[0]["loaded"], out[0]["worker"])
+"""
+
+
+def test_pool_workers_start_with_the_preloaded_modules(tmp_path):
+    """Workers fork from a server that imported the preload list: the module is there before the
+    task imports anything (colorsys: a stdlib module nothing here imports). In a fresh interpreter,
+    whose fork server starts with this list."""
+    import multiprocessing
+    import subprocess
+    import sys
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform (spawned workers import on demand)")
+    script = tmp_path / "preload_check.py"
+    script.write_text(_PRELOAD_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["forkserver", "True", "True"]

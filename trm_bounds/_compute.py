@@ -45,6 +45,11 @@ def _busy_others() -> float:
             return 0.0
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity), busy or not."""
+    return _affinity()
+
+
 def kernel_threads() -> int:
     """Threads for a parallel kernel call: TRM_BOUNDS_THREADS, else the free cores (>= 1)."""
     env = os.environ.get("TRM_BOUNDS_THREADS")

@@ -75,6 +75,20 @@ def _run_job(job: Job, stage: Path, quick: bool, quiet: bool) -> list[dict]:
         raise
 
 
+# Modules the workers of each background job (`jobs.BACKGROUND`) run, named here so that the CLI
+# can start the fork server importing them before it imports the jobs (`prestart_background`);
+# tests hold this table to jobs.BACKGROUND.
+BACKGROUND_MODULES = {"experiments/train_figures": ("trm_bounds.studies.training", "torch._dynamo")}
+
+
+def prestart_background(only: list[str] | None) -> None:
+    """`taskpool.prestart` the modules of the background jobs a run with `only` will start (none
+    when it runs a single job: a lone job runs in this process)."""
+    names = [n for n in BACKGROUND_MODULES if only is None or n in only]
+    if names and (only is None or len(only) > 1):
+        taskpool.prestart(tuple(dict.fromkeys(m for n in names for m in BACKGROUND_MODULES[n])))
+
+
 def _start_background(jobs: dict[str, Job], quick: bool) -> list[tuple[str, Job]]:
     """Start the background part of every selected job that has one (`trm_bounds.jobs.BACKGROUND`)
     when other jobs run too; returns the (name, job) pairs in the order to run them: the jobs

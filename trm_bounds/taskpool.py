@@ -166,6 +166,22 @@ def _context(fn: Callable, preload: tuple[str, ...]):
     return ctx
 
 
+def prestart(modules: tuple[str, ...]) -> None:
+    """Start the fork server of `_context` now, importing `modules`, and return at once.
+
+    The server imports them while the caller goes on (a CLI importing its own modules, say), so
+    the first pool's workers start without that wait. Without a fork server (not POSIX), or when
+    one already runs, this does nothing.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(modules))
+    forkserver.ensure_running()
+
+
 def _run_ray(fn, todo: list[dict], address: str, done) -> None:
     try:
         import ray as ray_mod  # noqa: PLC0415 - optional extra

@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..figures import check_figures, make_figures  # matplotlib, every job: only when run
+    from ..figures import check_figures, make_figures, prestart_background  # matplotlib, every job
 
+    prestart_background(args.only)  # the background workers' imports overlap with the jobs' imports
     progress = not args.no_progress
     if args.check:
         res = check_figures(args.out, quick=args.quick, only=args.only, progress=progress)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .. import masks, taskpool
-from .._compute import kernel_threads
+from .._compute import cores, kernel_threads
 from .._savefig import save_figure
 from ..mismatch import RolloutEngine
 from ..pair import sample_trajectories, token_kl_along, token_logprobs
@@ -149,13 +149,15 @@ def _background_name(quick: bool) -> str:
 
 
 def start_background(quick: bool) -> None:
-    """Start the figure runs on worker processes (the cores free now) and return at once.
+    """Start the figure runs on one worker process per core and return at once.
 
     `trm-bounds figures` calls this first and runs its other jobs meanwhile; `run_training`
-    (workers=None) then collects the results instead of running them again.
+    (workers=None) then collects the results instead of running them again. Every core, not
+    the cores free at this instant: the fork server importing for these workers (or a job
+    starting) would otherwise count as load and halve the pool for the whole run.
     """
     taskpool.start_background(
-        _background_name(quick), run_one, training_tasks(quick), workers=kernel_threads(), preload=PRELOAD
+        _background_name(quick), run_one, training_tasks(quick), workers=cores(), preload=PRELOAD
     )
 
 
