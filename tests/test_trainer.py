@@ -415,3 +415,72 @@ def test_training_runs_give_the_same_json_in_process_and_in_worker_processes(mon
     assert [r["label"] for r in one] == [t["label"] for t in few]
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
     assert all(len(r["steps"]) == 2 for r in one)
+
+
+def test_skips_without_backtracking_rebuild_theta_old_and_match_a_fresh_forward(monkeypatch):
+    """max_backtracks = 0: a rejected step is skipped at once (parameters restored in place). The
+    next step must not reuse the graph built before the restore; each step's differentiable
+    pi_theta_old, reused or rebuilt, equals a fresh forward pass at the current parameters."""
+    from trm_bounds import trainer as tr
+
+    checked = []
+    original = tr.token_logprobs
+
+    def spy(levels, prompt, tokens):
+        policy = spy.policy
+        with torch.no_grad():
+            fresh = policy.log_prob_tree()
+        assert all(torch.equal(a.detach(), b) for a, b in zip(levels, fresh))
+        checked.append(True)
+        return original(levels, prompt, tokens)
+
+    real_build = tr.build_policy
+
+    def build(cfg):
+        spy.policy = real_build(cfg)
+        return spy.policy
+
+    monkeypatch.setattr(tr, "token_logprobs", spy)
+    monkeypatch.setattr(tr, "build_policy", build)
+    cfg = TrainConfig(method="trm-max", mismatch="moe=0.1", certified=True, max_backtracks=0, **QUICK)
+    res = train(cfg)  # a reused graph from before an in-place restore would fail in backward
+    assert len(checked) == cfg.steps and any(s["skipped"] for s in res.steps)
+
+
+def test_delta_mismatch_is_the_max_token_kl_over_every_context():
+    from trm_bounds.divergences import token_kl
+    from trm_bounds.trainer import _max_token_kl
+
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(2, 3**k, 3) for k in range(3)]
+    roll = [torch.log_softmax(torch.randn(s, generator=gen, dtype=torch.float64), -1) for s in shapes]
+    theta = [torch.log_softmax(torch.randn(s, generator=gen, dtype=torch.float64), -1) for s in shapes]
+    want = max(float(token_kl(r, t).max()) for r, t in zip(roll, theta))
+    assert _max_token_kl(roll, theta) == want > 0
+    theta[2] = roll[2].clone()  # the max now sits in level 1 or 2 (not the last)
+    want = max(float(token_kl(r, t).max()) for r, t in zip(roll[:2], theta[:2]))
+    assert _max_token_kl(roll, theta) == want > 0
+    theta[1] = roll[1].clone()
+    theta[0] = roll[0].clone()
+    assert _max_token_kl(roll, theta) == 0.0
+
+
+def test_group_sampling_is_sample_trajectories_per_group():
+    """The trainer's batch: per group, sample_trajectories(pi_roll, one-hot prompt, G) on the same
+    generator, in group order (the checks done once is its only difference)."""
+    from trm_bounds.pair import sample_trajectories
+    from trm_bounds.policies import TabularPolicy
+    from trm_bounds.trainer import _sample_groups
+
+    cfg = TrainConfig(method="trm-max", **QUICK)
+    with torch.no_grad():
+        roll = TabularPolicy(cfg.P, cfg.V, cfg.T, seed=2).log_prob_tree()
+    got = _sample_groups(roll, cfg, torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    prompts = torch.randint(0, cfg.P, (cfg.n_groups,), generator=gen)
+    parts = [
+        sample_trajectories(roll, torch.eye(cfg.P, dtype=torch.float64)[x], cfg.group_size, gen)
+        for x in prompts.tolist()
+    ]
+    for k in ("prompt", "tokens", "index", "logp"):
+        assert torch.equal(got[k], torch.cat([p[k] for p in parts])), k
