@@ -280,3 +280,12 @@ def test_streamed_memory_stays_far_below_the_materialised_inputs():
     m = json.loads(proc.stdout.strip().splitlines()[-1])
     assert m["leaves"] == 2**21
     assert m["growth"] < 8 * 2**21, m
+
+
+def test_a_source_must_provide_top_and_block():
+    class Half(PairSource):
+        def top(self, s):
+            return [], []
+
+    with pytest.raises(TypeError, match="block"):
+        Half()

@@ -25,6 +25,7 @@ Sources: `ArrayPairSource` (arrays in memory: the reference route), `SyntheticPa
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 
@@ -60,7 +61,7 @@ DEFAULT_BLOCK_LEAVES = 2**20  # about 40 MB of inputs per block at V = 2
 _PROGRESS_MIN_BLOCKS = 8  # a progress bar only when there are at least this many blocks
 
 
-class PairSource:
+class PairSource(abc.ABC):
     """What `exact_quantities_streamed` reads: a policy pair described, not stored.
 
     Attributes: P, V, T (ints >= 1), prompt_probs ((P,) floats >= 0 summing to 1).
@@ -79,11 +80,13 @@ class PairSource:
     T: int
     prompt_probs: np.ndarray
 
-    def top(self, s: int):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def top(self, s: int):
+        """(logp_roll, logp_theta): the s levels above the split level (class docstring)."""
 
-    def block(self, s: int, a: int, b: int):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def block(self, s: int, a: int, b: int):
+        """(logp_roll, logp_theta, reward) of rows [a, b) of level s (class docstring)."""
 
 
 class ArrayPairSource(PairSource):
