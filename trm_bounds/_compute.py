@@ -14,7 +14,10 @@ the cores that are free right now:
     threads = clamp(cores we may run on - other runnable tasks, 1, cores)
 
 from `os.sched_getaffinity` and the instantaneous runnable count of /proc/loadavg
-(field 4, "running/total"; ourselves excluded). TRM_BOUNDS_THREADS=N overrides both.
+(field 4, "running/total") less this process's own runnable threads (/proc/self/task/*/stat
+state R): after a parallel kernel call, its OpenMP workers spin for a few milliseconds and
+would otherwise count as another process's load, so back-to-back calls alternated between
+all cores and one. TRM_BOUNDS_THREADS=N overrides both.
 """
 
 from __future__ import annotations
@@ -32,17 +35,46 @@ def _affinity() -> int:
         return os.cpu_count() or 1
 
 
+def _own_running() -> int:
+    """Threads of this process in state R now (the caller included; >= 1), from /proc/self/task."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        n += _thread_state(stat) == "R"
+    return max(n, 1)
+
+
+def _thread_state(stat: bytes) -> str:
+    """The state letter of a /proc/<pid>/task/<tid>/stat line: the field after "(comm)" (the
+    name may hold spaces and parentheses, so split at the last ')')."""
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3].decode()
+
+
+def _running_now() -> int:
+    """Runnable tasks of the whole machine now: field 4 "running/total" of /proc/loadavg (Linux)."""
+    with open("/proc/loadavg") as fh:
+        return int(fh.read().split()[3].split("/")[0])
+
+
 def _busy_others() -> float:
-    """Runnable tasks other than this one, now (Linux /proc/loadavg), else the 1-minute load."""
+    """Runnable tasks of other processes, now (`_running_now` less `_own_running`), else the
+    1-minute load (not Linux)."""
     try:
-        with open("/proc/loadavg") as fh:
-            running = int(fh.read().split()[3].split("/")[0])
-        return max(0, running - 1)
+        running = _running_now()
     except (OSError, ValueError, IndexError):
         try:
             return os.getloadavg()[0]
         except (AttributeError, OSError):
             return 0.0
+    try:
+        own = _own_running()
+    except (OSError, ValueError):  # no /proc/self/task: count only ourselves
+        own = 1
+    return max(0, running - own)
 
 
 def cores() -> int:
