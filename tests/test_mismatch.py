@@ -427,7 +427,11 @@ def test_moe_tree_and_chain_numbers_equal_those_before_the_rename():
         assert _weighted(ch.MISMATCHES[name](logits, level, rng)) == pytest.approx(fn, rel=1e-13, abs=1e-15)
 
 
-def test_training_with_lag_equals_the_old_stale_run():
+def test_training_with_lag_rolls_out_the_policy_lag_steps_old_and_is_pinned():
+    """lag=2: step s rolls out the parameters of step max(1, s - 2) (J_roll = that step's J_old,
+    to rounding), and the run is pinned. The pin was first taken under the old spelling
+    "stale=2"; it was taken again (2026-12-01) when the trainer came to draw its whole batch
+    with one draw per level, which changed the random stream."""
     from trm_bounds.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -436,15 +440,19 @@ def test_training_with_lag_equals_the_old_stale_run():
         P=2,
         V=3,
         T=3,
-        steps=3,
+        steps=5,
         n_groups=2,
         group_size=4,
         seed=1,
         advantage_groups="all",  # the pinned run predates baselines over kept samples
     )
-    last = train(cfg).steps[-1]
-    got = [last[k] for k in ("J_roll", "J_new", "surrogate", "delta")]
-    expected = [0.3258530290779751, 0.5273627260952594, 0.15645480138894619, 0.8991730776208924]  # "stale=2"
+    steps = train(cfg).steps
+    for s in steps:
+        src = steps[max(0, s["step"] - 1 - 2)]
+        assert s["lag"] == min(2, s["step"] - 1)
+        assert s["J_roll"] == pytest.approx(src["J_old"], rel=1e-13, abs=0), s["step"]
+    got = [steps[2][k] for k in ("J_roll", "J_new", "surrogate", "delta")]
+    expected = [0.325853029077975, 0.42803556700641004, 0.13810740378044148, 1.5485253659988703]
     assert got == pytest.approx(expected, rel=1e-10, abs=0)
 
 

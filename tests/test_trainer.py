@@ -465,10 +465,10 @@ def test_delta_mismatch_is_the_max_token_kl_over_every_context():
     assert _max_token_kl(roll, theta) == 0.0
 
 
-def test_group_sampling_is_sample_trajectories_per_group():
-    """The trainer's batch: per group, sample_trajectories(pi_roll, one-hot prompt, G) on the same
-    generator, in group order (the checks done once is its only difference)."""
-    from trm_bounds.pair import sample_trajectories
+def test_group_sampling_is_one_batch_draw():
+    """The trainer's batch: n_groups uniform prompts, each repeated G times (groups contiguous),
+    then draw_tokens over the whole batch on the same generator (one draw per level)."""
+    from trm_bounds.pair import draw_tokens
     from trm_bounds.policies import TabularPolicy
     from trm_bounds.trainer import _sample_groups
 
@@ -478,9 +478,38 @@ def test_group_sampling_is_sample_trajectories_per_group():
     got = _sample_groups(roll, cfg, torch.Generator().manual_seed(7))
     gen = torch.Generator().manual_seed(7)
     prompts = torch.randint(0, cfg.P, (cfg.n_groups,), generator=gen)
-    parts = [
-        sample_trajectories(roll, torch.eye(cfg.P, dtype=torch.float64)[x], cfg.group_size, gen)
-        for x in prompts.tolist()
-    ]
+    want = draw_tokens(roll, prompts.repeat_interleave(cfg.group_size), gen)
     for k in ("prompt", "tokens", "index", "logp"):
-        assert torch.equal(got[k], torch.cat([p[k] for p in parts])), k
+        assert torch.equal(got[k], want[k]), k
+    assert torch.equal(
+        got["prompt"].reshape(cfg.n_groups, cfg.group_size), prompts[:, None].expand(-1, cfg.group_size)
+    )
+
+
+def test_group_sampling_law():
+    """Chi-square: the responses of each prompt follow pi_roll's leaf law P(y | x) (p > 1e-4)."""
+    from scipy.stats import chisquare
+
+    from trm_bounds.policies import TabularPolicy, exact_J_tensor
+    from trm_bounds.trainer import _sample_groups
+
+    cfg = TrainConfig(method="trm-max", P=2, V=3, T=2, eos=None, n_groups=500, group_size=16)
+    with torch.no_grad():
+        roll = TabularPolicy(cfg.P, cfg.V, cfg.T, seed=4, init_std=1.5).log_prob_tree()
+    got = _sample_groups(roll, cfg, torch.Generator().manual_seed(11))
+    leaves = cfg.V**cfg.T
+    for x in range(cfg.P):
+        sel = got["prompt"] == x
+        counts = torch.bincount(got["index"][sel], minlength=leaves).double()
+        law = torch.stack(
+            [
+                exact_J_tensor(
+                    roll,
+                    torch.eye(cfg.P * leaves, dtype=torch.float64)[x * leaves + i].reshape(cfg.P, leaves),
+                    torch.eye(cfg.P, dtype=torch.float64)[x],
+                )
+                for i in range(leaves)
+            ]
+        )
+        assert abs(float(law.sum()) - 1) < 1e-12
+        assert chisquare(counts.numpy(), float(sel.sum()) * law.numpy()).pvalue > 1e-4, x

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -95,11 +96,18 @@ def absorb_eos(logp: torch.Tensor, k: int, eos: int | None) -> torch.Tensor:
     """Level t = k+1 log-probs (P, V**k, V) with rows after an EOS set to 'EOS w.p. 1'."""
     if eos is None or k == 0:
         return logp
-    V = logp.shape[-1]
-    done = after_eos(k, V, eos, logp.device)  # (V**k,)
-    absorbed = torch.full((V,), -math.inf, dtype=logp.dtype, device=logp.device)
+    done, absorbed = _eos_rows(k, logp.shape[-1], eos, logp.device, logp.dtype)
+    return torch.where(done, absorbed, logp)
+
+
+@lru_cache(maxsize=256)
+def _eos_rows(k: int, V: int, eos: int, device: torch.device, dtype: torch.dtype):
+    """(after_eos as (1, V**k, 1), the absorbed row (V,) = log onehot(eos)): made once per
+    level shape, read-only (every policy forward of a training step asks for the same ones)."""
+    done = after_eos(k, V, eos, device)[None, :, None]
+    absorbed = torch.full((V,), -math.inf, dtype=dtype, device=device)
     absorbed[eos] = 0.0
-    return torch.where(done[None, :, None], absorbed, logp)
+    return done, absorbed
 
 
 def _finish(logits: torch.Tensor, k: int, eos: int | None) -> torch.Tensor:
@@ -365,14 +373,15 @@ class MoEPolicy(nn.Module):
     ) -> list[torch.Tensor]:
         """Levels t = 1..T: (P, V**(t-1), V) float64 log-probs; router noise before top-k.
 
-        Every context of every level in one pass (N = sum_t V**(t-1) contexts per prompt):
-          r = W_r h (+ noise)                       (P, N, E) router logits; top-k -> idx, gates
-          a = [W1_1 h, ..., W1_E h]                 (P, N, E, H) one matrix product for all experts
-          u_j = tanh(a[idx_j] + b1[idx_j])          (P, N, k, H) hidden of the chosen experts only
-          z = sum_j gate_j (W2[idx_j] u_j + b2[idx_j])  as one product of the gate-weighted hidden
-              units, scattered into their experts' slots (P, N, E*H), with W2 stacked (E*H, V).
+        Every context of every level in one pass (n = P sum_t V**(t-1) contexts, level-major):
+          r = W_r h (+ noise)                       (n, E) router logits; top-k -> idx, gates (n, k)
+          a = [W1_1 h, ..., W1_E h]                 (n, E, H) one matrix product for all experts
+          u_j = tanh(a[idx_j] + b1[idx_j])          (n k, H) hidden of the chosen experts only
+          y = u_j [W2_1, ..., W2_E]                 (n k, E, V) one product, then the block of
+                                                    expert idx_j: y_j = W2[idx_j] u_j + b2[idx_j]
+          z = sum_j gate_j y_j                      (n, V) logits
         The same function as computing every expert and gathering the chosen ones, with k/E of
-        the tanh and of the output product (rounding differs from that order in the last bits).
+        the tanh (rounding differs from that order in the last bits).
         """
         if not (math.isfinite(router_noise_std) and router_noise_std >= 0):
             raise ValueError(f"router_noise_std must be finite and >= 0, got {router_noise_std}")
@@ -385,16 +394,20 @@ class MoEPolicy(nn.Module):
         n, d = h.shape
         r = h @ wr.T  # (n, E)
         if router_noise_std > 0:  # drawn level by level (the stream of a per-level forward pass)
-            noise = [torch.randn((x.shape[0] * x.shape[1], E), generator=generator, dtype=torch.float64) for x in hs]
+            noise = [
+                torch.randn((x.shape[0] * x.shape[1], E), generator=generator, dtype=torch.float64)
+                for x in hs
+            ]
             r = r + router_noise_std * torch.cat(noise).to(dt)
         top, idx = torch.topk(r, K, -1)  # (n, K)
         gate = torch.softmax(top, -1)
         a = h @ w1.transpose(0, 1).reshape(d, E * H)  # (n, E*H): W1_e h of every expert
-        slot = (torch.arange(n, device=h.device)[:, None] * E + idx).reshape(-1)  # (n K,) rows of (n E, H)
-        u = torch.tanh(a.reshape(n * E, H)[slot] + b1[idx.reshape(-1)])  # (n K, H) chosen experts
-        gu = (gate.reshape(-1, 1) * u)  # gate-weighted hidden units
-        slots = torch.zeros((n * E, H), dtype=dt, device=h.device).index_copy(0, slot, gu)
-        z = slots.reshape(n, E * H) @ w2.reshape(E * H, V) + (gate[..., None] * b2[idx]).sum(1)  # (n, V)
+        chosen = idx.reshape(-1)  # (n K,) expert of each (context, j)
+        rows = torch.arange(n * K, device=h.device)
+        slot = torch.div(rows, K, rounding_mode="floor") * E + chosen  # rows of a as (n E, H)
+        u = torch.tanh(a.reshape(n * E, H)[slot] + b1[chosen])  # (n K, H) chosen experts only
+        y = (u @ w2.transpose(0, 1).reshape(H, E * V)).reshape(n * K, E, V)[rows, chosen] + b2[chosen]
+        z = (gate.reshape(n * K, 1) * y).reshape(n, K, V).sum(1)  # (n, V)
         return _split_levels(z, self.P, V, self.T, self.eos)
 
 

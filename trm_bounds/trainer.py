@@ -5,7 +5,8 @@ Each optimizer step (docs/theory.md sections 2, 7, 8):
 1. pi_roll = the rollout engine's view of the parameters (`trm_bounds.mismatch`: bf16/fp16 forward,
    MoE router noise, staleness), exact log-prob tree ``(P, V**(t-1), V)`` per level, detached.
    pi_theta_old = the current parameters in float64.
-2. Sample ``n_groups`` prompts x ~ P(x) and G responses each from pi_roll (`pair.sample_trajectories`);
+2. Sample ``n_groups`` prompts x ~ P(x) and G responses each from pi_roll (`pair.draw_tokens`, the
+   whole batch at once);
    advantages are group-relative (GRPO: ``(R - mean_g) / (std_g + 1e-6)``, the 1e-6 being part of
    GRPO's definition as verl writes it; ``drgrpo``: ``R - mean_g``) or ``R - b`` for a constant b.
 3. Mask / weight through ``trm_bounds.masks.sequence_mask`` (the one implementation of every rule)
@@ -378,16 +379,13 @@ def _response_mask(tokens: torch.Tensor, eos: int | None) -> tuple[torch.Tensor,
 
 
 def _sample_groups(roll: list, cfg: TrainConfig, gen: torch.Generator) -> dict:
-    """n_groups prompts x ~ uniform, then G responses of each from pi_roll; groups contiguous."""
+    """n_groups prompts x ~ uniform, then G responses of each from pi_roll; groups contiguous.
+
+    The batch (n_groups G,) is drawn at once: prompt row b = prompts[b // G], then
+    `draw_tokens` (one draw per level for every response of every group)."""
     prompts = torch.randint(0, cfg.P, (cfg.n_groups,), generator=gen)
     levels = [x.detach().to("cpu", torch.float64) for x in roll]
-    parts = []
-    for x in prompts.tolist():  # sample_trajectories(roll, one-hot at x, G, gen), checks done once
-        onehot = torch.zeros(cfg.P, dtype=torch.float64)
-        onehot[x] = 1.0
-        prompt = torch.multinomial(onehot, cfg.group_size, replacement=True, generator=gen)
-        parts.append(draw_tokens(levels, prompt, gen))
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return draw_tokens(levels, prompts.repeat_interleave(cfg.group_size), gen)
 
 
 def _acceptance_by_length(L: torch.Tensor, keep: torch.Tensor, T: int) -> dict[str, list]:
@@ -493,7 +491,18 @@ def _train(cfg, *, out_dir, save_pair_every, progress, on_step) -> TrainResult:
         tree = None  # the policy's differentiable tree at its current parameters, when still valid
         for step in bar:
             rec, roll, new, tree = _one_step(
-                step, cfg, policy, opt, engine, spec, mask_params, reward, reward_flat, prompt_probs, gen, tree
+                step,
+                cfg,
+                policy,
+                opt,
+                engine,
+                spec,
+                mask_params,
+                reward,
+                reward_flat,
+                prompt_probs,
+                gen,
+                tree,
             )
             steps.append(rec)
             engine.observe(policy)
