@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -400,6 +401,61 @@ def test_quick_experiment_has_zero_violations_and_certified_mode_holds(tmp_path)
     for r in rows:
         if r["regime"] in mod.CERTIFIED_REGIMES and r["run"] == "certified" and r["skipped"] == "0":
             assert float(r["J_new"]) > float(r["J_roll"])
+
+
+def test_final_table_statistics_over_seeds():
+    """final_table: mean, sample std (ddof 1), min and max of the final J over a run's seeds, the
+    mean of the per-run means of acceptance and log-ppl gap, in REGIMES x RUNS order; a run with
+    one seed has std 0; runs of the certified regimes are not rows."""
+    from trm_bounds.studies import training as mod
+
+    def run(reg, label, J, acc, gap):
+        return {
+            "regime": reg,
+            "label": label,
+            "summary": {"J_last": J, "acceptance_mean": acc, "log_ppl_gap_mean": gap},
+        }
+
+    res = [
+        run("strong", "PPO-clip", 0.2, 1.0, 3.0),
+        run("rare", "PPO-clip", 0.1, 0.5, 1.0),
+        run("rare", "PPO-clip", 0.4, 0.7, 2.0),
+        run("rare", "PPO-clip", 0.7, 0.9, 3.0),
+        run("rare", "token-IS", 0.3, 1.0, 0.5),
+        run("tabular, bf16 rollouts", "plain", 0.9, 1.0, 0.0),
+    ]
+    rows = mod.final_table(res)
+    assert [(r["regime"], r["run"]) for r in rows] == [
+        ("rare", "token-IS"),
+        ("rare", "PPO-clip"),
+        ("strong", "PPO-clip"),
+    ]
+    ppo = rows[1]
+    assert ppo["seeds"] == 3
+    assert ppo["J_last_mean"] == pytest.approx(0.4) and ppo["J_last_std"] == pytest.approx(0.3)  # ddof 1
+    assert (ppo["J_last_min"], ppo["J_last_max"]) == (0.1, 0.7)
+    assert ppo["acceptance_mean"] == pytest.approx(0.7) and ppo["log_ppl_gap_mean"] == pytest.approx(2.0)
+    assert rows[0]["J_last_std"] == 0.0 and rows[2]["J_last_std"] == 0.0
+    md = mod.final_table_markdown(rows).splitlines()
+    assert md[3] == "| rare | PPO-clip | 0.400 +- 0.300 | 0.100 - 0.700 | 0.70 | 2.00 |"
+
+
+def test_paper_figures_readme_quotes_the_committed_training_table():
+    """paper_figures/README.md shows training/final_table.md verbatim and the totals of
+    train_figures.json as committed: regenerating the figures without updating the write-up fails."""
+    root = Path(__file__).resolve().parent.parent / "paper_figures"
+    readme = (root / "README.md").read_text()
+    table = (root / "training" / "final_table.md").read_text().strip()
+    assert table in readme
+    tot = json.loads((root / "training" / "train_figures.json").read_text())["totals"]
+    text = " ".join(readme.split())
+    cm = tot["certified_mode"]
+    for phrase in (
+        f"{tot['steps']:,} optimizer steps), {tot['certified_steps']} steps",
+        f"**{tot['violations']} violated**",
+        f"({cm['applied_below_roll']} of {cm['steps']} steps)",
+    ):
+        assert phrase in text, phrase
 
 
 def test_training_runs_give_the_same_json_in_process_and_in_worker_processes(monkeypatch):

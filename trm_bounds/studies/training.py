@@ -19,7 +19,8 @@ Run by ``trm-bounds figures`` (job ``experiments/train_figures``) and by the scr
 ``python experiments/train_figures.py [--quick] [--out paper_figures]`` (`main`).
 Writes into OUT/training/: fig1_token_is_vs_ppo, fig2_trm_vs_ppo, fig3_single_vs_combined,
 length_bias, certified_mode (.png + .pdf each), curves.csv (every step of every run),
-length_bias.csv, train_figures.json (per-run summaries and totals).
+length_bias.csv, final_table.csv / .md (final exact J over seeds per regime and run, with
+acceptance and log-ppl gap), train_figures.json (per-run summaries and totals).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ __all__ = [
     "length_bias",
     "totals",
     "tally_by_threshold",
+    "final_table",
+    "final_table_markdown",
     "figures_job",
     "main",
 ]
@@ -265,7 +268,7 @@ def plot_training_figure(results: list[dict], stem: str, out: Path) -> list[Path
             ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("optimizer step")
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8, loc="upper left")  # J rises from the lower left; the note sits lower right
     n_seeds = len({r["seed"] for r in results})
     fig.suptitle(f"{title} (toy, exact J; mean and min-max over {n_seeds} seeds)", fontsize=10)
     return _save(fig, out, stem)
@@ -421,6 +424,49 @@ def totals(results: list[dict]) -> dict:
     return tot
 
 
+def final_table(results: list[dict]) -> list[dict]:
+    """One row per (regime of Figs. 1-3, run): the final exact J over the seeds (mean, sample
+    standard deviation (ddof = 1; 0 for one seed), min, max), and the mean over seeds of each
+    run's mean acceptance and mean log-perplexity gap. Rows in REGIMES x RUNS order."""
+    rows = []
+    for reg in REGIMES:
+        for label in RUNS:
+            s = [r["summary"] for r in results if r["regime"] == reg and r["label"] == label]
+            if not s:
+                continue
+            J = np.array([x["J_last"] for x in s])
+            rows.append(
+                {
+                    "regime": reg,
+                    "run": label,
+                    "seeds": len(s),
+                    "J_last_mean": float(J.mean()),
+                    "J_last_std": float(J.std(ddof=1)) if len(J) > 1 else 0.0,
+                    "J_last_min": float(J.min()),
+                    "J_last_max": float(J.max()),
+                    "acceptance_mean": float(np.mean([x["acceptance_mean"] for x in s])),
+                    "log_ppl_gap_mean": float(np.mean([x["log_ppl_gap_mean"] for x in s])),
+                }
+            )
+    return rows
+
+
+def final_table_markdown(rows: list[dict]) -> str:
+    """`final_table` as a Markdown table (3 decimals for J, 2 for the rest)."""
+    lines = [
+        "| regime | run | final exact J, mean +- sample std | min - max over seeds | acceptance "
+        "| log-ppl gap |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['regime']} | {r['run']} | {r['J_last_mean']:.3f} +- {r['J_last_std']:.3f} | "
+            f"{r['J_last_min']:.3f} - {r['J_last_max']:.3f} | {r['acceptance_mean']:.2f} | "
+            f"{r['log_ppl_gap_mean']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def tally_by_threshold(runs) -> dict[str, dict]:
     """Per TRM-Max threshold: steps, steps with acceptance >= 70%, those of them whose exact global
     max token KL (`delta_mismatch`, pi_roll vs pi_theta_old) exceeded the threshold, steps with
@@ -516,6 +562,9 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
     ]
     _write_csv(out / "curves.csv", curve_rows)
     _write_csv(out / "length_bias.csv", lb)
+    table = final_table(results)
+    _write_csv(out / "final_table.csv", table)
+    (out / "final_table.md").write_text(final_table_markdown(table))
     summary = {
         "totals": totals(results),
         "runs": [{k: r[k] for k in ("regime", "label", "seed", "config", "summary")} for r in results],
@@ -530,6 +579,14 @@ def figures_job(out_dir: Path, quick: bool) -> list[dict]:
             "inputs": inputs,
         },
         {"path": f"{SUBDIR}/length_bias.csv", "shows": "acceptance by response length", "inputs": inputs},
+        *(
+            {
+                "path": f"{SUBDIR}/final_table.{ext}",
+                "shows": "final exact J over seeds (mean, sample std, min-max), acceptance, log-ppl gap",
+                "inputs": inputs,
+            }
+            for ext in ("csv", "md")
+        ),
         {
             "path": f"{SUBDIR}/train_figures.json",
             "shows": "run summaries; totals of certified steps and violations",
