@@ -98,19 +98,69 @@ def test_figures_runs_background_jobs_after_the_others_and_paper_tables_last(mon
     from trm_bounds import figures, jobs
 
     started = []
-    monkeypatch.setitem(jobs.BACKGROUND, "experiments/train_figures", lambda quick: started.append(quick))
+    for name in ("experiments/train_figures", "experiments/tightness_sweep"):
+        monkeypatch.setitem(
+            jobs.BACKGROUND, name, lambda quick, n=name: started.append((n, quick)) or f"bg {n}"
+        )
     sel = figures._select(None)
-    order = [n for n, _ in figures._start_background(sel, True)]
-    assert started == [True]
+    order, waits = figures._start_background(sel, True)
+    order = [n for n, _ in order]
+    assert started == [("experiments/train_figures", True), ("experiments/tightness_sweep", True)]
+    assert waits == {n: f"bg {n}" for n, _ in started}
     assert sorted(order) == sorted(sel) and order[-1] == "paper_tables"
-    assert order[-2] == "experiments/train_figures"
+    assert order[-3:-1] == ["experiments/train_figures", "experiments/tightness_sweep"]
     started.clear()
     alone = figures._select(["experiments/train_figures"])
-    assert [n for n, _ in figures._start_background(alone, False)] == ["experiments/train_figures"]
+    order, waits = figures._start_background(alone, False)
+    assert [n for n, _ in order] == ["experiments/train_figures"] and waits == {}
     assert started == []  # nothing else to overlap with: the job runs its tasks itself
     two = figures._select(["experiments/train_figures", "scaling"])
-    assert [n for n, _ in figures._start_background(two, False)] == ["scaling", "experiments/train_figures"]
-    assert started == [False]  # one other job is enough to overlap with
+    order, waits = figures._start_background(two, False)
+    assert [n for n, _ in order] == ["scaling", "experiments/train_figures"]
+    assert started == [("experiments/train_figures", False)]  # one other job is enough to overlap with
+
+
+def test_run_order_takes_finished_background_jobs_first_and_prepares_while_waiting(monkeypatch):
+    """_run_order: the given order while nothing waits; a job whose background run is still going
+    yields to a later one whose run has finished; when none has, a later job's PREPARE hook runs
+    (once) before this process blocks; jobs without a taskpool name never wait."""
+    from trm_bounds import figures, jobs
+
+    done = {"bg a": False, "bg b": False}
+    monkeypatch.setattr(taskpool, "background_done", lambda name: done[name])
+    monkeypatch.setattr(jobs, "PREPARE", {"last": "hook"})
+    order = [("x", "job x"), ("a", "job a"), ("b", "job b"), ("c", "job c"), ("last", "job last")]
+    waits = {"a": "bg a", "b": "bg b", "c": None}
+    seen = []
+    for kind, name, job in figures._run_order(order, waits, quick=True):
+        seen.append((kind, name))
+        if (kind, name) == ("prepare", "last"):
+            assert job == "hook"
+            done["bg b"] = True  # b finishes while the hook runs; a is still going
+        if (kind, name) == ("run", "b"):
+            done["bg a"] = True
+    assert seen == [
+        ("run", "x"),
+        ("run", "c"),  # started, but with no run to wait on: ready at once
+        ("prepare", "last"),
+        ("run", "b"),
+        ("run", "a"),
+        ("run", "last"),
+    ]
+    done.update({"bg a": True, "bg b": True})  # all finished: the order as given, nothing prepared
+    assert [n for _, n, _ in figures._run_order(order, waits, quick=True)] == ["x", "a", "b", "c", "last"]
+
+
+def test_background_done_is_true_only_after_the_run(monkeypatch):
+    assert taskpool.background_done("never-started")
+    taskpool.start_background("bg-doneflag", square, _tasks(1, sleep=2), workers=1)
+    assert not taskpool.background_done("bg-doneflag")
+    deadline = time.time() + 60
+    while not taskpool.background_done("bg-doneflag") and time.time() < deadline:
+        time.sleep(0.1)
+    assert taskpool.background_done("bg-doneflag")
+    assert [r["sq"] for r in taskpool.collect_background("bg-doneflag")] == [0]
+    assert taskpool.background_done("bg-doneflag")  # collected: nothing running under that name
 
 
 def test_cache_files_hold_their_task_resume_and_refuse_another_task(tmp_path):
@@ -187,11 +237,13 @@ def test_prestart_table_names_each_background_job_and_what_its_workers_import(mo
     assert training.run_one.__module__ in mods and set(training.PRELOAD) <= set(mods)
     calls = []
     monkeypatch.setattr(taskpool, "prestart", lambda modules: calls.append(modules))
+    every = tuple(dict.fromkeys(m for n in figures.BACKGROUND_MODULES for m in figures.BACKGROUND_MODULES[n]))
     figures.prestart_background(None)
     figures.prestart_background(["experiments/train_figures"])  # alone: runs in-process, no pool
     figures.prestart_background(["scaling", "paper_tables"])  # no background job selected
     figures.prestart_background(["scaling", "experiments/train_figures"])
-    assert calls == [mods, mods]
+    assert calls == [every, mods]
+    assert "trm_bounds.studies.tightness" in every
 
 
 _PRELOAD_SCRIPT = """

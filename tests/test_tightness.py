@@ -163,3 +163,25 @@ def test_a_small_sweep_on_a_local_ray_instance_gives_the_same_json(local_ray):
     local = run_tasks(study.run_task, tasks, progress=False)
     remote = run_tasks(study.run_task, tasks, ray="auto", progress=False)
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)
+
+
+def test_figures_job_collects_the_background_search_instead_of_searching_again(tmp_path, monkeypatch):
+    """`trm-bounds figures` starts the search on worker processes (start_background); figures_job
+    then writes the same files as an in-process run, without running a task itself."""
+    from trm_bounds import taskpool
+
+    small = dict(trees=[2], chains=[16], structures=["random8"], seeds=1, restarts=4, iters=4)
+    monkeypatch.setattr(study, "config", lambda quick, heavy=False: small)
+    name = study.start_background(quick=True)
+    assert taskpool.has_background(name)
+    real_run_tasks = taskpool.run_tasks
+    monkeypatch.setattr(
+        taskpool, "run_tasks", lambda *a, **k: pytest.fail("figures_job ran the search again")
+    )
+    recs = study.figures_job(tmp_path / "bg", quick=True)
+    assert not taskpool.has_background(name)
+    monkeypatch.setattr(taskpool, "run_tasks", real_run_tasks)
+    again = study.figures_job(tmp_path / "here", quick=True)  # nothing started: searches in-process
+    assert [r["path"] for r in recs] == [r["path"] for r in again]
+    for r in recs:  # figures too: the same bytes on every run
+        assert (tmp_path / "bg" / r["path"]).read_bytes() == (tmp_path / "here" / r["path"]).read_bytes(), r

@@ -78,7 +78,10 @@ def _run_job(job: Job, stage: Path, quick: bool, quiet: bool) -> list[dict]:
 # Modules the workers of each background job (`jobs.BACKGROUND`) run, named here so that the CLI
 # can start the fork server importing them before it imports the jobs (`prestart_background`);
 # tests hold this table to jobs.BACKGROUND.
-BACKGROUND_MODULES = {"experiments/train_figures": ("trm_bounds.studies.training", "torch._dynamo")}
+BACKGROUND_MODULES = {
+    "experiments/train_figures": ("trm_bounds.studies.training", "torch._dynamo"),
+    "experiments/tightness_sweep": ("trm_bounds.studies.tightness",),
+}
 
 
 def prestart_background(only: list[str] | None) -> None:
@@ -89,20 +92,48 @@ def prestart_background(only: list[str] | None) -> None:
         taskpool.prestart(tuple(dict.fromkeys(m for n in names for m in BACKGROUND_MODULES[n])))
 
 
-def _start_background(jobs: dict[str, Job], quick: bool) -> list[tuple[str, Job]]:
+def _start_background(
+    jobs: dict[str, Job], quick: bool
+) -> tuple[list[tuple[str, Job]], dict[str, str | None]]:
     """Start the background part of every selected job that has one (`trm_bounds.jobs.BACKGROUND`)
-    when other jobs run too; returns the (name, job) pairs in the order to run them: the jobs
-    without background work first, then those with it (their workers had the most time), and
-    "paper_tables" last (it reads the other jobs' measurements). Outputs and manifest order do not
-    depend on this order (tests check)."""
+    when other jobs run too. Returns (the (name, job) pairs in the order to run them, {job name:
+    its background run's taskpool name} for the jobs started): the jobs without background work
+    first, then those with it (their workers had the most time), and "paper_tables" last (it
+    reads the other jobs' measurements); `_run_order` may move a finished background job ahead.
+    Outputs and manifest order do not depend on the order (tests check)."""
     from .jobs import BACKGROUND
 
     started = [n for n in jobs if n in BACKGROUND] if len(jobs) > 1 else []
-    for name in started:
-        BACKGROUND[name](quick)
+    waits = {name: BACKGROUND[name](quick) for name in started}
     last = [n for n in jobs if n == "paper_tables"]
     first = [n for n in jobs if n not in started and n not in last]
-    return [(n, jobs[n]) for n in first + started + last]
+    return [(n, jobs[n]) for n in first + started + last], waits
+
+
+def _run_order(order: list[tuple[str, Job]], waits: dict[str, str | None], quick: bool):
+    """Yield ("run", name, job) for every job of `order`, and ("prepare", name, hook) for work done
+    ahead. In `order`, except: when the next job waits on a background run still going, a job whose
+    background run has finished goes first; when none has, the `jobs.PREPARE` hook of a later job
+    that waits on nothing runs meanwhile (once), instead of leaving this process idle."""
+    from .jobs import PREPARE
+
+    def done(name: str) -> bool:
+        return name not in waits or waits[name] is None or taskpool.background_done(waits[name])
+
+    pending, prepared = list(order), set()
+    while pending:
+        if not done(pending[0][0]):
+            ready = next((p for p in pending if p[0] in waits and done(p[0])), None)
+            if ready is not None:
+                pending.remove(ready)
+                yield ("run", *ready)
+                continue
+            ahead = [n for n, _ in pending if n in PREPARE and n not in waits and n not in prepared]
+            if ahead:
+                prepared.add(ahead[0])
+                yield "prepare", ahead[0], PREPARE[ahead[0]]
+                continue
+        yield ("run", *pending.pop(0))
 
 
 def sha256(path: Path) -> str:
@@ -222,14 +253,20 @@ def make_figures(
     try:
         measured_in = (stage, out) if out.is_dir() else (stage,)
         new, seconds = [], {}
-        with outputs.reading_measurements(measured_in, label="this folder"):
-            order = _start_background(jobs, quick)
-            bar = tqdm(order, desc="figures", unit="job", disable=not progress)
-            for name, job in bar:
-                bar.set_postfix_str(name)
+        with outputs.reading_measurements(measured_in, label="this folder"), contextlib.ExitStack() as stack:
+            order, waits = _start_background(jobs, quick)
+            bar = tqdm(total=len(order), desc="figures", unit="job", disable=not progress)
+            stack.callback(bar.close)
+            for kind, name, job in _run_order(order, waits, quick):
+                bar.set_postfix_str(name if kind == "run" else f"{name} (ahead)")
                 t0 = time.perf_counter()
+                if kind == "prepare":
+                    job(quick)
+                    seconds[name] = round(time.perf_counter() - t0, 3)
+                    continue
                 records = _run_job(job, stage, quick, quiet=not progress)
-                seconds[name] = round(time.perf_counter() - t0, 3)
+                seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+                bar.update(1)
                 for rec in records:
                     path = stage / rec["path"]
                     if not path.is_file():

@@ -22,7 +22,7 @@ from . import report
 from .audit import claims
 from .studies import coverage, error_vs_horizon, tightness, training
 
-__all__ = ["Job", "JOBS", "BACKGROUND"]
+__all__ = ["Job", "JOBS", "BACKGROUND", "PREPARE"]
 
 Job = Callable[[Path, bool], list[dict]]
 
@@ -36,8 +36,17 @@ JOBS: dict[str, Job] = {
 }
 
 # Jobs whose long part can start on worker processes before the jobs run (a `start(quick)` that
-# returns at once; the job itself then collects the results). `trm-bounds figures` starts them
-# first, runs the other jobs meanwhile and runs these jobs after them ("paper_tables" stays last).
-BACKGROUND: dict[str, Callable[[bool], None]] = {
+# returns at once with the run's `taskpool` name; the job itself then collects the results).
+# `trm-bounds figures` starts them first, runs the other jobs meanwhile and runs these jobs after
+# them, a finished one before one still running ("paper_tables" stays last).
+BACKGROUND: dict[str, Callable[[bool], str | None]] = {
     "experiments/train_figures": training.start_background,
+    "experiments/tightness_sweep": tightness.start_background,
+}
+
+# Work a job can do ahead, before the measurements it reads exist (a `prepare(quick)` that caches
+# its results in the process): `trm-bounds figures` runs it while it waits for background jobs,
+# instead of leaving a core idle. It must not change the job's outputs.
+PREPARE: dict[str, Callable[[bool], None]] = {
+    "paper_tables": claims.prepare,
 }

@@ -19,7 +19,8 @@ Results come back in the order of `tasks`, whatever order they finished in.
 `start_background(name, fn, tasks, workers=...)` starts the same work on worker processes and
 returns at once; `collect_background(name)` waits for it and returns what `run_tasks` would
 (`trm-bounds figures` starts a long job's tasks first and runs the other jobs meanwhile);
-`cancel_background()` stops every started pool (its workers are terminated).
+`cancel_background()` stops every started pool (its workers are terminated);
+`background_done(name)` says whether a started run has finished, without waiting.
 `add_arguments` gives a sweep script the matching --workers / --ray / --cache options.
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "add_arguments",
     "start_background",
     "has_background",
+    "background_done",
     "collect_background",
     "cancel_background",
 ]
@@ -264,6 +266,13 @@ def start_background(
 def has_background(name: str) -> bool:
     """True when `start_background(name, ...)` ran and its results were not collected yet."""
     return name in _background
+
+
+def background_done(name: str) -> bool:
+    """True when the background run `name` has finished (its results wait for `collect_background`),
+    or is not running (never started, or collected)."""
+    entry = _background.get(name)
+    return entry is None or not entry[0].is_alive()
 
 
 def collect_background(name: str) -> list[dict]:

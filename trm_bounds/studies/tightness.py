@@ -44,7 +44,17 @@ from ..bounds import PUBLISHED_BOUNDS
 from . import pyplot
 from .plotting import overlap_summary
 
-__all__ = ["config", "make_tasks", "run_task", "run_study", "figures_job", "main", "SUBDIR", "RESULTS_JSON"]
+__all__ = [
+    "config",
+    "make_tasks",
+    "run_task",
+    "run_study",
+    "start_background",
+    "figures_job",
+    "main",
+    "SUBDIR",
+    "RESULTS_JSON",
+]
 
 SUBDIR = "tightness"
 RESULTS_JSON = "tightness.json"
@@ -514,8 +524,12 @@ def run_study(
     ray: str | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    results: list[dict] | None = None,
 ) -> list[dict]:
-    """Run every task, write outputs into out_dir (the tightness folder); figure-job records."""
+    """Run every task, write outputs into out_dir (the tightness folder); figure-job records.
+
+    results: `run_task` of every `make_tasks(config(quick, heavy))` task, in order, when they
+    were run elsewhere (`start_background`); then nothing is searched here."""
     from ..taskpool import run_tasks
 
     cfg = config(quick, heavy)
@@ -523,15 +537,16 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     if (out / "instances").exists():  # only what this run reports stays
         shutil.rmtree(out / "instances")
-    results = run_tasks(
-        run_task,
-        make_tasks(cfg),
-        cache_dir=cache_dir,
-        workers=workers,
-        ray=ray,
-        progress=progress,
-        desc="tightness",
-    )
+    if results is None:
+        results = run_tasks(
+            run_task,
+            make_tasks(cfg),
+            cache_dir=cache_dir,
+            workers=workers,
+            ray=ray,
+            progress=progress,
+            desc="tightness",
+        )
     recs, errs = records(results, out)
     exps = exponents(errs)
     inputs = {"quick": quick, "heavy": heavy, "delta": DELTA, "eps": EPS, **cfg}
@@ -556,9 +571,30 @@ def run_study(
     return recs_out
 
 
+def _background_name(quick: bool) -> str:
+    return f"tightness_sweep-quick={quick}"
+
+
+def start_background(quick: bool) -> str:
+    """Start the default search's tasks on one worker process per core and return at once;
+    `figures_job` then collects them (`trm-bounds figures` calls this first, so the search runs
+    beside the other jobs instead of after them); returns the taskpool name of the run."""
+    from .. import taskpool
+    from .._compute import cores
+
+    name = _background_name(quick)
+    taskpool.start_background(name, run_task, make_tasks(config(quick)), workers=cores())
+    return name
+
+
 def figures_job(out_dir: Path, quick: bool) -> list[dict]:
-    """`trm-bounds figures` hook: writes into out_dir/tightness; paths relative to out_dir."""
-    recs = run_study(Path(out_dir) / SUBDIR, quick, progress=False)
+    """`trm-bounds figures` hook: writes into out_dir/tightness; paths relative to out_dir. Uses
+    the results `start_background` started, if it was called."""
+    from .. import taskpool
+
+    name = _background_name(quick)
+    results = taskpool.collect_background(name) if taskpool.has_background(name) else None
+    recs = run_study(Path(out_dir) / SUBDIR, quick, progress=False, results=results)
     return [{**r, "path": f"{SUBDIR}/{r['path']}"} for r in recs]
 
 

@@ -151,17 +151,18 @@ def _background_name(quick: bool) -> str:
     return f"train_figures-quick={quick}"
 
 
-def start_background(quick: bool) -> None:
+def start_background(quick: bool) -> str:
     """Start the figure runs on one worker process per core and return at once.
 
     `trm-bounds figures` calls this first and runs its other jobs meanwhile; `run_training`
     (workers=None) then collects the results instead of running them again. Every core, not
     the cores free at this instant: the fork server importing for these workers (or a job
-    starting) would otherwise count as load and halve the pool for the whole run.
+    starting) would otherwise count as load and halve the pool for the whole run. Returns the
+    taskpool name of the run (`taskpool.background_done`).
     """
-    taskpool.start_background(
-        _background_name(quick), run_one, training_tasks(quick), workers=cores(), preload=PRELOAD
-    )
+    name = _background_name(quick)
+    taskpool.start_background(name, run_one, training_tasks(quick), workers=cores(), preload=PRELOAD)
+    return name
 
 
 def run_training(quick: bool, progress: bool = True, workers: int | None = None) -> list[dict]:
