@@ -229,3 +229,20 @@ def test_table_and_audit_out_refuse_to_overwrite_without_force(fast_audit, tmp_p
     capsys.readouterr()
     assert cli.main(["table", "--out", str(out), "--json"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging folder left
+
+
+def test_prepare_computes_the_measurement_free_evidence_once():
+    """claims.prepare (run by `trm-bounds figures` while it waits for background jobs) fills the
+    caches of the sympy derivations, the halved-constants search and the exact adversarial search,
+    so that the audit afterwards only reads the studies' outputs."""
+    from trm_bounds import symbolic
+    from trm_bounds.audit.evidence import exact, refined
+
+    cached = (symbolic.derivations, refined.halved_constants_evidence, exact._measure)
+    before = [f() for f in cached]  # computed on demand (cached from here on)
+    for f in cached:
+        f.cache_clear()
+    claims_mod.prepare(quick=False)
+    assert [f.cache_info().currsize for f in cached] == [1, 1, 1]
+    assert [f.cache_info().misses for f in cached] == [1, 1, 1]
+    assert [f() for f in cached] == before  # the same evidence as computed on demand

@@ -142,8 +142,11 @@ def _moe_by_definition(pol: MoEPolicy, noise: list | None = None) -> list[torch.
 )
 def test_moe_tree_is_its_definition_with_and_without_router_noise(cfg):
     """The batched forward (chosen experts only, level-major rows) equals the per-context
-    definition to rounding; router noise is drawn level by level, (P, V**(t-1), E) each."""
+    definition to rounding; router noise is drawn level by level, (P, V**(t-1), E) each. The
+    output biases start at 0: they are drawn here, so that each expert's own b2 must be used."""
     pol = MoEPolicy(MoEConfig(**cfg))
+    with torch.no_grad():
+        pol.b2.copy_(torch.randn(pol.b2.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
     for got, want in zip(pol.log_prob_tree(), _moe_by_definition(pol)):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
