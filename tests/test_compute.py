@@ -113,3 +113,9 @@ def test_check_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="^device: 'cuda' requested but this torch"):
             _compute.check_device("cuda")
+
+
+def test_own_running_counts_at_least_the_caller(monkeypatch):
+    """A snapshot that catches no thread in state R (the caller is running, so it is one) gives 1."""
+    monkeypatch.setattr(_compute.os, "listdir", lambda path: [])
+    assert _compute._own_running() == 1

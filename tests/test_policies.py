@@ -4,6 +4,7 @@ low-precision evaluation, router noise (reward families: tests/test_rewards.py).
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -146,13 +147,17 @@ def test_moe_tree_is_its_definition_with_and_without_router_noise(cfg):
     output biases start at 0: they are drawn here, so that each expert's own b2 must be used."""
     pol = MoEPolicy(MoEConfig(**cfg))
     with torch.no_grad():
-        pol.b2.copy_(torch.randn(pol.b2.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
+        pol.b2.copy_(
+            torch.randn(pol.b2.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+        )
     for got, want in zip(pol.log_prob_tree(), _moe_by_definition(pol)):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
     c = pol.config
     gen = torch.Generator().manual_seed(5)
-    noise = [torch.randn((c.P, c.V**k, c.n_experts), generator=gen, dtype=torch.float64) * 0.7 for k in range(c.T)]
+    noise = [
+        torch.randn((c.P, c.V**k, c.n_experts), generator=gen, dtype=torch.float64) * 0.7 for k in range(c.T)
+    ]
     noisy = pol.log_prob_tree(router_noise_std=0.7, generator=torch.Generator().manual_seed(5))
     for got, want in zip(noisy, _moe_by_definition(pol, noise)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
@@ -189,3 +194,22 @@ def test_moe_gradients_reach_every_parameter_that_is_used():
 def test_bad_configs_raise_value_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_eos_rows_are_made_once_and_left_untouched():
+    """absorb_eos reuses one (after-EOS mask, absorbed row) per level shape (a training step asks
+    for the same ones every forward) and never writes into them."""
+    from trm_bounds.policies import _eos_rows, absorb_eos, after_eos
+
+    _eos_rows.cache_clear()
+    logp = torch.log_softmax(torch.randn((2, 9, 3), dtype=torch.float64), -1)
+    first = absorb_eos(logp, 2, 1)
+    done, absorbed = _eos_rows(2, 3, 1, logp.device, logp.dtype)
+    again = absorb_eos(logp.clone(), 2, 1)
+    assert _eos_rows.cache_info().misses == 1 and _eos_rows.cache_info().hits >= 2
+    assert torch.equal(first, again)
+    assert torch.equal(done[0, :, 0], after_eos(2, 3, 1))
+    assert torch.equal(absorbed, torch.tensor([-math.inf, 0.0, -math.inf], dtype=torch.float64))
+    rows = after_eos(2, 3, 1)
+    assert torch.equal(first[:, rows], absorbed.expand(2, int(rows.sum()), 3))
+    assert torch.equal(first[:, ~rows], logp[:, ~rows])

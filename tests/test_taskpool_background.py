@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -145,6 +146,16 @@ def test_run_order_takes_finished_background_jobs_first_and_prepares_while_waiti
         ("prepare", "last"),
         ("run", "b"),
         ("run", "a"),
+        ("run", "last"),
+    ]
+    done.update({"bg a": False, "bg b": False})  # nothing finishes: one prepare, then wait in order
+    got = list(itertools.islice(figures._run_order(order, waits, quick=True), 10))
+    assert [(k, n) for k, n, _ in got] == [
+        ("run", "x"),
+        ("run", "c"),
+        ("prepare", "last"),
+        ("run", "a"),
+        ("run", "b"),
         ("run", "last"),
     ]
     done.update({"bg a": True, "bg b": True})  # all finished: the order as given, nothing prepared
