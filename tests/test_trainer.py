@@ -473,6 +473,38 @@ def test_training_runs_give_the_same_json_in_process_and_in_worker_processes(mon
     assert all(len(r["steps"]) == 2 for r in one)
 
 
+def test_longest_runs_go_to_the_workers_first_and_results_keep_task_order(monkeypatch):
+    """The pool gets the runs slowest first (certified MoE, then by regime), a permutation of the
+    tasks; the background run's results come back in training_tasks order, as in-process."""
+    from trm_bounds import taskpool
+    from trm_bounds.studies import training
+
+    tasks = training.training_tasks(quick=False)
+    ran = training._longest_first(tasks)
+    assert sorted(t["key"] for t in ran) == sorted(t["key"] for t in tasks)
+    moe_cert = ("certified", "MoE, fp16 rollouts")
+    cost = [training._CERTIFIED_MOE_SECONDS if (t["label"], t["regime"]) == moe_cert
+            else training._RUN_SECONDS[t["regime"]] for t in ran]  # fmt: skip
+    assert cost == sorted(cost, reverse=True) and ran[0]["label"] == "certified"
+    assert training._in_task_order([t["key"] for t in ran], ran, tasks) == [t["key"] for t in tasks]
+
+    monkeypatch.setattr(training, "_steps", lambda quick: 1)
+    few = [tasks[0], tasks[-4], tasks[-1]]  # rare token-IS, MoE fp16 plain, MoE fp16 certified
+    monkeypatch.setattr(training, "training_tasks", lambda quick: [dict(t, steps=1) for t in few])
+    assert [t["key"] for t in training._longest_first(training.training_tasks(True))] != [
+        t["key"] for t in few
+    ]
+    here = training.run_training(quick=True, progress=False, workers=1)
+    name = training.start_background(quick=True)
+    assert taskpool.has_background(name)
+    there = training.run_training(quick=True, progress=False)
+    assert not taskpool.has_background(name)
+    assert [(r["regime"], r["label"], r["seed"]) for r in there] == [
+        (t["regime"], t["label"], t["seed"]) for t in few
+    ]
+    assert json.dumps(there, sort_keys=True) == json.dumps(here, sort_keys=True)
+
+
 def test_skips_without_backtracking_rebuild_theta_old_and_match_a_fresh_forward(monkeypatch):
     """max_backtracks = 0: a rejected step is skipped at once (parameters restored in place). The
     next step must not reuse the graph built before the restore; each step's differentiable
